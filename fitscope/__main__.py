@@ -1,0 +1,5 @@
+"""``python -m fitscope`` runs the command line."""
+
+from fitscope.cli import main
+
+main()

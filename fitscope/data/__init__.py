@@ -1,0 +1,36 @@
+"""Data: loaders, validation at the boundary, and corruptions with ground truth.
+
+Notation used across this package: ``N`` examples, ``K`` classes; inputs are
+float32 of shape ``(N, D)`` (vectors), ``(N, C, L)`` (signals) or
+``(N, C, H, W)`` (images); labels are int64 in ``[0, K)``.
+
+- :func:`load`: a built-in name (:func:`builtin_names`) or a ``.npz``/``.csv``
+  file, an MNIST IDX folder, a CIFAR-10/100 python folder or an image folder
+  -> a checked :class:`Dataset`.
+- :func:`validate_arrays`: the boundary check every loader runs.
+- :func:`corrupt`: the randomization-test corruptions of Zhang et al. (2017),
+  returning a :class:`Corruption` that records which rows changed;
+  :func:`flip_labels`: exact-rate label flips for label-issue detection.
+- :func:`write_sample_grid`: a PNG of samples per class.
+"""
+
+from fitscope.data.builtin import builtin_names, describe_builtin
+from fitscope.data.corruptions import CORRUPTION_KINDS, Corruption, corrupt, flip_labels
+from fitscope.data.dataset import Dataset
+from fitscope.data.load import load, supported_file_kinds
+from fitscope.data.preview import write_sample_grid
+from fitscope.data.validation import validate_arrays
+
+__all__ = [
+    "CORRUPTION_KINDS",
+    "Corruption",
+    "Dataset",
+    "builtin_names",
+    "corrupt",
+    "describe_builtin",
+    "flip_labels",
+    "load",
+    "supported_file_kinds",
+    "validate_arrays",
+    "write_sample_grid",
+]

@@ -1,0 +1,36 @@
+"""Run directories, their catalog and atomic writes.
+
+- :class:`Run`: one directory per job (``run.json``, units of work for resume,
+  tables and artifacts, ``report.html``); see :mod:`fitscope.runs.run`.
+- :class:`Catalog`: the SQLite index ``<root>/catalog.sqlite`` of the runs
+  under a runs root.
+- ``atomic_*``: writes that leave either the old file or the complete new one.
+- :func:`versions`: the versions recorded in every run and printed by
+  ``fitscope env``.
+"""
+
+from fitscope.runs.atomic import (
+    atomic_open,
+    atomic_save_npz,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_parquet,
+    atomic_write_text,
+)
+from fitscope.runs.catalog import Catalog
+from fitscope.runs.run import Run, config_hash, read_meta
+from fitscope.runs.versions import versions
+
+__all__ = [
+    "Catalog",
+    "Run",
+    "atomic_open",
+    "atomic_save_npz",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_parquet",
+    "atomic_write_text",
+    "config_hash",
+    "read_meta",
+    "versions",
+]

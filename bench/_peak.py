@@ -1,0 +1,144 @@
+"""Shared benchmark helpers: fp32 matmul peak, machine info, CPU contention, atomic JSON writes.
+
+Import from a script in ``bench/`` with ``from _peak import matmul_peak`` (the
+script's folder is on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def matmul_peak(sizes: tuple[int, ...] = (1024, 2048), runs: int = 5, min_seconds: float = 0.2) -> dict:
+    """Best fp32 GFLOP/s of square ``torch.mm`` over ``runs`` timed runs per size, at torch's current thread count.
+
+    Each run multiplies two random ``s x s`` float32 matrices enough times to
+    last about ``min_seconds``; a matmul counts ``2 s^3`` FLOPs. Returns
+    ``dict(gflops=best over sizes, per_size={s: best}, runs=..., threads=...)``.
+    """
+    per_size: dict[int, float] = {}
+    for s in sizes:
+        a = torch.randn(s, s)
+        b = torch.randn(s, s)
+        out = torch.empty(s, s)
+        torch.mm(a, b, out=out)  # warm-up
+        t0 = time.perf_counter()
+        torch.mm(a, b, out=out)
+        reps = max(1, int(min_seconds / max(time.perf_counter() - t0, 1e-6)))
+        best = 0.0
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                torch.mm(a, b, out=out)
+            best = max(best, 2.0 * s**3 * reps / (time.perf_counter() - t0) / 1e9)
+        per_size[s] = best
+    return dict(gflops=max(per_size.values()), per_size=per_size, runs=runs, threads=torch.get_num_threads())
+
+
+def machine_info() -> dict:
+    """CPU count, torch threads and versions, for benchmark result files."""
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover
+        affinity = os.cpu_count()
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return dict(
+        cpu=cpu,
+        load_average=[round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        cpu_count=os.cpu_count(),
+        cpus_available=affinity,
+        torch_threads=torch.get_num_threads(),
+        torch_version=torch.__version__,
+        python=platform.python_version(),
+        platform=platform.platform(),
+    )
+
+
+def timestamp() -> str:
+    """Current UTC time, ISO 8601."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def write_json_atomic(path: str | Path, data: dict) -> Path:
+    """Write ``data`` as JSON to ``path`` via a temporary file and ``os.replace`` (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _cpu_busy_seconds() -> float | None:
+    """Busy CPU seconds of the whole machine so far (all CPUs), from /proc/stat; None if unavailable."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    ticks = [int(v) for v in fields]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class CpuMonitor:
+    """Measures how busy OTHER processes kept the machine's CPUs during a ``with`` block.
+
+    ``other_load`` is the average number of CPUs used by other processes
+    divided by the CPU count (0 = quiet machine, 1 = every CPU busy elsewhere);
+    None where /proc/stat is not available.
+    """
+
+    def __enter__(self) -> "CpuMonitor":
+        self._busy, self._own, self._t = _cpu_busy_seconds(), _own_cpu_seconds(), time.perf_counter()
+        self.other_load: float | None = None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        busy = _cpu_busy_seconds()
+        if busy is None or self._busy is None:
+            return
+        wall = max(time.perf_counter() - self._t, 1e-9)
+        others = (busy - self._busy) - (_own_cpu_seconds() - self._own)
+        self.other_load = max(0.0, others) / (wall * (os.cpu_count() or 1))
+
+
+def wait_for_quiet_cpu(threshold: float = 0.1, timeout: float = 600.0, window: float = 2.0) -> float | None:
+    """Wait until other processes use less than ``threshold`` of the CPUs over ``window`` seconds.
+
+    Benchmarks on a shared machine are meaningless while something else runs.
+    Returns the last measured load (None without /proc/stat); gives up after
+    ``timeout`` seconds and returns the load then.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        with CpuMonitor() as mon:
+            time.sleep(window)
+        if mon.other_load is None or mon.other_load < threshold or time.monotonic() > deadline:
+            return mon.other_load

@@ -1,0 +1,151 @@
+"""Models built from a short spec, always as an ensemble of K independent models.
+
+Every model returned by :func:`build` takes ``x`` of shape
+``(K, B, *input_shape)`` and returns logits ``(K, B, n_classes)``, where
+``K = len(seeds)``; model ``k`` is initialised from ``seeds[k]`` alone, so
+model ``k`` of an ensemble equals a single model built with the same seed.
+
+>>> model = build("mlp:512x2", (64,), 10, seeds=[0, 1, 2])
+>>> model(torch.zeros(3, 5, 64)).shape
+torch.Size([3, 5, 10])
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+from fitscope.errors import ConfigError
+from fitscope.models.base import EnsembleModel
+from fitscope.models.cnn import EnsembleCNN, EnsembleCNN1d
+from fitscope.models.layers import EnsembleConv, EnsembleDropout, EnsembleLinear
+from fitscope.models.mlp import EnsembleMLP
+from fitscope.models.resnet import EnsembleResNet
+from fitscope.models.spec import SPEC_HELP, ModelSpec, check_input_shape, input_kind, parse_spec
+
+__all__ = [
+    "SPEC_HELP",
+    "EnsembleConv",
+    "EnsembleDropout",
+    "EnsembleLinear",
+    "EnsembleModel",
+    "ModelSpec",
+    "build",
+    "check_input_shape",
+    "flops_per_example",
+    "input_kind",
+    "largest_activation",
+    "parse_spec",
+]
+
+_FAMILIES = {"mlp": EnsembleMLP, "cnn": EnsembleCNN, "resnet": EnsembleResNet, "cnn1d": EnsembleCNN1d}
+
+
+def _check_common(input_shape: Sequence[int], n_classes: int) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(s) for s in input_shape)
+    except (TypeError, ValueError):
+        raise ConfigError(f"input_shape: expected a tuple of ints, got {input_shape!r}") from None
+    input_kind(shape)
+    if int(n_classes) < 1:
+        raise ConfigError(f"n_classes: expected an integer >= 1, got {n_classes}")
+    return shape
+
+
+def build(
+    spec: str | ModelSpec,
+    input_shape: tuple[int, ...],
+    n_classes: int,
+    *,
+    seeds: Sequence[int],
+    dropout: float | None = None,
+) -> EnsembleModel:
+    """Build an ensemble of ``len(seeds)`` independent models from a spec.
+
+    Args:
+        spec: model spec, e.g. ``"mlp:512x2"``, ``"cnn:32-64,dropout=0.25"``
+            (grammar in :data:`SPEC_HELP`).
+        input_shape: shape of one input: ``(D,)``, ``(C, L)`` or ``(C, H, W)``.
+        n_classes: number of output logits.
+        seeds: one integer seed per model; model ``k``'s initial weights and
+            dropout masks depend only on ``seeds[k]``.
+        dropout: overrides the spec's dropout probability when not None.
+
+    Returns:
+        An :class:`EnsembleModel`: ``(K, B, *input_shape) -> (K, B, n_classes)``.
+
+    Raises:
+        ConfigError: bad spec, a family that does not fit the input shape, no seeds.
+    """
+    parsed = parse_spec(spec).with_dropout(dropout)
+    shape = _check_common(input_shape, n_classes)
+    check_input_shape(parsed, shape)
+    seeds = list(seeds)
+    if not seeds:
+        raise ConfigError("seeds: expected at least one model seed, got an empty list")
+    try:
+        seeds = [int(s) for s in seeds]
+    except (TypeError, ValueError):
+        raise ConfigError(f"seeds: expected integers, got {seeds!r}") from None
+    return _FAMILIES[parsed.family](parsed, shape, int(n_classes), seeds)
+
+
+def flops_per_example(spec: str | ModelSpec, input_shape: tuple[int, ...], n_classes: int) -> int:
+    """Forward FLOPs of ONE model on one example: 2 x the multiply-adds of its linear and conv layers.
+
+    BatchNorm, ReLU, pooling, bias adds and the loss are not counted. A
+    training step costs about 3x this per example (forward + backward).
+
+    Args:
+        spec: model spec.
+        input_shape: shape of one input.
+        n_classes: number of logits.
+
+    Returns:
+        The FLOP count as an int.
+    """
+    parsed = parse_spec(spec)
+    shape = _check_common(input_shape, n_classes)
+    check_input_shape(parsed, shape)
+    macs = 0
+
+    def count(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal macs
+        if isinstance(module, EnsembleLinear):
+            macs += module.in_features * module.out_features
+        else:  # EnsembleConv, batch of one: output (1, C_out, *spatial)
+            macs += output.numel() * module.in_channels * module.kernel_size**module.dim
+
+    with torch.device("meta"):
+        model = _FAMILIES[parsed.family](parsed, shape, int(n_classes), [0])
+    for m in model.modules():
+        if isinstance(m, (EnsembleLinear, EnsembleConv)):
+            m.register_forward_hook(count)
+    model.eval()
+    with torch.no_grad():
+        model(torch.empty(1, 1, *shape, device="meta"))
+    return 2 * macs
+
+
+def largest_activation(spec: str | ModelSpec, input_shape: tuple[int, ...], n_classes: int) -> int:
+    """Number of values in the largest activation of ONE model on one example (sizes evaluation chunks)."""
+    parsed = parse_spec(spec)
+    shape = _check_common(input_shape, n_classes)
+    check_input_shape(parsed, shape)
+    largest = 1
+
+    def track(module: torch.nn.Module, inputs: tuple, output) -> None:
+        nonlocal largest
+        if isinstance(output, torch.Tensor):
+            largest = max(largest, output.numel())
+
+    with torch.device("meta"):
+        model = _FAMILIES[parsed.family](parsed, shape, int(n_classes), [0])
+    for m in model.modules():
+        m.register_forward_hook(track)
+    model.eval()
+    with torch.no_grad():
+        model(torch.empty(1, 1, *shape, device="meta"))
+    return max(largest, math.prod(shape))

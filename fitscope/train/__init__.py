@@ -1,0 +1,36 @@
+"""Fast training of K models at once, with per-example records.
+
+Example (``x``: ``(n, *input_shape)`` float32, ``y``: ``(n,)`` int labels)::
+
+    from fitscope.train import TrainConfig, train_ensemble
+    result = train_ensemble("mlp:512x2", x, y, config=TrainConfig(epochs=20), seeds=range(16))
+    result.train_acc.shape        # (16, epochs run)
+    result.records.correct_array()  # (epochs run, 16, n) bool
+"""
+
+from fitscope.train.augment import Augmenter, default_crop_padding, default_max_shift
+from fitscope.train.config import TrainConfig
+from fitscope.train.ensemble import EpochSampler, predict_logits, train_ensemble
+from fitscope.train.records import PerExampleRecords, pack_correct, per_example_stats, unpack_correct
+from fitscope.train.result import EnsembleResult
+from fitscope.train.schedules import lr_at, lr_schedule
+from fitscope.train.threads import available_cpus, configure_threads
+
+__all__ = [
+    "Augmenter",
+    "EnsembleResult",
+    "EpochSampler",
+    "PerExampleRecords",
+    "TrainConfig",
+    "available_cpus",
+    "configure_threads",
+    "default_crop_padding",
+    "default_max_shift",
+    "lr_at",
+    "lr_schedule",
+    "pack_correct",
+    "per_example_stats",
+    "predict_logits",
+    "train_ensemble",
+    "unpack_correct",
+]

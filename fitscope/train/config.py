@@ -1,0 +1,103 @@
+"""The training configuration: one validated, typed object per ensemble run."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fitscope.errors import ConfigError
+
+_DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3}
+_DEFAULT_GAMMA = {"step": 0.1, "exponential": 0.95}
+
+
+def _one_line(err: ValidationError, fields: list[str]) -> str:
+    first = err.errors()[0]
+    name = ".".join(str(p) for p in first["loc"]) or "config"
+    if first["type"] == "extra_forbidden":
+        return f"TrainConfig: unknown field {name!r}; known fields: {', '.join(fields)}"
+    msg = first["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    return f"TrainConfig field {name!r}: {msg[0].lower() + msg[1:]}; got {first.get('input')!r}"
+
+
+class TrainConfig(BaseModel):
+    """How to train an ensemble (:func:`fitscope.train.train_ensemble`).
+
+    Unknown fields are rejected; a bad value raises a one-line
+    :class:`~fitscope.errors.ConfigError` naming the field, what was expected
+    and what was given.
+
+    Attributes:
+        epochs: epoch budget (> 0).
+        batch_size: examples per model per step (> 0).
+        optimizer: ``"sgd"`` (momentum, no Nesterov) or ``"adam"``.
+        lr: learning rate; default 0.05 for sgd, 1e-3 for adam.
+        momentum: SGD momentum in ``[0, 1)`` (ignored by adam).
+        weight_decay: L2 weight decay (>= 0), on every parameter.
+        augment: random crop (zero padding ``crop_padding``) and horizontal
+            flip for images, random shift by up to ``max_shift`` for 1-D
+            signals; ignored for vectors.
+        crop_padding: padding of the random crop; default ``max(1, round(H / 8))``
+            (1 for 8x8, 4 for 32x32).
+        flip: whether image augmentation flips horizontally.
+        max_shift: largest shift of a signal; default ``max(1, L // 10)``.
+        schedule: learning-rate schedule over epochs: ``"constant"``,
+            ``"step"`` (times ``gamma`` every ``step_size`` epochs),
+            ``"cosine"`` (to 0 over ``epochs``), ``"exponential"`` (times
+            ``gamma`` every epoch).
+        step_size: epochs between decays of the step schedule.
+        gamma: decay factor; default 0.1 (step), 0.95 (exponential).
+        early_stop: ``"none"``; ``"fit"``: stop once every model is 100%
+            accurate on its own training rows; ``"patience"``: stop when the
+            mean test loss over models has not improved for ``patience`` epochs.
+        patience: epochs without improvement before ``"patience"`` stops.
+        record: keep per-example loss, correctness and margin of every epoch.
+        eval_batch_size: rows per chunk in the per-epoch evaluation pass.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(30, gt=0)
+    batch_size: int = Field(128, gt=0)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float | None = Field(None, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    augment: bool = False
+    crop_padding: int | None = Field(None, ge=0)
+    flip: bool = True
+    max_shift: int | None = Field(None, ge=0)
+    schedule: Literal["constant", "step", "cosine", "exponential"] = "constant"
+    step_size: int = Field(10, gt=0)
+    gamma: float | None = Field(None, gt=0, le=1)
+    early_stop: Literal["none", "fit", "patience"] = "none"
+    patience: int = Field(10, gt=0)
+    record: bool = True
+    eval_batch_size: int = Field(2048, gt=0)
+
+    def __init__(self, **data: Any) -> None:
+        """Validate ``data``; a bad value raises :class:`ConfigError` (one line)."""
+        try:
+            super().__init__(**data)
+        except ValidationError as err:
+            raise ConfigError(_one_line(err, list(type(self).model_fields))) from None
+
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> "TrainConfig":
+        """Validate a dict (e.g. read from a config file); errors become :class:`ConfigError`."""
+        try:
+            return super().model_validate(obj, **kwargs)
+        except ValidationError as err:
+            raise ConfigError(_one_line(err, list(cls.model_fields))) from None
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> "TrainConfig":
+        # Defaults that depend on other fields; stored so that run.json holds the resolved values.
+        if self.lr is None:
+            self.lr = _DEFAULT_LR[self.optimizer]
+        if self.gamma is None:
+            self.gamma = _DEFAULT_GAMMA.get(self.schedule, 0.1)
+        return self

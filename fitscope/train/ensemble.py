@@ -1,0 +1,376 @@
+"""Train K models at once: one ensemble module, in-memory tensors, no DataLoader.
+
+Notation: K models (``len(seeds)``), n training rows, B batch size, C classes.
+
+Each step gathers a ``(K, B)`` index matrix (model ``k``'s row of it comes
+from model ``k``'s own permutations, drawn from a generator seeded by
+``seeds[k]``), indexes ``x``/``y`` once, runs the ensemble forward and
+backward, and updates all K models with one fused optimizer step. The loss is
+the sum over models of each model's mean batch loss, so every model gets
+exactly the gradient it would get alone. After every epoch an eval-mode pass
+over all n training rows (and the test set) gives each model's per-example
+loss, correctness and margin.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from fitscope.errors import ConfigError, DataError
+from fitscope.models import EnsembleModel, build, flops_per_example, largest_activation
+from fitscope.seeding import derive_seed
+from fitscope.train.augment import Augmenter
+from fitscope.train.config import TrainConfig
+from fitscope.train.records import PerExampleRecords, per_example_stats
+from fitscope.train.result import EnsembleResult
+from fitscope.train.schedules import lr_at
+from fitscope.train.steps import make_step
+from fitscope.train.threads import configure_threads
+
+# Evaluation chunks hold at most this many activation values per layer output
+# (a few MB: the chunk's activations stay in cache; larger chunks were slower).
+_EVAL_VALUES = 1 << 22
+
+# Train MLPs with the hand-written forward/backward (``steps.MLPStep``); the
+# tests switch this off to compare with autograd.
+HAND_WRITTEN_MLP = True
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_seeds(seeds: Sequence[int]) -> list[int]:
+    try:
+        out = [int(s) for s in seeds]
+    except (TypeError, ValueError):
+        raise ConfigError(f"seeds: expected a sequence of integers, got {seeds!r}") from None
+    if not out:
+        raise ConfigError("seeds: expected at least one model seed, got an empty sequence")
+    return out
+
+
+def _as_inputs(name: str, x, n_expected_shape: tuple[int, ...] | None = None) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim < 2 or x.shape[0] < 1:
+        raise DataError(
+            f"{name}: expected an array of shape (n, *input_shape) with n >= 1, e.g. (n, D), (n, C, L) "
+            f"or (n, C, H, W); got shape {x.shape}"
+        )
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer) or x.dtype == bool):
+        raise DataError(f"{name}: expected numeric inputs, got dtype {x.dtype}")
+    if n_expected_shape is not None and x.shape[1:] != n_expected_shape:
+        raise DataError(f"{name}: expected inputs of shape (n, {', '.join(map(str, n_expected_shape))}) like x; "
+                        f"got {x.shape}")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if not np.isfinite(x).all():
+        raise DataError(f"{name}: contains NaN or infinite values ({int((~np.isfinite(x)).sum())} of them)")
+    return x
+
+
+def _as_labels(name: str, y) -> np.ndarray:
+    y = np.asarray(y)
+    if np.issubdtype(y.dtype, np.integer):
+        return y.astype(np.int64)
+    if np.issubdtype(y.dtype, np.floating) and np.isfinite(y).all() and (y == np.round(y)).all():
+        return y.astype(np.int64)
+    raise DataError(f"{name}: expected integer class labels, got dtype {y.dtype}")
+
+
+def _validate(x, y, masks, x_test, y_test, k: int, n_classes: int | None):
+    x = _as_inputs("x", x)
+    n = x.shape[0]
+    y = _as_labels("y", y)
+    if y.shape not in ((n,), (k, n)):
+        raise DataError(f"y: expected labels of shape ({n},) shared by all models or ({k}, {n}) per model "
+                        f"(x has {n} rows, {k} seeds); got shape {y.shape}")
+    if (x_test is None) != (y_test is None):
+        raise DataError("x_test/y_test: give both or neither")
+    if x_test is not None:
+        x_test = _as_inputs("x_test", x_test, x.shape[1:])
+        y_test = _as_labels("y_test", y_test)
+        if y_test.shape != (x_test.shape[0],):
+            raise DataError(f"y_test: expected shape ({x_test.shape[0]},) to match x_test; got {y_test.shape}")
+    low = min(int(y.min()), int(y_test.min()) if y_test is not None else 0)
+    if low < 0:
+        raise DataError(f"y: labels must be >= 0; got {low}")
+    high = max(int(y.max()), int(y_test.max()) if y_test is not None else 0)
+    if n_classes is None:
+        n_classes = max(high + 1, 2)
+    elif high >= n_classes:
+        raise DataError(f"y: labels must be in [0, {n_classes}) for n_classes={n_classes}; got label {high}")
+    if masks is not None:
+        masks = np.asarray(masks)
+        if masks.shape != (k, n):
+            raise ConfigError(f"masks: expected shape ({k}, {n}) (one row per seed, one column per row of x); "
+                              f"got {masks.shape}")
+        if masks.dtype != bool:
+            if not np.isin(masks, (0, 1)).all():
+                raise ConfigError(f"masks: expected booleans (or 0/1), got dtype {masks.dtype}")
+            masks = masks.astype(bool)
+        empty = np.flatnonzero(~masks.any(axis=1))
+        if len(empty):
+            raise ConfigError(f"masks: model {int(empty[0])} has an empty training subset "
+                              f"({len(empty)} model(s) without rows); every model needs at least one row")
+    return x, y, masks, x_test, y_test, int(n_classes)
+
+
+# --------------------------------------------------------------------------- batches
+
+
+class EpochSampler:
+    """The ``(K, T)`` row-index matrix of one epoch; model ``k``'s row uses only its own generator.
+
+    Without masks (or when every mask has the same size) an epoch is one
+    fresh permutation of each model's rows, cut into batches of
+    ``batch_size`` (the last one smaller). With subsets of different sizes,
+    an epoch is ``ceil(max size / batch_size)`` full batches and each model
+    cycles through successive permutations of its own rows.
+
+    Args:
+        n: number of training rows.
+        rows: per-model row indices (None: every model uses every row).
+        seeds: the K model seeds (generators seeded ``derive_seed(seed, "order")``).
+        batch_size: rows per model per step.
+    """
+
+    def __init__(self, n: int, rows: list[torch.Tensor] | None, seeds: Sequence[int], batch_size: int) -> None:
+        self.n, self.rows, self.batch_size = n, rows, batch_size
+        self.generators = [torch.Generator().manual_seed(derive_seed(int(s), "order")) for s in seeds]
+        sizes = [n] * len(seeds) if rows is None else [len(r) for r in rows]
+        self.sizes = sizes
+        self.equal = len(set(sizes)) == 1
+        self.steps = math.ceil(max(sizes) / batch_size)
+        self._buffers = [torch.empty(0, dtype=torch.int64) for _ in seeds]
+
+    def _perm(self, k: int) -> torch.Tensor:
+        perm = torch.randperm(self.sizes[k], generator=self.generators[k])
+        return perm if self.rows is None else self.rows[k][perm]
+
+    def epoch(self) -> torch.Tensor:
+        """Draw the next epoch's ``(K, T)`` int64 index matrix (T = size, or steps x batch_size)."""
+        if self.equal:
+            return torch.stack([self._perm(k) for k in range(len(self.generators))])
+        total = self.steps * self.batch_size
+        out = []
+        for k in range(len(self.generators)):
+            buf = self._buffers[k]
+            while len(buf) < total:
+                buf = torch.cat([buf, self._perm(k)])
+            out.append(buf[:total])
+            self._buffers[k] = buf[total:]
+        return torch.stack(out)
+
+    def batches(self, index: torch.Tensor) -> list[torch.Tensor]:
+        """Cut an epoch's index matrix into ``(K, b)`` step matrices."""
+        return [index[:, i : i + self.batch_size] for i in range(0, index.shape[1], self.batch_size)]
+
+
+# --------------------------------------------------------------------------- engine
+
+
+def _make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    fused = device.type in ("cpu", "cuda")
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                               weight_decay=config.weight_decay, fused=fused)
+    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
+
+
+@torch.inference_mode()
+def predict_logits(model: EnsembleModel, x: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Eval-mode logits ``(K, n, C)`` of every model on the shared inputs ``x`` ``(n, *shape)``, in chunks of rows."""
+    k, n = model.n_models, x.shape[0]
+    out = torch.empty(k, n, model.n_classes, device=x.device)
+    for start in range(0, n, chunk):
+        out[:, start : start + chunk] = model.forward_shared(x[start : start + chunk])
+    return out
+
+
+def _own_row_means(values: torch.Tensor, masks: torch.Tensor | None) -> np.ndarray:
+    """Mean of ``(K, n)`` values over each model's own rows."""
+    values = values.double()
+    if masks is None:
+        return values.mean(dim=1).cpu().numpy()
+    return ((values * masks).sum(dim=1) / masks.sum(dim=1)).cpu().numpy()
+
+
+def train_ensemble(
+    spec: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    config: TrainConfig,
+    seeds: Sequence[int],
+    masks: np.ndarray | None = None,
+    x_test: np.ndarray | None = None,
+    y_test: np.ndarray | None = None,
+    dropout: float | None = None,
+    device: str = "cpu",
+    progress: Callable[[dict], None] | None = None,
+    n_classes: int | None = None,
+    keep_model: bool = False,
+) -> EnsembleResult:
+    """Train ``len(seeds)`` models of one spec at once and record how they fit.
+
+    Args:
+        spec: model spec (see :data:`fitscope.models.SPEC_HELP`).
+        x: ``(n, *input_shape)`` inputs shared by every model.
+        y: ``(n,)`` labels shared by every model, or ``(K, n)`` per model
+            (e.g. a different label corruption for each).
+        config: how to train.
+        seeds: one seed per model; model ``k``'s initial weights, batch order,
+            dropout masks and augmentations come from ``seeds[k]`` alone.
+        masks: optional ``(K, n)`` bool; model ``k`` trains only on rows where
+            ``masks[k]`` is True (and is evaluated on all rows). Subsets may
+            differ in size: an epoch then has ``ceil(max size / batch_size)``
+            steps and smaller subsets are cycled.
+        x_test: optional ``(n_test, *input_shape)`` test inputs.
+        y_test: ``(n_test,)`` test labels (with ``x_test``).
+        dropout: overrides the spec's dropout when not None.
+        device: torch device (``"cpu"``, ``"cuda"``).
+        progress: called after every epoch with ``dict(epoch, epochs,
+            train_acc_mean, test_acc_mean, seconds, models, examples_per_second)``.
+        n_classes: number of classes; default ``max(label) + 1`` over ``y`` and ``y_test``.
+        keep_model: put the trained ensemble module (eval mode) in ``result.model``.
+
+    Returns:
+        An :class:`EnsembleResult`.
+
+    Raises:
+        DataError: inputs/labels of the wrong shape, type or range.
+        ConfigError: bad spec, config, seeds or masks.
+    """
+    t_start = time.perf_counter()
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(f"config: expected a TrainConfig, got {type(config).__name__}")
+    configure_threads()
+    seeds = _check_seeds(seeds)
+    k = len(seeds)
+    x, y, masks, x_test, y_test, n_classes = _validate(x, y, masks, x_test, y_test, k, n_classes)
+    n, input_shape = x.shape[0], tuple(x.shape[1:])
+    has_test = x_test is not None and len(x_test) > 0
+    if config.early_stop == "patience" and not has_test:
+        raise ConfigError("early_stop='patience' watches the test loss: give x_test and y_test, "
+                          "or use early_stop='fit' or 'none'")
+    dev = torch.device(device)
+    model = build(spec, input_shape, n_classes, seeds=seeds, dropout=dropout).to(dev)
+    flops_train = 3 * flops_per_example(model.spec, input_shape, n_classes)
+    chunk = max(1, min(config.eval_batch_size,
+                       _EVAL_VALUES // (k * largest_activation(model.spec, input_shape, n_classes))))
+
+    # Training rows then test rows in one tensor: one evaluation pass covers both.
+    x_eval = torch.from_numpy(np.concatenate([x, x_test]) if has_test else x).to(dev)
+    xt = x_eval[:n]
+    yt = torch.from_numpy(y).to(dev)
+    yt_test = torch.from_numpy(y_test).to(dev) if has_test else None
+    shared_labels = yt.dim() == 1
+    mask_t = torch.from_numpy(masks).to(dev) if masks is not None else None
+    rows = [torch.from_numpy(np.flatnonzero(m)) for m in masks] if masks is not None else None
+    sampler = EpochSampler(n, rows, seeds, config.batch_size)
+    optimizer = _make_optimizer(model, config, dev)
+    step = make_step(model, hand_written=HAND_WRITTEN_MLP)
+    augment = Augmenter(input_shape, seeds, crop_padding=config.crop_padding, flip=config.flip,
+                        max_shift=config.max_shift, device=dev) if config.augment else None
+    if augment is not None and not augment.active:
+        augment = None
+
+    epochs = config.epochs
+    train_acc = np.full((k, epochs), np.nan)
+    train_loss = np.full((k, epochs), np.nan)
+    test_acc = np.full((k, epochs), np.nan)
+    test_loss = np.full((k, epochs), np.nan)
+    epochs_to_fit = np.full(k, -1, np.int64)
+    records = PerExampleRecords.empty(epochs, k, n) if config.record else None
+    train_logits = test_logits = None
+    examples_seen, train_seconds, eval_seconds = 0, 0.0, 0.0
+    best_test, waited, epochs_run = math.inf, 0, 0
+
+    for epoch in range(epochs):
+        # ---- training steps
+        t0 = time.perf_counter()
+        lr = lr_at(config, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        model.train()
+        index = sampler.epoch().to(dev)
+        for idx in sampler.batches(index):
+            xb = xt[idx]
+            yb = yt[idx] if shared_labels else yt.gather(1, idx)
+            if augment is not None:
+                xb = augment(xb)
+            step(xb, yb)
+            optimizer.step()
+            examples_seen += idx.numel()
+        t1 = time.perf_counter()
+        train_seconds += t1 - t0
+
+        # ---- evaluation pass: every model on every training row (and the test set)
+        model.eval()
+        with torch.inference_mode():
+            logits = predict_logits(model, x_eval, chunk)
+            train_logits, test_logits = logits[:, :n], logits[:, n:]
+            losses, correct, margin = per_example_stats(train_logits, yt)
+            train_acc[:, epoch] = _own_row_means(correct, mask_t)
+            train_loss[:, epoch] = _own_row_means(losses, mask_t)
+            if records is not None:
+                records.put(epoch, losses.cpu().numpy(), correct.cpu().numpy(), margin.cpu().numpy())
+            if has_test:
+                t_losses, t_correct, _ = per_example_stats(test_logits, yt_test)
+                test_acc[:, epoch] = t_correct.double().mean(dim=1).cpu().numpy()
+                test_loss[:, epoch] = t_losses.double().mean(dim=1).cpu().numpy()
+        eval_seconds += time.perf_counter() - t1
+        epochs_run = epoch + 1
+        newly_fit = (epochs_to_fit < 0) & (train_acc[:, epoch] >= 1.0)
+        epochs_to_fit[newly_fit] = epochs_run
+
+        if progress is not None:
+            elapsed = time.perf_counter() - t_start
+            progress(dict(
+                epoch=epochs_run,
+                epochs=epochs,
+                train_acc_mean=float(train_acc[:, epoch].mean()),
+                test_acc_mean=float(test_acc[:, epoch].mean()) if has_test else float("nan"),
+                seconds=elapsed,
+                models=k,
+                examples_per_second=examples_seen / train_seconds if train_seconds > 0 else 0.0,
+            ))
+
+        if config.early_stop == "fit" and (epochs_to_fit > 0).all():
+            break
+        if config.early_stop == "patience":
+            mean_test = float(test_loss[:, epoch].mean())
+            if mean_test < best_test:
+                best_test, waited = mean_test, 0
+            else:
+                waited += 1
+                if waited >= config.patience:
+                    break
+
+    e = epochs_run
+    return EnsembleResult(
+        seeds=np.asarray(seeds, np.int64),
+        train_acc=train_acc[:, :e],
+        train_loss=train_loss[:, :e],
+        test_acc=test_acc[:, :e],
+        test_loss=test_loss[:, :e],
+        epochs_to_fit=epochs_to_fit,
+        records=records.trimmed(e) if records is not None else None,
+        train_logits=train_logits.cpu().numpy().copy(),
+        test_logits=test_logits.cpu().numpy().copy(),
+        epochs_run=e,
+        seconds=time.perf_counter() - t_start,
+        examples_seen=int(examples_seen),
+        flops=float(flops_train) * examples_seen,
+        train_seconds=train_seconds,
+        eval_seconds=eval_seconds,
+        masks=masks,
+        spec=str(model.spec),
+        config=config.model_dump(),
+        model=model.eval() if keep_model else None,
+    )

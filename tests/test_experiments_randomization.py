@@ -37,6 +37,8 @@ def test_plan_covers_every_part_and_records_ground_truth():
     # p = 0 keeps every label, p = 1 leaves about 1/K of them by chance
     assert np.array_equal(noise.labels[0], data.y_train)
     assert 0.8 < (noise.labels[2] != data.y_train).mean() < 0.98
+    assert [row["labels_changed"] for row in noise.rows][0] == 0.0
+    assert noise.rows[1]["labels_changed"] == pytest.approx(0.5 * 0.9, abs=0.05)
     # corruptions are a function of the config only
     again = plan_units(cfg, data)
     assert all(np.array_equal(a.labels, b.labels) for a, b in zip(units, again))
@@ -47,7 +49,7 @@ def test_study_writes_tables_and_report(tmp_path):
     run, outcome = randomization_study(cfg, tmp_path / "rand")
     results = pd.read_parquet(run.path / "results.parquet")
     for column in ("corruption", "noise", "train_acc", "test_acc", "epochs_to_fit", "final_loss", "seed",
-                   "regularizers"):
+                   "regularizers", "labels_changed", "epochs_to_90pct"):
         assert column in results.columns
     # 3 curves + 3 noise levels + 2 regularizer settings x (true, random)
     assert len(results) == 3 + 3 + 4

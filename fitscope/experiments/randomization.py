@@ -208,6 +208,11 @@ def plan_units(cfg: RandomizationConfig, data: Dataset) -> list[Unit]:
                                      regularizers=reg, seed=s))
             units.append(Unit(f"reg-{reg.replace('+', '_')}", "regularizers", rows, data, np.stack(labels),
                               train, cfg.dropout if "dropout" in parts else 0.0))
+    for unit in units:
+        # Ground truth of the label corruption, per model: the fraction of labels that differ from the
+        # given ones (about p * (1 - 1/C) for a redraw with probability p, as in Zhang et al.).
+        for row, labels_k in zip(unit.rows, unit.labels):
+            row["labels_changed"] = float(np.mean(labels_k != data.y_train))
     assert all(u.labels.shape == (len(u.rows), n) for u in units)
     return units
 

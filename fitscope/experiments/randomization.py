@@ -394,6 +394,8 @@ def randomization_study(
         run.timings.setdefault("load data", round(load_seconds, 3))
         outcome = run_randomization(cfg, run, data=data, on_unit_start=on_unit_start, progress=progress)
         checks = findings(outcome.results, data.n_classes)
+        # Finished before the report is written, so the report shows the final status and timings.
+        run.finish(summary={c["check"]: c["value"] for c in checks})
         with run.timer("report"):
             context = dict(
                 title=f"Randomization study: {cfg.model} on {data.name}",
@@ -412,5 +414,4 @@ def randomization_study(
                 n_models=len(outcome.results),
             )
             write_report(run, "randomization.html.j2", context)
-        run.finish(summary={c["check"]: c["value"] for c in checks})
     return run, outcome

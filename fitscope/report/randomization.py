@@ -100,11 +100,11 @@ def regularizer_table(results: pd.DataFrame) -> pd.DataFrame:
         rows.append(
             {
                 "regularizers": reg,
-                "true labels: train acc": true.train_acc.mean(),
-                "true labels: test acc": true.test_acc.mean(),
-                "random labels: train acc": rand.train_acc.mean(),
-                "random labels: test acc": rand.test_acc.mean(),
-                "random labels: epochs to fit": _fit_summary(rand.epochs_to_fit),
+                "true: train acc": true.train_acc.mean(),
+                "true: test acc": true.test_acc.mean(),
+                "random: train acc": rand.train_acc.mean(),
+                "random: test acc": rand.test_acc.mean(),
+                "random: epochs to fit": _fit_summary(rand.epochs_to_fit),
             }
         )
     return pd.DataFrame(rows)

@@ -1,0 +1,54 @@
+"""Estimators: per-example scores from the arrays that training produced. No training, no I/O.
+
+Notation throughout: K models, n training examples, m test examples, C
+classes, E epochs. The inputs are the arrays of
+:class:`fitscope.train.EnsembleResult`: ``masks`` ``(K, n)`` bool membership,
+per-epoch records ``(E, K, n)``, ``train_logits`` ``(K, n, C)`` and
+``test_logits`` ``(K, m, C)``; correctness is ``logits.argmax(-1) == labels``.
+
+- memorization and influence (Feldman & Zhang 2020): :func:`memorization_scores`,
+  :func:`influence_scores`, :func:`high_influence_pairs`;
+- holdout C-score (Jiang et al. 2021): :func:`cscore_holdout`;
+- C-score proxies: :func:`learning_speed`, :func:`kernel_density`, :func:`relative_distance`;
+- label issues: :func:`out_of_fold_probs`, :func:`label_issue_scores`, :func:`detection_metrics`.
+
+Bad arrays raise :class:`~fitscope.errors.DataError`, bad options
+:class:`~fitscope.errors.ConfigError`, each with a one-line message.
+"""
+
+from fitscope.estimators.cscore import cscore_holdout
+from fitscope.estimators.label_issues import (
+    DEFAULT_WEIGHTS,
+    detection_metrics,
+    label_issue_scores,
+    out_of_fold_probs,
+)
+from fitscope.estimators.memorization import high_influence_pairs, influence_scores, memorization_scores
+from fitscope.estimators.proxies import kernel_density, learning_speed, median_bandwidth, relative_distance
+from fitscope.estimators.results import (
+    CScoreResult,
+    InfluenceResult,
+    LabelIssueResult,
+    MemorizationResult,
+    ProxyScores,
+)
+
+__all__ = [
+    "DEFAULT_WEIGHTS",
+    "CScoreResult",
+    "InfluenceResult",
+    "LabelIssueResult",
+    "MemorizationResult",
+    "ProxyScores",
+    "cscore_holdout",
+    "detection_metrics",
+    "high_influence_pairs",
+    "influence_scores",
+    "kernel_density",
+    "label_issue_scores",
+    "learning_speed",
+    "median_bandwidth",
+    "memorization_scores",
+    "out_of_fold_probs",
+    "relative_distance",
+]

@@ -416,6 +416,19 @@ def test_catalog_refresh_updates_stale_rows_and_finds_unlisted_runs(tmp_path):
     assert [r["id"] for r in found] == [done.id]
 
 
+def test_catalog_refresh_marks_a_run_replaced_by_a_new_one_at_its_path(tmp_path):
+    import shutil
+
+    old = _make(tmp_path / "demo")
+    old.finish()
+    shutil.rmtree(old.path)
+    new = _make(tmp_path / "demo")
+    catalog = Catalog(tmp_path)
+    assert {r["id"]: r["status"] for r in catalog.refresh()} == {old.id: "replaced"}
+    assert catalog.get(new.id)["status"] == "running"
+    assert catalog.refresh() == []
+
+
 def test_catalog_takes_concurrent_writers(tmp_path):
     errors = []
 

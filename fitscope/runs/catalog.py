@@ -220,7 +220,7 @@ class Catalog:
         Re-reads ``run.json`` of every row: a changed status (e.g. a run
         still "running" in the catalog that finished, failed, or whose process
         was killed: "killed") is updated; a missing directory is marked
-        "missing". Run directories directly under ``root`` that the catalog
+        "missing", and one now holding another run "replaced". Run directories directly under ``root`` that the catalog
         does not list are added.
         """
         from fitscope.runs.run import read_meta
@@ -240,6 +240,11 @@ class Catalog:
             except RunError:
                 continue
             if meta.get("id") != row["id"]:
+                # The directory was deleted and a new run made in its place (``make demo`` does this):
+                # the old run is gone.
+                if row["status"] != "replaced":
+                    self._set_status(row["id"], "replaced")
+                    changed.append(dict(row, status="replaced"))
                 continue
             status = effective_status(meta)
             summary = meta.get("summary")

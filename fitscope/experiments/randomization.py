@@ -229,6 +229,7 @@ def _train_unit(unit: Unit, cfg: RandomizationConfig, progress: Callable[[dict],
         y_test=unit.dataset.y_test,
         dropout=unit.dropout,
         progress=progress,
+        n_classes=unit.dataset.n_classes,
     )
 
 

@@ -1,0 +1,484 @@
+"""The data audit: memorization, influence, C-scores, proxies and label issues of one data set.
+
+Reads like sections 2-4 of METHODS.md: load the data (optionally flip a known
+fraction of the training labels, keeping the ground truth), train K models on
+random subsets of ratio r (Feldman & Zhang), more subset models at the other
+C-score ratios (Jiang et al.), then estimate per example: memorization (with
+standard errors), influence on every test example, the holdout C-score, the
+learning-speed, kernel-density and relative-distance proxies, out-of-fold
+probabilities and a label-issue score; write ``examples.parquet``,
+``influence.parquet`` and ``report.html``.
+
+Units of work: every ratio's models are split into chunks of ``chunk`` models,
+each trained as one batched ensemble and stored in the run as soon as it
+finishes (``units/mem-000.npz``, ``units/cscore-0.3-000.npz``, ...), so a
+killed audit resumes with ``resume=True`` and trains only the missing chunks.
+A unit stores only what the estimators need: the subset masks, final
+correctness on train and test examples (bool), train logits (float16), the
+per-epoch correctness (bit-packed) and the mean margin over epochs, not the
+models.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fitscope.data import Dataset, flip_labels, load
+from fitscope.errors import ConfigError, RunError
+from fitscope.models import check_input_shape, parse_spec
+from fitscope.seeding import derive_seed
+from fitscope.train import TrainConfig, train_ensemble, unpack_correct
+
+EXECUTORS = ("local",)
+#: Mean final accuracy of the subset models on their own subsets above which they count as fitting them;
+#: only then is memorization a label-issue signal (see ``fitscope/estimators/label_issues.py``).
+FIT_THRESHOLD = 0.99
+
+
+def min_models(ratio: float) -> int:
+    """Fewest subset models at ``ratio`` for which every example is in some subset and out of another.
+
+    ``ceil(1 / min(r, 1 - r))`` models are the least that can cover every
+    example both ways; twice that leaves the random draw room to do so.
+    """
+    return 2 * math.ceil(1.0 / min(ratio, 1.0 - ratio) - 1e-9)
+
+
+class AuditConfig(BaseModel):
+    """Everything that determines an audit; stored in run.json. Unknown keys are rejected."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: str = "digits"
+    label_column: str | None = None
+    data_seed: int = Field(0, ge=0, description="seed of the train/test split")
+    model: str = "mlp:512x2"
+    noise: float = Field(0.0, ge=0, lt=1, description="fraction of training labels flipped (ground truth kept)")
+    noise_mode: Literal["uniform", "pair"] = "uniform"
+    ratio: float = Field(0.7, gt=0, lt=1, description="subset ratio of the memorization models")
+    models: int = Field(200, gt=0, description="memorization subset models")
+    cscore_ratios: list[float] = Field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])
+    cscore_models: int = Field(50, gt=0, description="models per C-score ratio other than --ratio")
+    epochs: int = Field(20, gt=0)
+    batch_size: int = Field(128, gt=0)
+    optimizer: Literal["sgd", "adam"] = "adam"
+    lr: float = Field(0.003, gt=0)
+    seed: int = Field(0, ge=0, description="seed of the label flips, the subsets and the models")
+    chunk: int = Field(50, gt=0, description="models per batched ensemble (unit of work)")
+    executor: str = "local"
+
+    @field_validator("executor")
+    @classmethod
+    def _known_executor(cls, value: str) -> str:
+        if value == "ray":
+            raise ValueError("the ray executor is not available yet; use --executor local")
+        if value not in EXECUTORS:
+            raise ValueError(f"expected one of {', '.join(EXECUTORS)}")
+        return value
+
+    @field_validator("cscore_ratios")
+    @classmethod
+    def _ratios_in_open_interval(cls, value: list[float]) -> list[float]:
+        if not value or any(not 0.0 < r < 1.0 for r in value):
+            raise ValueError(f"expected subset ratios in (0, 1), got {value}")
+        return sorted(set(float(r) for r in value))
+
+    @model_validator(mode="after")
+    def _enough_models(self) -> "AuditConfig":
+        need = min_models(self.ratio)
+        if self.models < need:
+            raise ValueError(f"--models: expected at least {need} models for ratio {self.ratio:g} "
+                             f"(every example must be in some subset and out of another); got {self.models}")
+        for r in self.cscore_ratios:
+            if r == self.ratio:
+                continue
+            need = min_models(r)
+            if self.cscore_models < need:
+                raise ValueError(f"--cscore-models: expected at least {need} models for C-score ratio {r:g} "
+                                 f"(every example must be in some subset and out of another); "
+                                 f"got {self.cscore_models}")
+        return self
+
+
+def make_config(**values) -> AuditConfig:
+    """Build an :class:`AuditConfig`, turning validation errors into one-line ConfigErrors."""
+    try:
+        return AuditConfig(**values)
+    except ValidationError as err:
+        first = err.errors()[0]
+        msg = first["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        if not first["loc"]:  # a check across fields: its message names the flag
+            raise ConfigError(f"audit config: {msg}") from None
+        name = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"audit config '{name}': {msg} (got {first.get('input')!r})") from None
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def subset_masks(n: int, ratio: float, n_models: int, *, seed: int) -> np.ndarray:
+    """``(n_models, n)`` bool masks, each holding ``round(ratio * n)`` examples, every example in and out.
+
+    Each row is a uniform random subset drawn with ``numpy.random.default_rng(seed)``;
+    an example that lands in every subset (or in none) is then swapped with a
+    random example of a random model that can spare it, so that every example
+    is in at least one subset and out of at least one.
+
+    Raises:
+        ConfigError: ``n_models`` is below :func:`min_models` or the subset size is 0 or n.
+    """
+    size = int(round(ratio * n))
+    if not 0 < size < n:
+        raise ConfigError(f"ratio: a subset of {ratio:g} of {n} examples holds {size}; expected between 1 and {n - 1}")
+    if n_models < min_models(ratio):
+        raise ConfigError(f"models: expected at least {min_models(ratio)} models for ratio {ratio:g}, got {n_models}")
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((n_models, n), bool)
+    for k in range(n_models):
+        masks[k, rng.choice(n, size, replace=False)] = True
+    n_in = masks.sum(axis=0)
+    for want_out in (True, False):  # examples never out, then examples never in
+        stuck = np.flatnonzero(n_in == (n_models if want_out else 0))
+        for i in stuck:
+            for k in rng.permutation(n_models):
+                # a partner j on the other side in model k that stays on that side in another model
+                side = ~masks[k] if want_out else masks[k]
+                spare = n_in < n_models - 1 if want_out else n_in > 1
+                partners = np.flatnonzero(side & spare)
+                if len(partners):
+                    j = int(rng.choice(partners))
+                    masks[k, i], masks[k, j] = not want_out, want_out
+                    n_in[i] += -1 if want_out else 1
+                    n_in[j] += 1 if want_out else -1
+                    break
+    if (n_in == 0).any() or (n_in == n_models).any():  # pragma: no cover - impossible above min_models
+        raise ConfigError(f"models: {n_models} subsets of ratio {ratio:g} cannot cover every example; use more")
+    return masks
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One batched ensemble: a chunk of the subset models of one ratio."""
+
+    key: str
+    part: str  # "mem" (the memorization models, ratio cfg.ratio) or "cscore"
+    ratio: float
+    masks: np.ndarray  # (k, n) bool
+    seeds: list[int]
+
+
+def plan_units(cfg: AuditConfig, n: int) -> list[Unit]:
+    """Every ensemble the audit trains, in order: the memorization models, then the other C-score ratios.
+
+    Masks derive from ``(seed, ratio)`` and model seeds from ``(seed, ratio, model index)``, so a
+    unit never depends on the chunk size or on which other ratios are in the audit.
+    """
+    plan: list[tuple[str, float, int]] = [("mem", cfg.ratio, cfg.models)]
+    plan += [("cscore", r, cfg.cscore_models) for r in cfg.cscore_ratios if r != cfg.ratio]
+    units: list[Unit] = []
+    for part, ratio, count in plan:
+        rkey = f"{ratio:g}"
+        masks = subset_masks(n, ratio, count, seed=derive_seed(cfg.seed, "masks", rkey))
+        seeds = [derive_seed(cfg.seed, "model", rkey, k) for k in range(count)]
+        for c, start in enumerate(range(0, count, cfg.chunk)):
+            stop = min(start + cfg.chunk, count)
+            key = f"mem-{c:03d}" if part == "mem" else f"cscore-{rkey}-{c:03d}"
+            units.append(Unit(key, part, ratio, masks[start:stop], seeds[start:stop]))
+    return units
+
+
+def noisy_labels(cfg: AuditConfig, data: Dataset) -> tuple[np.ndarray, np.ndarray | None, int | None]:
+    """``(labels as given to training, flipped indices or None, noise seed or None)``."""
+    if cfg.noise <= 0:
+        return data.y_train.astype(np.int64), None, None
+    seed = derive_seed(cfg.seed, "noise")
+    y, flipped = flip_labels(data.y_train, cfg.noise, data.n_classes, mode=cfg.noise_mode, seed=seed)
+    return y, flipped, seed
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _train_config(cfg: AuditConfig, record: bool) -> TrainConfig:
+    # A fixed epoch budget (no early stop): every unit records the same epochs for learning speed.
+    return TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer=cfg.optimizer, lr=cfg.lr,
+                       schedule="constant", early_stop="none", record=record)
+
+
+def train_unit(unit: Unit, cfg: AuditConfig, data: Dataset, labels: np.ndarray,
+               progress: Callable[[dict], None] | None = None) -> dict[str, np.ndarray]:
+    """Train one unit and return the arrays the estimators need (what ``run.save_unit`` stores)."""
+    record = unit.part == "mem"
+    t0 = time.perf_counter()
+    result = train_ensemble(cfg.model, data.x_train, labels, config=_train_config(cfg, record), seeds=unit.seeds,
+                            masks=unit.masks, x_test=data.x_test, y_test=data.y_test, progress=progress,
+                            n_classes=data.n_classes)
+    out = {
+        "masks": unit.masks,
+        "seeds": np.asarray(unit.seeds, np.int64),
+        "correct": result.train_logits.argmax(-1) == labels,
+        "subset_acc": result.train_acc[:, -1].astype(np.float32),
+        "test_acc": result.test_acc[:, -1].astype(np.float32),
+        "seconds": np.asarray(time.perf_counter() - t0),
+    }
+    if record:
+        out["test_correct"] = result.test_logits.argmax(-1) == data.y_test
+        out["train_logits"] = result.train_logits.astype(np.float16)
+        out["records_correct"] = result.records.correct  # (E, k, ceil(n/8)) bit-packed
+        out["margin_mean"] = result.records.margin.astype(np.float32).mean(axis=0)  # (k, n)
+    return out
+
+
+@dataclass
+class AuditArrays:
+    """The units of one audit put together (K memorization models, the C-score models per ratio)."""
+
+    masks: np.ndarray  # (K, n) memorization models
+    correct: np.ndarray  # (K, n)
+    test_correct: np.ndarray  # (K, m)
+    train_logits: np.ndarray  # (K, n, C) float16
+    records_correct: np.ndarray  # (E, K, n) bool
+    margin_mean: np.ndarray  # (K, n)
+    subset_acc: np.ndarray  # (K,)
+    test_acc: np.ndarray  # (K,)
+    cscore_pairs: dict  # {ratio: (correct, masks)}
+    seconds: dict = field(default_factory=dict)  # part -> training seconds (summed over units)
+
+
+def _gather(units: list[Unit], stored: dict[str, dict], cfg: AuditConfig, n: int) -> AuditArrays:
+    mem = [stored[u.key] for u in units if u.part == "mem"]
+
+    def cat(name, axis=0):
+        return np.concatenate([s[name] for s in mem], axis=axis)
+
+    pairs: dict[float, tuple[list, list]] = {}
+    seconds: dict[str, float] = {}
+    for u in units:
+        s = stored[u.key]
+        correct, masks = pairs.setdefault(u.ratio, ([], []))
+        correct.append(s["correct"])
+        masks.append(s["masks"])
+        seconds[u.part] = seconds.get(u.part, 0.0) + float(s["seconds"])
+    cscore_pairs = {r: (np.concatenate(c), np.concatenate(m)) for r, (c, m) in pairs.items()
+                    if r in cfg.cscore_ratios}
+    return AuditArrays(
+        masks=cat("masks"), correct=cat("correct"), test_correct=cat("test_correct"),
+        train_logits=cat("train_logits"), records_correct=unpack_correct(cat("records_correct", axis=1), n),
+        margin_mean=cat("margin_mean"), subset_acc=cat("subset_acc"), test_acc=cat("test_acc"),
+        cscore_pairs=cscore_pairs, seconds=seconds,
+    )
+
+
+# --------------------------------------------------------------------------- estimators
+
+
+@dataclass
+class AuditOutcome:
+    """What :func:`run_audit` computed and which units it trained or reused."""
+
+    examples: pd.DataFrame
+    influence: pd.DataFrame
+    summary: dict
+    detection: pd.DataFrame | None = None  # one row per score: auroc, precision/recall at k
+    roc: dict = field(default_factory=dict)  # score name -> (fpr, tpr)
+    spearman: pd.DataFrame | None = None
+    trained_units: list[str] = field(default_factory=list)
+    reused_units: list[str] = field(default_factory=list)
+    mem_in_label_score: bool = False
+
+
+def _nanmean(values) -> float:
+    values = np.asarray(values, np.float64)
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if values.size else float("nan")
+
+
+def estimate(arrays: AuditArrays, data: Dataset, labels: np.ndarray, flipped: np.ndarray | None) -> AuditOutcome:
+    """Every estimator of the audit from the stored arrays (no training)."""
+    from scipy.stats import spearmanr
+    from sklearn.metrics import roc_curve
+
+    from fitscope.estimators import (
+        cscore_holdout,
+        detection_metrics,
+        high_influence_pairs,
+        influence_scores,
+        kernel_density,
+        label_issue_scores,
+        learning_speed,
+        memorization_scores,
+        out_of_fold_probs,
+        relative_distance,
+    )
+
+    n = len(labels)
+    mem = memorization_scores(arrays.correct, arrays.masks)
+    infl = influence_scores(arrays.test_correct, arrays.masks)
+    pairs = high_influence_pairs(infl, mem)
+    cscore = cscore_holdout(arrays.cscore_pairs)
+    speed = learning_speed(arrays.records_correct, in_subset=arrays.masks)
+    x = data.x_train.reshape(n, -1)
+    density = kernel_density(x, labels)
+    rel = relative_distance(x, labels)
+    oof = out_of_fold_probs(arrays.train_logits, arrays.masks)
+    in_count = arrays.masks.sum(axis=0)
+    margin = np.where(arrays.masks, arrays.margin_mean, 0.0).sum(axis=0) / np.maximum(in_count, 1)
+    subset_fit = float(arrays.subset_acc.mean())
+    use_mem = subset_fit >= FIT_THRESHOLD
+    issues = label_issue_scores(labels, oof, mem=mem if use_mem else None, cscore=cscore,
+                                learning_speed=speed, margin=margin)
+
+    examples = pd.DataFrame({"index": np.arange(n, dtype=np.int64), "label": labels.astype(np.int64)})
+    if flipped is not None:
+        corrupted = np.zeros(n, bool)
+        corrupted[flipped] = True
+        examples["true_label"] = data.y_train.astype(np.int64)
+        examples["corrupted"] = corrupted
+    examples["mem"] = mem.mem
+    examples["mem_se"] = mem.mem_se
+    examples["cscore"] = cscore.cscore
+    examples["learning_speed"] = speed.scores
+    examples["density"] = density.scores
+    examples["rel_distance"] = rel.scores
+    examples["oof_confidence"] = issues.given_label_prob
+    examples["label_issue"] = issues.scores
+
+    rows = []
+    for name, values in (("learning speed", speed.scores), ("input-space kernel density", density.scores),
+                         ("relative distance", rel.scores), ("out-of-fold confidence", issues.given_label_prob),
+                         ("memorization (negated)", -mem.mem)):
+        ok = np.isfinite(values) & np.isfinite(cscore.cscore)
+        rho = float(spearmanr(values[ok], cscore.cscore[ok]).statistic) if ok.sum() > 2 else float("nan")
+        rows.append({"proxy": name, "spearman_rho": rho, "examples": int(ok.sum())})
+    spearman = pd.DataFrame(rows)
+
+    summary = {
+        "memorization models": int(arrays.masks.shape[0]),
+        "subset train accuracy": subset_fit,
+        "test accuracy": float(arrays.test_acc.mean()),
+        "mean mem": _nanmean(mem.mem),
+        "mean mem_se": _nanmean(mem.mem_se),
+        "mean infl_se": _nanmean(infl.se),
+        "high-influence pairs": int(len(pairs)),
+        "learning speed vs C-score rho": float(spearman.spearman_rho.iloc[0]),
+    }
+    outcome = AuditOutcome(examples=examples, influence=pairs, summary=summary, spearman=spearman,
+                           mem_in_label_score=use_mem)
+    if flipped is not None and 0 < len(flipped) < n:
+        corrupted = examples["corrupted"].to_numpy()
+        scored = {"label_issue (ours)": issues.scores, "out-of-fold self-confidence": 1.0 - issues.given_label_prob}
+        det = []
+        for name, s in scored.items():
+            metrics = detection_metrics(s, corrupted)
+            det.append({"score": name, **metrics})
+            s = np.where(np.isnan(s), np.nanmin(s) - 1.0, s)
+            fpr, tpr, _ = roc_curve(corrupted, s)
+            outcome.roc[name] = (fpr, tpr)
+        outcome.detection = pd.DataFrame(det)
+        summary["label-issue AUROC"] = float(det[0]["auroc"])
+        summary["label-issue precision at k"] = float(det[0]["precision_at_k"])
+        summary["self-confidence AUROC"] = float(det[1]["auroc"])
+    return outcome
+
+
+# --------------------------------------------------------------------------- the job
+
+
+def run_audit(
+    cfg: AuditConfig,
+    run,
+    *,
+    data: Dataset,
+    labels: np.ndarray,
+    flipped: np.ndarray | None,
+    on_unit_start: Callable[[str, int, int], None] | None = None,
+    progress: Callable[[dict], None] | None = None,
+) -> AuditOutcome:
+    """Train (or reuse) every unit into ``run``, estimate, and write the two tables.
+
+    Args:
+        cfg: the audit configuration.
+        run: a :class:`fitscope.runs.Run`; units already stored in it are reused.
+        data: the loaded dataset (true labels).
+        labels: the training labels as given to the models (flipped when ``cfg.noise``).
+        flipped: indices of the flipped labels, or None without injected noise.
+        on_unit_start: called with ``(unit key, n_models, epochs)`` before a unit trains.
+        progress: per-epoch callback handed to the trainer.
+    """
+    n = len(labels)
+    units = plan_units(cfg, n)
+    stored: dict[str, dict] = {}
+    trained, reused = [], []
+    for unit in units:
+        if run.has_unit(unit.key):
+            arrays = run.load_unit(unit.key)
+            if arrays.get("masks") is None or not np.array_equal(arrays["masks"], unit.masks):
+                raise RunError(f"--resume: unit {unit.key} of {run.path} was trained on other subsets; "
+                               "use another --out")
+            reused.append(unit.key)
+        else:
+            if on_unit_start is not None:
+                on_unit_start(unit.key, len(unit.seeds), cfg.epochs)
+            with run.timer(f"train {'memorization' if unit.part == 'mem' else 'C-score'} models"):
+                arrays = train_unit(unit, cfg, data, labels, progress)
+            run.save_unit(unit.key, arrays, info=dict(models=len(unit.seeds), ratio=unit.ratio,
+                                                      seconds=round(float(arrays["seconds"]), 3)))
+            trained.append(unit.key)
+        stored[unit.key] = arrays
+    with run.timer("estimators"):
+        gathered = _gather(units, stored, cfg, n)
+        del stored
+        outcome = estimate(gathered, data, labels, flipped)
+    outcome.summary = {"models": int(sum(len(u.seeds) for u in units)), **outcome.summary}
+    outcome.trained_units, outcome.reused_units = trained, reused
+    outcome.summary["training seconds (all units, summed)"] = float(sum(gathered.seconds.values()))
+    run.write_table("examples", outcome.examples)
+    run.write_table("influence", outcome.influence)
+    return outcome
+
+
+def audit(
+    cfg: AuditConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    on_unit_start: Callable[[str, int, int], None] | None = None,
+    progress: Callable[[dict], None] | None = None,
+):
+    """The whole audit: validate, train (or resume), estimate, write tables and ``report.html``.
+
+    Data, model spec, label flips and subset plan are checked *before* the run
+    directory is made, so bad input leaves nothing behind.
+
+    Returns:
+        ``(run, outcome)``: the finished :class:`fitscope.runs.Run` and the :class:`AuditOutcome`.
+    """
+    from fitscope.report import write_report
+    from fitscope.report import audit as figures
+    from fitscope.runs import Run
+
+    t0 = time.perf_counter()
+    data = load(cfg.data, label_column=cfg.label_column, seed=cfg.data_seed)
+    load_seconds = time.perf_counter() - t0
+    check_input_shape(parse_spec(cfg.model), data.input_shape)  # a bad --model fails before anything is written
+    labels, flipped, noise_seed = noisy_labels(cfg, data)
+    plan_units(cfg, len(labels))
+    seeds = {"seed": cfg.seed, "data_seed": cfg.data_seed, "noise_seed": noise_seed}
+    with Run.create(out, kind="audit", config=cfg.model_dump(), seeds=seeds, resume=resume) as run:
+        run.timings.setdefault("load data", round(load_seconds, 3))
+        outcome = run_audit(cfg, run, data=data, labels=labels, flipped=flipped,
+                            on_unit_start=on_unit_start, progress=progress)
+        run.finish(summary=outcome.summary)
+        with run.timer("report"):
+            write_report(run, "audit.html.j2", figures.report_context(cfg, data, outcome))
+    return run, outcome

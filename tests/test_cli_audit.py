@@ -1,0 +1,61 @@
+"""``fitscope audit`` from the command line: bad input, a small audit, resume."""
+
+from __future__ import annotations
+
+import pytest
+
+from fitscope.cli import main
+
+ARGS = ["audit", "--model", "mlp:32x1", "--models", "8", "--cscore-ratios", "0.5,0.7", "--cscore-models", "4",
+        "--epochs", "2", "--noise", "0.1", "--chunk", "4"]
+
+
+def _run_main(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    return exit_info.value.code, capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--data", "nope"], "nope"),
+        (["--model", "transformer:9"], "transformer"),
+        (["--ratio", "1.5"], "ratio"),
+        (["--ratio", "0"], "ratio"),
+        (["--models", "3"], "--models: expected at least 8"),
+        (["--cscore-models", "2"], "--cscore-models: expected at least 4"),
+        (["--cscore-ratios", "0,0.5"], "cscore_ratios"),
+        (["--cscore-ratios", "0.5,abc"], "--cscore-ratios"),
+        (["--noise", "1.5"], "noise"),
+        (["--noise-mode", "swap"], "noise_mode"),
+        (["--executor", "ray"], "ray executor is not available yet"),
+        (["--data", "iris", "--label-column", "species"], "label_column"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_no_run(tmp_path, capsys, extra, needle):
+    out = tmp_path / "run"
+    code, captured = _run_main(ARGS + ["--out", str(out)] + extra, capsys)
+    assert code == 2
+    lines = [line for line in captured.err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], captured.err
+    assert "Traceback" not in captured.err
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_audit_then_resume_and_other_config(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, captured = _run_main(ARGS + ["--out", str(out)], capsys)
+    assert code in (0, None), captured.err
+    assert "report:" in captured.out and (out / "examples.parquet").exists()
+    assert "label-issue AUROC" in captured.err
+    code, captured = _run_main(ARGS + ["--out", str(out)], capsys)
+    assert code == 2 and "--resume" in captured.err
+    code, captured = _run_main(ARGS + ["--out", str(out), "--resume"], capsys)
+    assert code in (0, None) and "reused 3 finished units, trained 0" in captured.err
+    units = sorted(p.name for p in (out / "units").iterdir())
+    code, captured = _run_main(ARGS + ["--out", str(out), "--resume", "--epochs", "3"], capsys)
+    assert code == 2 and "different config" in captured.err
+    assert len(captured.err.strip().splitlines()) == 1
+    assert sorted(p.name for p in (out / "units").iterdir()) == units

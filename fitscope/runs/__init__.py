@@ -5,6 +5,8 @@
 - :class:`Catalog`: the SQLite index ``<root>/catalog.sqlite`` of the runs
   under a runs root.
 - ``atomic_*``: writes that leave either the old file or the complete new one.
+- :func:`make_executor`: where a job's tasks run, ``local`` (in this process)
+  or ``ray`` (a local Ray or a cluster); see :mod:`fitscope.runs.executors`.
 - :func:`versions`: the versions recorded in every run and printed by
   ``fitscope env``.
 """
@@ -18,11 +20,25 @@ from fitscope.runs.atomic import (
     atomic_write_text,
 )
 from fitscope.runs.catalog import Catalog
+from fitscope.runs.executors import (
+    EXECUTORS,
+    Executor,
+    LocalExecutor,
+    RayExecutor,
+    TaskError,
+    check_task_function,
+    make_executor,
+)
 from fitscope.runs.run import Run, config_hash, read_meta
 from fitscope.runs.versions import versions
 
 __all__ = [
+    "EXECUTORS",
     "Catalog",
+    "Executor",
+    "LocalExecutor",
+    "RayExecutor",
+    "TaskError",
     "Run",
     "atomic_open",
     "atomic_save_npz",
@@ -30,7 +46,9 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_parquet",
     "atomic_write_text",
+    "check_task_function",
     "config_hash",
+    "make_executor",
     "read_meta",
     "versions",
 ]

@@ -1,0 +1,498 @@
+"""Executors: run a job's independent tasks in this process (``local``) or as Ray tasks (``ray``).
+
+A job (an audit, a study) splits its work into *tasks* (typically one
+batched ensemble each) and hands them to an executor::
+
+    from fitscope.runs import make_executor
+
+    with make_executor(args.executor, address=args.address, threads_per_task=args.threads) as ex:
+        todo = [t for t in tasks if not run.has_unit(t.key)]
+        for i, result in ex.map_unordered(train_task, todo, shared={"x": x, "y": y}):
+            run.save_unit(todo[i].key, result)     # stored at once: a crash loses only tasks in flight
+
+Each call is ``fn(task, **shared)``; results come back as ``(index into
+tasks, result)`` pairs in the order the tasks *finish* (``local``: in order).
+
+The task function
+-----------------
+``fn`` must be a plain module-level function of its arguments: no lambdas,
+no nested functions or closures, no bound methods, and no hidden globals
+(module state it reads or writes). What a task computes must follow from
+``task`` and ``shared`` alone: that is what lets the ``local`` and ``ray``
+executors give the same bits, and what lets Ray ship the function to another
+machine by name. The ``ray`` executor rejects lambdas, closures and methods
+with a :class:`~fitscope.errors.ConfigError`; the ``local`` executor takes
+any callable but a job should not rely on that. ``shared`` values reach the
+task read-only (NumPy arrays in the Ray object store are read-only, and the
+``local`` executor hands read-only views so a task that writes to them fails
+the same way in both). Tasks must not write to the run directory; return
+arrays and let the caller ``run.save_unit`` them.
+
+Threads and identical results
+-----------------------------
+Floating-point results of torch can differ with the number of intra-op
+threads (a different blocking of the same sums). So every task runs with a
+fixed thread count, ``threads_per_task``, in *both* executors: the task
+wrapper sets ``torch.set_num_threads(threads_per_task)`` and
+``FITSCOPE_NUM_THREADS`` (which :func:`fitscope.train.configure_threads`,
+called by ``train_ensemble``, obeys) for the duration of the task and
+restores both afterwards. A Ray task reserves ``num_cpus=threads_per_task``,
+so ``num_cpus // threads_per_task`` tasks run at once on each machine.
+The default, the same for both executors, is ``FITSCOPE_NUM_THREADS`` if set,
+else 1 (one thread per task and one task per core is the most throughput for
+batched ensembles of small models under Ray; the ``local`` executor then
+uses one core: pass ``threads_per_task=N`` to use N cores there, and run the
+Ray side with the same N to get the same bits). Record
+:attr:`Executor.threads_per_task` in the run's config: results are only
+bitwise identical between runs with the same value.
+
+On a cluster
+------------
+Install the same versions of fitscope, torch and ray (``pip install
+'fitscope[ray]'``) on every machine, with the data reachable at the same path
+(or built-in), then::
+
+    ray start --head --num-cpus=<cores>            # on the head machine
+    ray start --address=HEAD:6379                  # on every other machine
+    fitscope audit ... --executor ray --address HEAD:6379   # on the head (or any machine of the cluster)
+
+Without ``--address`` the ``ray`` executor starts a private Ray on this
+machine with its cores (the CPU affinity mask is respected; ``num_cpus``
+overrides) and shuts it down when the job ends; with ``--address`` it joins
+the running cluster and leaves it running.
+
+How far one machine goes
+------------------------
+Memory is bounded by the result arrays plus what is in flight: the shared
+arrays are put into the Ray object store once (not once per task), at most
+``max_in_flight`` tasks (default: twice the number that can run at once) are
+submitted at a time, and each result is handed to the caller, who stores it
+and drops it, as soon as it finishes. A K-model audit of n examples keeps
+K x n correctness bits/bytes per stored unit; the training work is what
+limits one machine: on 2 cores, about a thousand MLP-512x2 subset models on
+digits (n ~ 1,300) take minutes; tens of thousands of models, or data sets of
+~10^5 examples, call for a cluster.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from fitscope.errors import ConfigError, FitscopeError
+
+EXECUTORS = ("local", "ray")
+_THREADS_ENV = "FITSCOPE_NUM_THREADS"
+
+
+class TaskError(RuntimeError):
+    """A task raised an exception that is not a user error; names the task and keeps the cause.
+
+    Attributes:
+        index: the index of the failed task in the ``tasks`` sequence.
+    """
+
+    def __init__(self, message: str, index: int) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+def machine_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, else ``os.cpu_count()``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConfigError(f"{name}: expected a positive integer; got {value!r}")
+    return int(value)
+
+
+def default_threads_per_task() -> int:
+    """The thread count of a task when none is given: ``FITSCOPE_NUM_THREADS`` if set, else 1."""
+    env = os.environ.get(_THREADS_ENV)
+    if not env:
+        return 1
+    try:
+        return _positive_int(int(env), _THREADS_ENV)
+    except ValueError:
+        raise ConfigError(f"{_THREADS_ENV}: expected a positive integer, got {env!r}") from None
+
+
+def run_task(fn: Callable, threads: int, task: Any, /, **shared: Any) -> Any:
+    """Run ``fn(task, **shared)`` with torch pinned to ``threads`` intra-op threads, then restore them.
+
+    This is what both executors run for every task (the Ray executor runs it
+    as a Ray task), so a task sees the same thread count wherever it runs.
+    """
+    import torch  # lazily: fitscope.runs does not need torch otherwise
+
+    before_threads = torch.get_num_threads()
+    before_env = os.environ.get(_THREADS_ENV)
+    os.environ[_THREADS_ENV] = str(threads)
+    torch.set_num_threads(threads)
+    try:
+        with warnings.catch_warnings():
+            # Shared arrays are read-only on purpose (see the module docstring); torch warns when it wraps one.
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            return fn(task, **shared)
+    finally:
+        torch.set_num_threads(before_threads)
+        if before_env is None:
+            os.environ.pop(_THREADS_ENV, None)
+        else:
+            os.environ[_THREADS_ENV] = before_env
+
+
+def _task_failure(err: BaseException, index: int, n_tasks: int, fn: Callable) -> Exception:
+    """The error to raise for task ``index``: user errors keep their class, others become TaskError."""
+    text = str(err).splitlines()[0] if str(err) else ""
+    if isinstance(err, FitscopeError):
+        try:
+            out = type(err)(f"task {index} of {n_tasks}: {text}")
+        except Exception:  # noqa: BLE001 - an error class with another signature
+            out = TaskError(f"task {index} of {n_tasks} ({_name(fn)}) failed: {type(err).__name__}: {text}", index)
+        out.index = index  # type: ignore[attr-defined]
+        return out
+    what = f"{type(err).__name__}: {text}" if text else type(err).__name__
+    return TaskError(f"task {index} of {n_tasks} ({_name(fn)}) failed: {what}", index)
+
+
+def _name(fn: Callable) -> str:
+    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
+
+
+def _check_shared(shared: dict | None) -> dict:
+    if shared is None:
+        return {}
+    if not isinstance(shared, dict) or not all(isinstance(k, str) and k.isidentifier() for k in shared):
+        raise ConfigError("shared: expected a dict of keyword-argument name -> value (names must be identifiers); "
+                          f"got {shared!r:.80}")
+    return shared
+
+
+def check_task_function(fn: Any) -> Callable:
+    """Check that ``fn`` is a plain module-level function (what a Ray task can run); return it.
+
+    Raises:
+        ConfigError: ``fn`` is a lambda, a nested function or closure, a
+            method, or not a Python function at all.
+    """
+    ok = inspect.isfunction(fn) and "<" not in fn.__qualname__ and "." not in fn.__qualname__
+    if ok:
+        module = sys.modules.get(fn.__module__)
+        ok = module is not None and getattr(module, fn.__qualname__, None) is fn
+    if not ok:
+        raise ConfigError(
+            f"task function: expected a plain module-level function of its arguments (no lambda, closure or "
+            f"method) so that it runs the same as a Ray task; got {_name(fn)!r}"
+        )
+    return fn
+
+
+class Executor:
+    """Runs independent tasks and yields their results as they finish.
+
+    Subclasses: :class:`LocalExecutor` (in this process, in order) and
+    :class:`RayExecutor` (Ray tasks, locally or on a cluster). Make one with
+    :func:`make_executor`; use it as a context manager (or call
+    :meth:`close`).
+
+    Attributes:
+        name: ``"local"`` or ``"ray"``.
+        threads_per_task: torch intra-op threads every task runs with.
+    """
+
+    name: str = "executor"
+
+    def __init__(self, *, threads_per_task: int | None = None) -> None:
+        self.threads_per_task = (default_threads_per_task() if threads_per_task is None
+                                 else _positive_int(threads_per_task, "threads_per_task"))
+
+    @property
+    def parallelism(self) -> int:
+        """How many tasks run at once."""
+        return 1
+
+    @property
+    def info(self) -> dict:
+        """What to record about the executor in a run: name, threads per task, parallelism."""
+        return {"name": self.name, "threads_per_task": self.threads_per_task, "parallelism": self.parallelism}
+
+    def map_unordered(self, fn: Callable, tasks: Sequence, *, shared: dict | None = None
+                      ) -> Iterator[tuple[int, Any]]:
+        """Run ``fn(task, **shared)`` for every task; yield ``(index, result)`` as each finishes.
+
+        Args:
+            fn: a plain module-level function of its arguments (see the module docstring).
+            tasks: the tasks; each is handed to ``fn`` as its first argument.
+            shared: optional keyword arguments handed to every call (read-only);
+                the Ray executor stores each value once in the object store.
+
+        Yields:
+            ``(index into tasks, result)``, one pair per task, in the order
+            the tasks finish.
+
+        Raises:
+            TaskError: a task raised an exception (named by its index; the
+                exception is the ``__cause__`` when it could be kept). A
+                :class:`~fitscope.errors.FitscopeError` raised in a task keeps
+                its class, with ``task i of n:`` before its message. Tasks not
+                yet finished are cancelled; pairs already yielded stay valid.
+        """
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the executor holds (a Ray it started). Idempotent."""
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.close()
+        return False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(threads_per_task={self.threads_per_task})"
+
+
+def _read_only(value: Any) -> Any:
+    if isinstance(value, np.ndarray) and value.flags.writeable:
+        value = value.view()
+        value.flags.writeable = False
+    return value
+
+
+class LocalExecutor(Executor):
+    """Runs the tasks in this process, one after another, in order.
+
+    Args:
+        threads_per_task: torch intra-op threads for every task (default:
+            ``FITSCOPE_NUM_THREADS`` if set, else 1); restored after each task.
+    """
+
+    name = "local"
+
+    def map_unordered(self, fn: Callable, tasks: Sequence, *, shared: dict | None = None
+                      ) -> Iterator[tuple[int, Any]]:
+        """Run ``fn(task, **shared)`` for each task in order; see :meth:`Executor.map_unordered`."""
+        if not callable(fn):
+            raise ConfigError(f"task function: expected a callable; got {type(fn).__name__}")
+        shared = {k: _read_only(v) for k, v in _check_shared(shared).items()}
+        return self._iterate(fn, list(tasks), shared)
+
+    def _iterate(self, fn: Callable, tasks: list, shared: dict) -> Iterator[tuple[int, Any]]:
+        for index, task in enumerate(tasks):
+            try:
+                result = run_task(fn, self.threads_per_task, task, **shared)
+            except Exception as err:
+                raise _task_failure(err, index, len(tasks), fn) from err
+            yield index, result
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("executor 'ray': the ray package is not installed; pip install 'fitscope[ray]'") from None
+    return ray
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast with a one-line error when ``HOST:PORT`` refuses connections (Ray itself retries for minutes)."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return  # "auto", "local" or a form Ray resolves itself
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=10):
+            pass
+    except OSError as err:
+        raise ConfigError(f"--address {address}: cannot connect ({err.strerror or err}); is `ray start --head` "
+                          "running there, and is the port open?") from None
+
+
+class RayExecutor(Executor):
+    """Runs every task as a Ray task, on a local Ray or an existing cluster.
+
+    Args:
+        address: a running cluster's address (``HEAD:6379``, ``auto``,
+            ``ray://HEAD:10001``). None: use the Ray this process already
+            started, if any, else start a local Ray with ``num_cpus`` CPUs.
+        num_cpus: CPUs of a Ray started here (default: this machine's CPUs,
+            honouring the affinity mask). Not allowed with ``address``.
+        threads_per_task: torch threads of every task, also the CPUs each task
+            reserves (default: ``FITSCOPE_NUM_THREADS`` if set, else 1).
+        max_in_flight: most tasks submitted at once (default: twice
+            :attr:`parallelism`), which bounds the memory held by pending
+            arguments and unread results.
+
+    If this process has already called ``ray.init`` (a test fixture, a
+    notebook), that Ray is used whatever ``address`` says. Ray is shut down
+    by :meth:`close` only if this executor started it (or connected to it).
+
+    Raises:
+        ConfigError: ray is not installed, ``num_cpus`` with ``address``, or
+            no machine of the cluster has ``threads_per_task`` CPUs.
+    """
+
+    name = "ray"
+
+    def __init__(
+        self,
+        *,
+        address: str | None = None,
+        num_cpus: int | None = None,
+        threads_per_task: int | None = None,
+        max_in_flight: int | None = None,
+    ) -> None:
+        super().__init__(threads_per_task=threads_per_task)
+        ray = _import_ray()
+        if address is not None and num_cpus is not None:
+            raise ConfigError("executor 'ray': give --address (join a cluster) or num_cpus (start a local Ray), "
+                              "not both")
+        if num_cpus is not None:
+            num_cpus = _positive_int(num_cpus, "num_cpus")
+        if max_in_flight is not None:
+            max_in_flight = _positive_int(max_in_flight, "max_in_flight")
+        self._ray = ray
+        self._started = False
+        self.address = address
+        if not ray.is_initialized():
+            if address is None:
+                num_cpus = machine_cpus() if num_cpus is None else num_cpus
+                if self.threads_per_task > num_cpus:
+                    raise ConfigError(f"threads_per_task: {self.threads_per_task} is more than the {num_cpus} "
+                                      "CPUs of the local Ray; use fewer threads per task")
+                ray.init(num_cpus=num_cpus, include_dashboard=False)
+            else:
+                _check_reachable(address)
+                try:
+                    ray.init(address=address, include_dashboard=False)
+                except (ConnectionError, ValueError, RuntimeError) as err:
+                    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+                    raise ConfigError(f"--address {address}: cannot connect to a Ray cluster: {text}") from None
+            self._started = True
+        largest = max((node.get("Resources", {}).get("CPU", 0) for node in ray.nodes() if node.get("Alive")),
+                      default=0)
+        if self.threads_per_task > largest:
+            self.close()
+            raise ConfigError(f"threads_per_task: {self.threads_per_task} is more than the {largest:g} CPUs of the "
+                              "largest machine in the Ray cluster; no task could run")
+        self._max_in_flight = max_in_flight
+        self._remote = ray.remote(run_task).options(num_cpus=self.threads_per_task, max_retries=0)
+
+    @property
+    def parallelism(self) -> int:
+        """How many tasks can run at once: the sum over machines of ``CPUs // threads_per_task``."""
+        if not self._ray.is_initialized():
+            return 1
+        total = sum(int(node.get("Resources", {}).get("CPU", 0)) // self.threads_per_task
+                    for node in self._ray.nodes() if node.get("Alive"))
+        return max(1, total)
+
+    @property
+    def info(self) -> dict:
+        """Name, threads per task, parallelism and cluster address (None: a Ray on this machine)."""
+        return {**super().info, "address": self.address}
+
+    def map_unordered(self, fn: Callable, tasks: Sequence, *, shared: dict | None = None
+                      ) -> Iterator[tuple[int, Any]]:
+        """Submit ``fn(task, **shared)`` as Ray tasks; yield ``(index, result)`` as they finish.
+
+        ``shared`` values are ``ray.put`` once and resolved by Ray into every
+        task's keyword arguments. See :meth:`Executor.map_unordered`.
+        """
+        check_task_function(fn)
+        shared = _check_shared(shared)
+        if not self._ray.is_initialized():
+            raise ConfigError("executor 'ray': used after close()")
+        tasks = list(tasks)
+        return self._iterate(fn, tasks, shared)
+
+    def _iterate(self, fn: Callable, tasks: list, shared: dict) -> Iterator[tuple[int, Any]]:
+        ray = self._ray
+        refs_shared = {key: ray.put(value) for key, value in shared.items()}
+        limit = self._max_in_flight or 2 * self.parallelism
+        pending: dict[Any, int] = {}
+        next_task = 0
+        try:
+            while next_task < len(tasks) or pending:
+                while next_task < len(tasks) and len(pending) < limit:
+                    ref = self._remote.remote(fn, self.threads_per_task, tasks[next_task], **refs_shared)
+                    pending[ref] = next_task
+                    next_task += 1
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    index = pending.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except ray.exceptions.RayTaskError as err:
+                        cause = err.cause if isinstance(err.cause, BaseException) else err
+                        raise _task_failure(cause, index, len(tasks), fn) from cause
+                    except ray.exceptions.RayError as err:  # worker died, task cancelled, ...
+                        raise _task_failure(err, index, len(tasks), fn) from err
+                    del ref
+                    yield index, result
+        finally:
+            for ref in pending:  # an error, or the caller stopped iterating: drop the rest
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception:  # noqa: BLE001 - best effort
+                    pass
+            del refs_shared
+
+    def close(self) -> None:
+        """Shut Ray down if this executor started it. Idempotent."""
+        if self._started and self._ray.is_initialized():
+            self._ray.shutdown()
+        self._started = False
+
+    def __repr__(self) -> str:
+        return f"RayExecutor(address={self.address!r}, threads_per_task={self.threads_per_task})"
+
+
+def make_executor(
+    name: str = "local",
+    *,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    threads_per_task: int | None = None,
+    max_in_flight: int | None = None,
+) -> Executor:
+    """The executor called ``name`` (``"local"`` or ``"ray"``), as ``--executor`` chooses it.
+
+    Args:
+        name: ``"local"``: tasks run in this process, in order. ``"ray"``:
+            tasks run as Ray tasks (see :class:`RayExecutor`).
+        address: ``ray`` only: a running cluster's address, e.g. ``HEAD:6379``.
+        num_cpus: ``ray`` only: CPUs of a local Ray (default: this machine's).
+        threads_per_task: torch threads of every task, in both executors
+            (default ``FITSCOPE_NUM_THREADS`` if set, else 1); record it: results
+            are bitwise identical for the same value whichever executor ran them.
+        max_in_flight: ``ray`` only: most tasks submitted at once.
+
+    Raises:
+        ConfigError: an unknown name, ``address``/``num_cpus`` given to the
+            local executor, or ray not installed.
+    """
+    if name == "local":
+        if address is not None:
+            raise ConfigError("--address: only used with --executor ray; got --executor local")
+        if num_cpus is not None:
+            raise ConfigError("num_cpus: only used with --executor ray; got --executor local")
+        return LocalExecutor(threads_per_task=threads_per_task)
+    if name == "ray":
+        return RayExecutor(address=address, num_cpus=num_cpus, threads_per_task=threads_per_task,
+                           max_in_flight=max_in_flight)
+    raise ConfigError(f"--executor: expected one of {', '.join(EXECUTORS)}; got {name!r}")

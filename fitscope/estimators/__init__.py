@@ -10,12 +10,14 @@ per-epoch records ``(E, K, n)``, ``train_logits`` ``(K, n, C)`` and
   :func:`influence_scores`, :func:`high_influence_pairs`;
 - holdout C-score (Jiang et al. 2021): :func:`cscore_holdout`;
 - C-score proxies: :func:`learning_speed`, :func:`kernel_density`, :func:`relative_distance`;
-- label issues: :func:`out_of_fold_probs`, :func:`label_issue_scores`, :func:`detection_metrics`.
+- label issues: :func:`out_of_fold_probs`, :func:`label_issue_scores`, :func:`detection_metrics`;
+  the cleanlab baseline on the same probabilities: :func:`cleanlab_issues`, :func:`mask_metrics`.
 
 Bad arrays raise :class:`~fitscope.errors.DataError`, bad options
 :class:`~fitscope.errors.ConfigError`, each with a one-line message.
 """
 
+from fitscope.estimators.cleanlab_baseline import CleanlabResult, cleanlab_issues, mask_metrics
 from fitscope.estimators.cscore import cscore_holdout
 from fitscope.estimators.label_issues import (
     DEFAULT_WEIGHTS,
@@ -36,10 +38,12 @@ from fitscope.estimators.results import (
 __all__ = [
     "DEFAULT_WEIGHTS",
     "CScoreResult",
+    "CleanlabResult",
     "InfluenceResult",
     "LabelIssueResult",
     "MemorizationResult",
     "ProxyScores",
+    "cleanlab_issues",
     "cscore_holdout",
     "detection_metrics",
     "high_influence_pairs",
@@ -48,6 +52,7 @@ __all__ = [
     "label_issue_scores",
     "learning_speed",
     "median_bandwidth",
+    "mask_metrics",
     "memorization_scores",
     "out_of_fold_probs",
     "relative_distance",

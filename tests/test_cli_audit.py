@@ -29,7 +29,9 @@ def _run_main(argv, capsys):
         (["--cscore-ratios", "0.5,abc"], "--cscore-ratios"),
         (["--noise", "1.5"], "noise"),
         (["--noise-mode", "swap"], "noise_mode"),
-        (["--executor", "ray"], "ray executor is not available yet"),
+        (["--executor", "dask"], "executor"),
+        (["--address", "10.0.0.1:6379"], "--address: only used with --executor ray"),
+        (["--threads", "0"], "threads"),
         (["--data", "iris", "--label-column", "species"], "label_column"),
     ],
 )

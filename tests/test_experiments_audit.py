@@ -14,7 +14,7 @@ from fitscope.experiments.audit import audit, make_config, min_models, plan_unit
 SMALL = dict(model="mlp:64x1", models=24, ratio=0.7, cscore_ratios=[0.3, 0.7], cscore_models=8, epochs=5,
              noise=0.1, chunk=12)
 EXAMPLE_COLUMNS = ["index", "label", "true_label", "corrupted", "mem", "mem_se", "cscore", "learning_speed",
-                   "density", "rel_distance", "oof_confidence", "label_issue"]
+                   "density", "rel_distance", "oof_confidence", "label_issue", "cleanlab_issue", "cleanlab_score"]
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,8 @@ def small_audit(tmp_path_factory):
         (dict(cscore_ratios=[]), "cscore_ratios"),
         (dict(noise=1.0), "noise"),
         (dict(noise_mode="swap"), "noise_mode"),
-        (dict(executor="ray"), "ray executor is not available yet"),
+        (dict(address="10.0.0.1:6379"), "--address: only used with --executor ray"),
+        (dict(threads=0), "threads"),
         (dict(executor="dask"), "executor"),
         (dict(chunk=0), "chunk"),
         (dict(unknown=1), "unknown"),
@@ -112,7 +113,11 @@ def test_audit_writes_tables_and_report(small_audit):
         assert part in run.timings
     # a quality floor: even 24 tiny models for 5 epochs find most flipped labels
     assert outcome.summary["label-issue AUROC"] > 0.9
-    assert set(outcome.detection.score) == {"label_issue (ours)", "out-of-fold self-confidence"}
+    assert set(outcome.detection.score) == {"label_issue (ours)", "out-of-fold self-confidence",
+                                            "cleanlab label quality (1 - score)",
+                                            "cleanlab find_label_issues (ranked)"}
+    assert outcome.cleanlab["flagged"] == int(examples.cleanlab_issue.sum()) and outcome.cleanlab["k"] == 144
+    assert "find_label_issues (mask)" in html
 
 
 def test_same_seed_same_examples(small_audit, tmp_path):
@@ -165,6 +170,7 @@ def test_vector_data_without_noise(tmp_path):
     run, outcome = audit(cfg, tmp_path / "iris")
     examples = pd.read_parquet(run.path / "examples.parquet")
     assert "true_label" not in examples.columns and "corrupted" not in examples.columns
+    assert examples.cleanlab_issue.dtype == bool and outcome.cleanlab is None
     assert outcome.detection is None and "label-issue AUROC" not in outcome.summary
     html = (run.path / "report.html").read_text()
     assert "Most memorized" in html and "injected noise" in html

@@ -40,13 +40,22 @@ def audit(
     data_seed: Optional[int] = typer.Option(None, help="Seed of the train/test split."),
     label_column: Optional[str] = typer.Option(None, help="Label column of a CSV file."),
     chunk: Optional[int] = typer.Option(None, help="Models per batched ensemble, stored as it finishes (default 50)."),
-    executor: Optional[str] = typer.Option(None, help="Where models train: local (ray is not available yet)."),
+    executor: Optional[str] = typer.Option(
+        None, help="Where models train: local (this process) or ray (Ray tasks; a local Ray unless --address)."),
+    address: Optional[str] = typer.Option(
+        None, help="HOST:PORT of a running Ray cluster (with --executor ray), e.g. 10.0.0.1:6379."),
+    threads: Optional[int] = typer.Option(
+        None, help="Torch threads per unit, in both executors (default: FITSCOPE_NUM_THREADS, else 1); "
+                   "results are bitwise identical only for the same value."),
     resume: bool = typer.Option(False, "--resume",
                                 help="Continue a killed audit in --out, training only missing models."),
 ) -> None:
     """Train subset models and score every training example: memorization, influence, C-score, label issues.
 
     Example: fitscope audit --data digits --noise 0.1 --models 200 --out runs/audit
+
+    On a Ray cluster: fitscope audit --data digits --models 400 --executor ray --address 10.0.0.1:6379
+    (a run started with one executor can be resumed with --resume on the other).
     """
     from fitscope.experiments.audit import audit as run_audit
     from fitscope.experiments.audit import make_config
@@ -56,6 +65,7 @@ def audit(
         cscore_ratios=_floats(cscore_ratios, "--cscore-ratios") if cscore_ratios else None,
         cscore_models=cscore_models, epochs=epochs, lr=lr, optimizer=optimizer, batch_size=batch_size,
         seed=seed, data_seed=data_seed, label_column=label_column, chunk=chunk, executor=executor,
+        address=address, threads=threads,
     )
     cfg = make_config(**{k: v for k, v in values.items() if v is not None})
 

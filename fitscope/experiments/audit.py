@@ -17,6 +17,16 @@ A unit stores only what the estimators need: the subset masks, final
 correctness on train and test examples (bool), train logits (float16), the
 per-epoch correctness (bit-packed) and the mean margin over epochs, not the
 models.
+
+Executors: the missing units run as tasks of :func:`fitscope.runs.make_executor`
+(``executor="local"``: in this process, one after another; ``"ray"``: Ray
+tasks on a local Ray or, with ``address``, a cluster), each computed by the
+pure module-level :func:`train_unit_task` with the data arrays shared and
+stored as it finishes. ``threads`` (torch threads per task) is part of the
+config: the same seeds and ``threads`` give the same bits with either
+executor. ``executor`` and ``address`` are not part of the config hash, so a
+run started locally can be resumed on Ray and vice versa; ``run.json``
+records them per attempt (``attempts[-1]["executor"]``).
 """
 
 from __future__ import annotations
@@ -34,10 +44,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from fitscope.data import Dataset, flip_labels, load
 from fitscope.errors import ConfigError, RunError
 from fitscope.models import check_input_shape, parse_spec
+from fitscope.runs.executors import EXECUTORS, Executor, default_threads_per_task, make_executor  # noqa: F401
 from fitscope.seeding import derive_seed
 from fitscope.train import TrainConfig, train_ensemble, unpack_correct
 
-EXECUTORS = ("local",)
+#: Config fields that say *where* units train, not *what* they compute: left out of the config hash
+#: (so ``--resume`` may switch executor) and recorded per attempt in ``run.json`` instead.
+PLACEMENT_FIELDS = frozenset({"executor", "address"})
 #: Mean final accuracy of the subset models on their own subsets above which they count as fitting them;
 #: only then is memorization a label-issue signal (see ``fitscope/estimators/label_issues.py``).
 FIT_THRESHOLD = 0.99
@@ -73,16 +86,16 @@ class AuditConfig(BaseModel):
     lr: float = Field(0.003, gt=0)
     seed: int = Field(0, ge=0, description="seed of the label flips, the subsets and the models")
     chunk: int = Field(50, gt=0, description="models per batched ensemble (unit of work)")
-    executor: str = "local"
+    executor: Literal["local", "ray"] = Field("local", description="where units train (not in the config hash)")
+    address: str | None = Field(None, description="Ray cluster HOST:PORT (ray only; not in the config hash)")
+    threads: int = Field(default_factory=default_threads_per_task, gt=0,
+                         description="torch threads per unit (results are bitwise identical for the same value)")
 
-    @field_validator("executor")
-    @classmethod
-    def _known_executor(cls, value: str) -> str:
-        if value == "ray":
-            raise ValueError("the ray executor is not available yet; use --executor local")
-        if value not in EXECUTORS:
-            raise ValueError(f"expected one of {', '.join(EXECUTORS)}")
-        return value
+    @model_validator(mode="after")
+    def _address_needs_ray(self) -> "AuditConfig":
+        if self.address is not None and self.executor != "ray":
+            raise ValueError(f"--address: only used with --executor ray; got --executor {self.executor}")
+        return self
 
     @field_validator("cscore_ratios")
     @classmethod
@@ -218,11 +231,29 @@ def _train_config(cfg: AuditConfig, record: bool) -> TrainConfig:
 def train_unit(unit: Unit, cfg: AuditConfig, data: Dataset, labels: np.ndarray,
                progress: Callable[[dict], None] | None = None) -> dict[str, np.ndarray]:
     """Train one unit and return the arrays the estimators need (what ``run.save_unit`` stores)."""
+    return _train_unit_arrays(unit, cfg, data.n_classes, data.x_train, labels, data.x_test, data.y_test, progress)
+
+
+def train_unit_task(task: tuple[Unit, AuditConfig, int], *, x_train: np.ndarray, labels: np.ndarray,
+                    x_test: np.ndarray, y_test: np.ndarray) -> dict[str, np.ndarray]:
+    """The executor task of one unit: ``task = (unit, cfg, n_classes)``, the big arrays shared (read-only).
+
+    Module-level and pure (no globals, no writes to the run): what it returns follows from its
+    arguments alone, so the ``local`` and ``ray`` executors give the same bits for the same
+    ``cfg.threads``. The caller stores the result with ``run.save_unit``.
+    """
+    unit, cfg, n_classes = task
+    return _train_unit_arrays(unit, cfg, n_classes, x_train, labels, x_test, y_test, None)
+
+
+def _train_unit_arrays(unit: Unit, cfg: AuditConfig, n_classes: int, x_train: np.ndarray, labels: np.ndarray,
+                       x_test: np.ndarray, y_test: np.ndarray,
+                       progress: Callable[[dict], None] | None) -> dict[str, np.ndarray]:
     record = unit.part == "mem"
     t0 = time.perf_counter()
-    result = train_ensemble(cfg.model, data.x_train, labels, config=_train_config(cfg, record), seeds=unit.seeds,
-                            masks=unit.masks, x_test=data.x_test, y_test=data.y_test, progress=progress,
-                            n_classes=data.n_classes)
+    result = train_ensemble(cfg.model, x_train, labels, config=_train_config(cfg, record), seeds=unit.seeds,
+                            masks=unit.masks, x_test=x_test, y_test=y_test, progress=progress,
+                            n_classes=n_classes)
     out = {
         "masks": unit.masks,
         "seeds": np.asarray(unit.seeds, np.int64),
@@ -232,7 +263,7 @@ def train_unit(unit: Unit, cfg: AuditConfig, data: Dataset, labels: np.ndarray,
         "seconds": np.asarray(time.perf_counter() - t0),
     }
     if record:
-        out["test_correct"] = result.test_logits.argmax(-1) == data.y_test
+        out["test_correct"] = result.test_logits.argmax(-1) == y_test
         out["train_logits"] = result.train_logits.astype(np.float16)
         out["records_correct"] = result.records.correct  # (E, k, ceil(n/8)) bit-packed
         out["margin_mean"] = result.records.margin.astype(np.float32).mean(axis=0)  # (k, n)
@@ -279,6 +310,44 @@ def _gather(units: list[Unit], stored: dict[str, dict], cfg: AuditConfig, n: int
     )
 
 
+def _train_units(cfg: AuditConfig, run, todo: list[Unit], stored: dict[str, dict], *, data: Dataset,
+                 labels: np.ndarray, on_unit_start, progress, executor: Executor | None) -> None:
+    """Train ``todo`` with the executor, saving each unit (and its wall-time share) as it arrives."""
+    own = executor is None
+    ex = make_executor(cfg.executor, address=cfg.address, threads_per_task=cfg.threads) if own else executor
+    try:
+        if ex.threads_per_task != cfg.threads:
+            raise ConfigError(f"--threads: the executor runs {ex.threads_per_task} threads per task but the "
+                              f"config says {cfg.threads}")
+        run.meta.setdefault("attempts", [{}])[-1]["executor"] = ex.info  # where units trained: not in the hash
+        total = sum(len(u.seeds) for u in todo) * cfg.epochs
+        if on_unit_start is not None:
+            on_unit_start(f"{len(todo)} units ({ex.name})", 1, total)
+        tasks = [(unit, cfg, data.n_classes) for unit in todo]
+        shared = {"x_train": data.x_train, "labels": labels, "x_test": data.x_test, "y_test": data.y_test}
+        done, train_acc, test_acc = 0, [], []
+        last = time.perf_counter()
+        for i, arrays in ex.map_unordered(train_unit_task, tasks, shared=shared):
+            unit = todo[i]
+            now = time.perf_counter()
+            name = f"train {'memorization' if unit.part == 'mem' else 'C-score'} models"
+            run.timings[name] = round(run.timings.get(name, 0.0) + now - last, 3)  # wall time, split by arrival
+            last = now
+            run.save_unit(unit.key, arrays, info=dict(models=len(unit.seeds), ratio=unit.ratio,
+                                                      seconds=round(float(arrays["seconds"]), 3)))
+            stored[unit.key] = arrays
+            done += len(unit.seeds) * cfg.epochs
+            train_acc.append(arrays["subset_acc"])
+            test_acc.append(arrays["test_acc"])
+            if progress is not None:
+                progress({"epoch": done, "epochs": total,
+                          "train_acc_mean": float(np.concatenate(train_acc).mean()),
+                          "test_acc_mean": float(np.concatenate(test_acc).mean())})
+    finally:
+        if own:
+            ex.close()
+
+
 # --------------------------------------------------------------------------- estimators
 
 
@@ -295,6 +364,7 @@ class AuditOutcome:
     trained_units: list[str] = field(default_factory=list)
     reused_units: list[str] = field(default_factory=list)
     mem_in_label_score: bool = False
+    cleanlab: dict | None = None  # find_label_issues's mask: precision, recall, flagged, k (ground truth known)
 
 
 def _nanmean(values) -> float:
@@ -309,6 +379,7 @@ def estimate(arrays: AuditArrays, data: Dataset, labels: np.ndarray, flipped: np
     from sklearn.metrics import roc_curve
 
     from fitscope.estimators import (
+        cleanlab_issues,
         cscore_holdout,
         detection_metrics,
         high_influence_pairs,
@@ -316,6 +387,7 @@ def estimate(arrays: AuditArrays, data: Dataset, labels: np.ndarray, flipped: np
         kernel_density,
         label_issue_scores,
         learning_speed,
+        mask_metrics,
         memorization_scores,
         out_of_fold_probs,
         relative_distance,
@@ -352,6 +424,9 @@ def estimate(arrays: AuditArrays, data: Dataset, labels: np.ndarray, flipped: np
     examples["rel_distance"] = rel.scores
     examples["oof_confidence"] = issues.given_label_prob
     examples["label_issue"] = issues.scores
+    clean = cleanlab_issues(labels, oof)  # the baseline on the same out-of-fold probabilities
+    examples["cleanlab_issue"] = clean.mask
+    examples["cleanlab_score"] = clean.scores
 
     rows = []
     for name, values in (("learning speed", speed.scores), ("input-space kernel density", density.scores),
@@ -376,7 +451,9 @@ def estimate(arrays: AuditArrays, data: Dataset, labels: np.ndarray, flipped: np
                            mem_in_label_score=use_mem)
     if flipped is not None and 0 < len(flipped) < n:
         corrupted = examples["corrupted"].to_numpy()
-        scored = {"label_issue (ours)": issues.scores, "out-of-fold self-confidence": 1.0 - issues.given_label_prob}
+        scored = {"label_issue (ours)": issues.scores, "out-of-fold self-confidence": 1.0 - issues.given_label_prob,
+                  "cleanlab label quality (1 - score)": clean.scores,
+                  "cleanlab find_label_issues (ranked)": np.where(clean.mask, 1.0, 0.0) + 0.5 * clean.scores}
         det = []
         for name, s in scored.items():
             metrics = detection_metrics(s, corrupted)
@@ -388,6 +465,11 @@ def estimate(arrays: AuditArrays, data: Dataset, labels: np.ndarray, flipped: np
         summary["label-issue AUROC"] = float(det[0]["auroc"])
         summary["label-issue precision at k"] = float(det[0]["precision_at_k"])
         summary["self-confidence AUROC"] = float(det[1]["auroc"])
+        outcome.cleanlab = mask_metrics(clean.mask, corrupted)
+        summary["cleanlab label-quality AUROC"] = float(det[2]["auroc"])
+        summary["cleanlab find_label_issues flagged"] = outcome.cleanlab["flagged"]
+        summary["cleanlab find_label_issues precision"] = outcome.cleanlab["precision"]
+        summary["cleanlab find_label_issues recall"] = outcome.cleanlab["recall"]
     return outcome
 
 
@@ -403,8 +485,13 @@ def run_audit(
     flipped: np.ndarray | None,
     on_unit_start: Callable[[str, int, int], None] | None = None,
     progress: Callable[[dict], None] | None = None,
+    executor: Executor | None = None,
 ) -> AuditOutcome:
     """Train (or reuse) every unit into ``run``, estimate, and write the two tables.
+
+    The units not yet stored run as tasks of ``executor`` (:func:`train_unit_task`), and each
+    is saved with ``run.save_unit`` as soon as it finishes, so a killed audit loses only the
+    units in flight.
 
     Args:
         cfg: the audit configuration.
@@ -412,13 +499,16 @@ def run_audit(
         data: the loaded dataset (true labels).
         labels: the training labels as given to the models (flipped when ``cfg.noise``).
         flipped: indices of the flipped labels, or None without injected noise.
-        on_unit_start: called with ``(unit key, n_models, epochs)`` before a unit trains.
-        progress: per-epoch callback handed to the trainer.
+        on_unit_start: called once before training with ``(label, 1, model-epochs to train)``.
+        progress: called after each finished unit with ``{"epoch": model-epochs done, "epochs": total,
+            "train_acc_mean": ..., "test_acc_mean": ...}`` (units train in parallel, so progress is per unit).
+        executor: where the units train; default: one made from ``cfg`` (and closed) here.
     """
     n = len(labels)
     units = plan_units(cfg, n)
     stored: dict[str, dict] = {}
-    trained, reused = [], []
+    reused = []
+    todo: list[Unit] = []
     for unit in units:
         if run.has_unit(unit.key):
             arrays = run.load_unit(unit.key)
@@ -426,15 +516,13 @@ def run_audit(
                 raise RunError(f"--resume: unit {unit.key} of {run.path} was trained on other subsets; "
                                "use another --out")
             reused.append(unit.key)
+            stored[unit.key] = arrays
         else:
-            if on_unit_start is not None:
-                on_unit_start(unit.key, len(unit.seeds), cfg.epochs)
-            with run.timer(f"train {'memorization' if unit.part == 'mem' else 'C-score'} models"):
-                arrays = train_unit(unit, cfg, data, labels, progress)
-            run.save_unit(unit.key, arrays, info=dict(models=len(unit.seeds), ratio=unit.ratio,
-                                                      seconds=round(float(arrays["seconds"]), 3)))
-            trained.append(unit.key)
-        stored[unit.key] = arrays
+            todo.append(unit)
+    if todo:
+        _train_units(cfg, run, todo, stored, data=data, labels=labels, on_unit_start=on_unit_start,
+                     progress=progress, executor=executor)
+    trained = [u.key for u in todo]
     with run.timer("estimators"):
         gathered = _gather(units, stored, cfg, n)
         del stored
@@ -474,10 +562,15 @@ def audit(
     labels, flipped, noise_seed = noisy_labels(cfg, data)
     plan_units(cfg, len(labels))
     seeds = {"seed": cfg.seed, "data_seed": cfg.data_seed, "noise_seed": noise_seed}
-    with Run.create(out, kind="audit", config=cfg.model_dump(), seeds=seeds, resume=resume) as run:
+    # executor and address say where units train, not what they compute: kept out of the config (and its
+    # hash) so that a run started locally resumes on Ray and vice versa; recorded per attempt instead.
+    config = cfg.model_dump(exclude=set(PLACEMENT_FIELDS))
+    # made before the run directory, so a bad --address leaves nothing behind
+    with make_executor(cfg.executor, address=cfg.address, threads_per_task=cfg.threads) as executor, \
+            Run.create(out, kind="audit", config=config, seeds=seeds, resume=resume) as run:
         run.timings.setdefault("load data", round(load_seconds, 3))
         outcome = run_audit(cfg, run, data=data, labels=labels, flipped=flipped,
-                            on_unit_start=on_unit_start, progress=progress)
+                            on_unit_start=on_unit_start, progress=progress, executor=executor)
         run.finish(summary=outcome.summary)
         with run.timer("report"):
             write_report(run, "audit.html.j2", figures.report_context(cfg, data, outcome))

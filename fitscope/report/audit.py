@@ -148,6 +148,24 @@ def roc_figure(roc: dict) -> str | None:
     return figure_to_data_uri(fig)
 
 
+def comparison_table(detection: pd.DataFrame | None, cleanlab: dict | None) -> pd.DataFrame | None:
+    """Detectors side by side: AUROC and precision/recall at k for each ranking, then cleanlab's mask.
+
+    ``find_label_issues`` gives a set, not a ranking: its row has the mask's precision, recall and
+    number flagged, and its ranked form (flagged first, by cleanlab's label quality) gives AUROC and
+    precision/recall at k.
+    """
+    if detection is None:
+        return None
+    rows = [{"detector": r["score"], "AUROC": r["auroc"], "precision at k": r["precision_at_k"],
+             "recall at k": r["recall_at_k"], "flagged": r["k"]} for r in detection.to_dict("records")]
+    if cleanlab is not None:
+        rows.append({"detector": "cleanlab find_label_issues (mask)", "AUROC": float("nan"),
+                     "precision at k": cleanlab["precision"], "recall at k": cleanlab["recall"],
+                     "flagged": cleanlab["flagged"]})
+    return pd.DataFrame(rows)
+
+
 def _top(examples: pd.DataFrame, column: str, *, ascending: bool, count: int = SHOWN) -> list[int]:
     values = examples[column].to_numpy(float)
     keep = np.flatnonzero(np.isfinite(values))
@@ -183,6 +201,9 @@ def report_context(cfg, data, outcome) -> dict:
         hist_png=histograms_figure(examples),
         spearman_table=outcome.spearman,
         detection_table=detection,
+        comparison_table=comparison_table(detection, getattr(outcome, "cleanlab", None)),
+        cleanlab=getattr(outcome, "cleanlab", None),
+        n_cleanlab_flagged=int(examples["cleanlab_issue"].sum()) if "cleanlab_issue" in examples.columns else None,
         roc_png=roc_figure(outcome.roc),
         trained_units=outcome.trained_units,
         reused_units=outcome.reused_units,

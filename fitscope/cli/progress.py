@@ -57,7 +57,8 @@ class EnsembleProgress:
         self._models = n_models
         self._t0 = time.perf_counter()
         self._task = self._progress.add_task(
-            f"{key} (K={n_models})", total=epochs, rate="-", train="-", test="-"
+            # The audit counts model-epochs over all its units as one bar (n_models = 1): no K there.
+            f"{key} (K={n_models})" if n_models > 1 else key, total=epochs, rate="-", train="-", test="-"
         )
 
     def update(self, info: dict) -> None:

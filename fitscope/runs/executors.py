@@ -76,6 +76,7 @@ digits (n ~ 1,300) take minutes; tens of thousands of models, or data sets of
 
 from __future__ import annotations
 
+import abc
 import inspect
 import os
 import sys
@@ -199,7 +200,7 @@ def check_task_function(fn: Any) -> Callable:
     return fn
 
 
-class Executor:
+class Executor(abc.ABC):
     """Runs independent tasks and yields their results as they finish.
 
     Subclasses: :class:`LocalExecutor` (in this process, in order) and
@@ -228,6 +229,7 @@ class Executor:
         """What to record about the executor in a run: name, threads per task, parallelism."""
         return {"name": self.name, "threads_per_task": self.threads_per_task, "parallelism": self.parallelism}
 
+    @abc.abstractmethod
     def map_unordered(self, fn: Callable, tasks: Sequence, *, shared: dict | None = None
                       ) -> Iterator[tuple[int, Any]]:
         """Run ``fn(task, **shared)`` for every task; yield ``(index, result)`` as each finishes.
@@ -249,7 +251,6 @@ class Executor:
                 its class, with ``task i of n:`` before its message. Tasks not
                 yet finished are cancelled; pairs already yielded stay valid.
         """
-        raise NotImplementedError
 
     def close(self) -> None:
         """Release what the executor holds (a Ray it started). Idempotent."""

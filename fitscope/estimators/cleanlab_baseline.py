@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fitscope.errors import ConfigError, DataError
-from fitscope.estimators.validation import check_labels, check_probs
+from fitscope.estimators.validation import check_labels_and_probs
 
 #: Methods of ``cleanlab.rank.get_label_quality_scores``.
 QUALITY_METHODS = ("self_confidence", "normalized_margin", "confidence_weighted_entropy")
@@ -69,14 +69,8 @@ def cleanlab_issues(labels, pred_probs, *, method: str = "self_confidence",
 
     if method not in QUALITY_METHODS:
         raise ConfigError(f"method: expected one of {', '.join(QUALITY_METHODS)}, got {method!r}")
-    labels = check_labels("labels", labels)
-    n = labels.shape[0]
-    probs = check_probs("pred_probs", pred_probs, n)
-    c = probs.shape[1]
-    if labels.max() >= c:
-        i = int(np.argmax(labels >= c))
-        raise DataError(f"labels: expected class indices below C = {c} (the columns of pred_probs), "
-                        f"got {int(labels[i])} at index {i}")
+    labels, probs = check_labels_and_probs(labels, pred_probs)
+    n, c = probs.shape
     have = ~np.isnan(probs).any(axis=1)
     if np.count_nonzero(have) < 2:
         raise DataError(f"pred_probs: expected at least 2 rows with a prediction, got {int(np.count_nonzero(have))}")

@@ -52,10 +52,9 @@ from fitscope.estimators.results import LabelIssueResult
 from fitscope.estimators.validation import (
     check_binary,
     check_int,
-    check_labels,
+    check_labels_and_probs,
     check_mask,
     check_number,
-    check_probs,
     check_real,
     check_scores,
 )
@@ -155,14 +154,8 @@ def label_issue_scores(labels, pred_probs, *, mem=None, cscore=None, learning_sp
         ConfigError: an unknown signal name or a negative weight in ``weights``,
             or every weight of the available signals is 0.
     """
-    labels = check_labels("labels", labels)
-    n = labels.shape[0]
-    probs = check_probs("pred_probs", pred_probs, n)
-    c = probs.shape[1]
-    if labels.max() >= c:
-        i = int(np.argmax(labels >= c))
-        raise DataError(f"labels: expected class indices below C = {c} (the columns of pred_probs), "
-                        f"got {int(labels[i])} at index {i}")
+    labels, probs = check_labels_and_probs(labels, pred_probs)
+    n, c = probs.shape
     w = dict(DEFAULT_WEIGHTS)
     for key, value in (weights or {}).items():
         if key not in DEFAULT_WEIGHTS:

@@ -210,3 +210,19 @@ def check_scores(name: str, value, n: int, *, like: str = "labels") -> np.ndarra
     elif isinstance(value, (ProxyScores, LabelIssueResult)):
         value = value.scores
     return check_real(name, value, ("n",), (n,), like=like, allow_nan=True).astype(np.float64)
+
+
+def check_labels_and_probs(labels, pred_probs) -> tuple[np.ndarray, np.ndarray]:
+    """Given labels ``(n,)`` and predicted probabilities ``(n, C)``, checked together.
+
+    Labels must be class indices below C (the columns of ``pred_probs``).
+    Returns ``(labels as int64, pred_probs as float64)``.
+    """
+    labels = check_labels("labels", labels)
+    probs = check_probs("pred_probs", pred_probs, labels.shape[0])
+    c = probs.shape[1]
+    if labels.max() >= c:
+        i = int(np.argmax(labels >= c))
+        raise DataError(f"labels: expected class indices below C = {c} (the columns of pred_probs), "
+                        f"got {int(labels[i])} at index {i}")
+    return labels, probs

@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from fitscope.data import Dataset, flip_labels, load
 from fitscope.errors import ConfigError, RunError
 from fitscope.models import check_input_shape, parse_spec
-from fitscope.runs.executors import EXECUTORS, Executor, default_threads_per_task, make_executor  # noqa: F401
+from fitscope.runs.executors import Executor, default_threads_per_task, make_executor
 from fitscope.seeding import derive_seed
 from fitscope.train import TrainConfig, train_ensemble, unpack_correct
 

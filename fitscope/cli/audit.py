@@ -10,14 +10,7 @@ from rich.console import Console
 
 from fitscope.cli import app
 from fitscope.cli.progress import EnsembleProgress
-from fitscope.errors import ConfigError
-
-
-def _floats(text: str, name: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(f"{name}: expected comma-separated numbers like 0.1,0.5,0.9; got {text!r}") from None
+from fitscope.cli.lists import parse_floats
 
 
 @app.command("audit")
@@ -62,7 +55,7 @@ def audit(
 
     values = dict(
         data=data, model=model, noise=noise, noise_mode=noise_mode, models=models, ratio=ratio,
-        cscore_ratios=_floats(cscore_ratios, "--cscore-ratios") if cscore_ratios else None,
+        cscore_ratios=parse_floats(cscore_ratios, "--cscore-ratios", "0.1,0.5,0.9") if cscore_ratios else None,
         cscore_models=cscore_models, epochs=epochs, lr=lr, optimizer=optimizer, batch_size=batch_size,
         seed=seed, data_seed=data_seed, label_column=label_column, chunk=chunk, executor=executor,
         address=address, threads=threads,

@@ -10,25 +10,7 @@ from rich.console import Console
 
 from fitscope.cli import app
 from fitscope.cli.progress import EnsembleProgress
-from fitscope.errors import ConfigError
-
-
-def _floats(text: str, name: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(f"{name}: expected comma-separated numbers like 0,0.5,1; got {text!r}") from None
-
-
-def _ints(text: str, name: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(f"{name}: expected comma-separated integers like 0,1,2; got {text!r}") from None
-
-
-def _names(text: str) -> list[str]:
-    return [v.strip() for v in text.split(",") if v.strip()]
+from fitscope.cli.lists import parse_floats, parse_ints, parse_names
 
 
 @app.command("randomization")
@@ -62,12 +44,12 @@ def randomization(
 
     values = dict(
         data=data, model=model, label_column=label_column, data_seed=data_seed,
-        corruptions=_names(corruptions) if corruptions else None,
-        noise_levels=_floats(noise, "--noise") if noise else None,
-        regularizers=_names(regularizers) if regularizers else None,
-        seeds=_ints(seeds, "--seeds") if seeds else None,
+        corruptions=parse_names(corruptions) if corruptions else None,
+        noise_levels=parse_floats(noise, "--noise") if noise else None,
+        regularizers=parse_names(regularizers) if regularizers else None,
+        seeds=parse_ints(seeds, "--seeds") if seeds else None,
         epochs=epochs, lr=lr, optimizer=optimizer, batch_size=batch_size,
-        weight_decay=weight_decay, dropout=dropout, parts=_names(parts) if parts else None,
+        weight_decay=weight_decay, dropout=dropout, parts=parse_names(parts) if parts else None,
     )
     values = {k: v for k, v in values.items() if v is not None}
     cfg = RandomizationConfig.quick(**values) if quick else make_config(**values)

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from fitscope.cli import main
+from cli_helpers import run_main as _run_main
 
 ARGS = ["audit", "--model", "mlp:32x1", "--models", "8", "--cscore-ratios", "0.5,0.7", "--cscore-models", "4",
         "--epochs", "2", "--noise", "0.1", "--chunk", "4"]
 
 
-def _run_main(argv, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    return exit_info.value.code, capsys.readouterr()
 
 
 @pytest.mark.parametrize(

@@ -10,15 +10,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import fitscope.cli.data  # noqa: F401  (registers the commands)
-from fitscope.cli import app, main
+from fitscope.cli import app
+from cli_helpers import run_main as _main
 
 runner = CliRunner()
 
 
-def _main(argv, capsys):
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    return info.value.code, capsys.readouterr()
 
 
 def test_list_shows_builtins_and_file_kinds():

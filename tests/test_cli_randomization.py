@@ -10,16 +10,12 @@ import time
 
 import pytest
 
-from fitscope.cli import main
+from cli_helpers import run_main as _run_main
 
 ARGS = ["randomization", "--model", "mlp:32x1", "--seeds", "0", "--epochs", "3", "--parts", "curves",
         "--corruptions", "none,random_labels"]
 
 
-def _run_main(argv, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    return exit_info.value.code, capsys.readouterr()
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,9 @@ from typer.testing import CliRunner
 import fitscope.cli
 import fitscope.cli.env  # noqa: F401 - registers `env`
 import fitscope.cli.runs  # noqa: F401 - registers `runs`
-from fitscope.cli import app, main
+from fitscope.cli import app
 from fitscope.runs import Run
+from cli_helpers import run_main as _main
 
 runner = CliRunner()
 
@@ -38,10 +39,6 @@ def only_my_commands(monkeypatch):
     monkeypatch.setattr(fitscope.cli, "_register", lambda: None)
 
 
-def _main(argv, capsys):
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    return info.value.code, capsys.readouterr()
 
 
 def test_runs_list_shows_every_run(root):

@@ -272,6 +272,7 @@ def run_randomization(
     run,
     *,
     data: Dataset | None = None,
+    units: list[Unit] | None = None,
     on_unit_start: Callable[[str, int, int], None] | None = None,
     progress: Callable[[dict], None] | None = None,
 ) -> StudyOutcome:
@@ -281,6 +282,7 @@ def run_randomization(
         cfg: the study configuration.
         run: a :class:`fitscope.runs.Run`; units already stored in it are reused.
         data: the loaded dataset (loaded from ``cfg`` when None).
+        units: the study's units as :func:`plan_units` made them for ``data`` (planned here when None).
         on_unit_start: called with ``(unit key, n_models, epoch budget)`` before each unit trains.
         progress: per-epoch callback handed to the trainer.
 
@@ -291,7 +293,8 @@ def run_randomization(
     if data is None:
         with run.timer("load data"):
             data = load(cfg.data, label_column=cfg.label_column, seed=cfg.data_seed)
-    units = plan_units(cfg, data)
+    if units is None:
+        units = plan_units(cfg, data)
     outcome = StudyOutcome(results=pd.DataFrame(), curves=pd.DataFrame())
     results, curves = [], []
     for unit in units:
@@ -389,11 +392,11 @@ def randomization_study(
     data = load(cfg.data, label_column=cfg.label_column, seed=cfg.data_seed)
     load_seconds = time.perf_counter() - t0
     check_input_shape(parse_spec(cfg.model), data.input_shape)  # a bad --model fails before anything is written
-    plan_units(cfg, data)
+    units = plan_units(cfg, data)  # bad corruptions fail here, before the run exists; planned once
     seeds = {"data_seed": cfg.data_seed, "model_seeds": cfg.seeds}
     with Run.create(out, kind="randomization", config=cfg.model_dump(), seeds=seeds, resume=resume) as run:
         run.timings.setdefault("load data", round(load_seconds, 3))
-        outcome = run_randomization(cfg, run, data=data, on_unit_start=on_unit_start, progress=progress)
+        outcome = run_randomization(cfg, run, data=data, units=units, on_unit_start=on_unit_start, progress=progress)
         checks = findings(outcome.results, data.n_classes)
         # Finished before the report is written, so the report shows the final status and timings.
         run.finish(summary={c["check"]: c["value"] for c in checks})

@@ -10,7 +10,7 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,ray]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,ray,federated]'
 	@touch $(STAMP)
 
 ## make demo: quick randomization study on built-in digits; prints the report path

@@ -1,0 +1,115 @@
+"""DP-SGD through Opacus: clipping against batch-size-1 gradients, the noise level, epsilon, bad input."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fitscope.errors import ConfigError
+from fitscope.train.dp_sgd import PrivacyWarning, make_dp_sgd, train_dp_sgd
+from fitscope.train.plain_models import build_plain
+
+
+def _blobs(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    x = (np.where(y[:, None] == 1, 2.0, -2.0) + rng.normal(size=(n, 2))).astype(np.float32)
+    return x, y
+
+
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")
+def test_clipping_matches_clipped_batch_size_one_gradients():
+    x, y = _blobs(16)
+    c = 0.05  # small, so that clipping is active for every example
+    model = build_plain("mlp:8x1", (2,), 2, seed=0)
+    reference = copy.deepcopy(model)
+    run = make_dp_sgd(model, x, y, eps=1.0, delta=1e-3, max_grad_norm=c, epochs=1, batch_size=8, lr=0.1, seed=0,
+                      accountant="rdp")
+    xb, yb = torch.from_numpy(x[:6]), torch.from_numpy(y[:6])
+    F.cross_entropy(run.module(xb), yb).backward()
+    run.optimizer.clip_and_accumulate()
+
+    expected = [torch.zeros_like(p) for p in reference.parameters()]
+    raw_norms = []
+    for i in range(6):  # batch-size-1 gradients, clipped by hand to norm c
+        reference.zero_grad()
+        F.cross_entropy(reference(xb[i:i + 1]), yb[i:i + 1]).backward()
+        grads = [p.grad.clone() for p in reference.parameters()]
+        norm = torch.sqrt(sum((g**2).sum() for g in grads))
+        raw_norms.append(float(norm))
+        factor = min(1.0, c / (float(norm) + 1e-6))
+        for e, g in zip(expected, grads):
+            e += factor * g
+    assert min(raw_norms) > c  # every example was clipped
+    for p, e in zip(run.optimizer.params, expected):
+        torch.testing.assert_close(p.summed_grad, e, atol=1e-6, rtol=1e-4)
+    total = torch.sqrt(sum((p.summed_grad**2).sum() for p in run.optimizer.params))
+    assert float(total) <= 6 * c + 1e-6
+
+
+def test_noise_std_is_noise_multiplier_times_clip_norm():
+    x, y = _blobs(64)
+    model = build_plain("mlp:64x1", (2,), 64, seed=0)  # ~4.3k parameters to estimate a std from
+    run = make_dp_sgd(model, x, y, eps=2.0, delta=1e-3, max_grad_norm=0.7, epochs=2, batch_size=16, lr=0.1, seed=0,
+                      accountant="rdp")
+    for p in run.optimizer.params:
+        p.summed_grad = torch.zeros_like(p)
+    run.optimizer.add_noise()
+    noise = torch.cat([p.grad.flatten() for p in run.optimizer.params])
+    expected = run.optimizer.noise_multiplier * 0.7
+    assert run.optimizer.noise_multiplier > 0.5
+    assert abs(float(noise.std()) / expected - 1) < 0.05
+    assert abs(float(noise.mean())) < 0.1 * expected
+
+
+@pytest.mark.slow
+def test_learns_separable_problem_within_the_privacy_budget():
+    x, y = _blobs(300)
+    kwargs = dict(eps=3.0, delta=1e-3, max_grad_norm=1.0, epochs=4, batch_size=32, lr=0.5, seed=1,
+                  x_test=x[200:], y_test=y[200:])
+    res = train_dp_sgd("mlp:16x1", x[:200], y[:200], **kwargs)
+    assert res.test_acc.shape == (4,)
+    assert res.test_acc[-1] > 0.8  # chance is 0.5
+    assert 0 < res.epsilon <= 3.0 and res.target_epsilon == 3.0
+    assert res.delta == 1e-3 and res.accountant == "prv" and res.noise_multiplier > 0
+    assert res.steps > 0 and res.sample_rate == pytest.approx(1 / 7)
+    assert not hasattr(next(res.model.parameters()), "grad_sample") or \
+        next(res.model.parameters()).grad_sample is None
+    again = train_dp_sgd("mlp:16x1", x[:200], y[:200], **kwargs)
+    np.testing.assert_array_equal(res.test_logits, again.test_logits)  # seeded: replays exactly
+
+
+def test_rdp_accountant_and_smaller_eps_means_more_noise():
+    x, y = _blobs(100)
+    kw = dict(delta=1e-3, epochs=1, batch_size=20, seed=0, accountant="rdp")
+    loose = train_dp_sgd("mlp:4x1", x, y, eps=8.0, **kw)
+    tight = train_dp_sgd("mlp:4x1", x, y, eps=0.5, **kw)
+    assert tight.accountant == "rdp" and tight.epsilon <= 0.5
+    assert tight.noise_multiplier > loose.noise_multiplier
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(eps=0), "eps must be a finite number > 0, got 0"),
+    (dict(eps=-1), "eps must be"),
+    (dict(delta=0), r"delta must be in \(0, 1\), got 0"),
+    (dict(delta=1.0), "delta must be"),
+    (dict(max_grad_norm=0), "max_grad_norm must be a finite number > 0, got 0"),
+    (dict(accountant="gdp"), "accountant must be one of prv, rdp"),
+    (dict(epochs=0), "epochs must be"),
+])
+def test_bad_settings_are_one_line_config_errors(kwargs, match):
+    x, y = _blobs(20)
+    settings = dict(eps=1.0, delta=1e-3, max_grad_norm=1.0, epochs=1, seed=0) | kwargs
+    with pytest.raises(ConfigError, match=match) as err:
+        train_dp_sgd("mlp:4x1", x, y, **settings)
+    assert "\n" not in str(err.value)
+
+
+def test_delta_not_below_one_over_n_warns():
+    x, y = _blobs(20)
+    with pytest.warns(PrivacyWarning, match="delta=0.1 >= 1/n"):
+        train_dp_sgd("mlp:4x1", x, y, eps=1.0, delta=0.1, epochs=1, batch_size=10, seed=0, accountant="rdp")

@@ -43,14 +43,14 @@ class _DefenseProgress:
 @app.command("privacy-study")
 def privacy_study(
     data: str = typer.Option("digits", help="Built-in name (see `fitscope data list`) or a data file/folder."),
-    model: Optional[str] = typer.Option(None, help="Model spec (default mlp:256x2)."),
+    model: Optional[str] = typer.Option(None, help="Model spec (default mlp:64x1)."),
     out: Path = typer.Option(Path("runs/privacy"), help="Run directory to create."),
     defenses: Optional[str] = typer.Option(
         None, help="Comma-separated: none, label-dp:EPS, dp-sgd:EPS, instahide:K, pruning:FRACTION, mid:BETA "
                    "(default none,label-dp:1,label-dp:4,dp-sgd:1,dp-sgd:4,instahide:2,pruning:0.9,mid:0.01)."),
     shadow_models: Optional[int] = typer.Option(None, help="Models per defense, >= 4 (default 16)."),
     epochs: Optional[int] = typer.Option(None, help="Epochs of the non-DP trainers (default 40)."),
-    dp_epochs: Optional[int] = typer.Option(None, help="DP-SGD epochs (default 15)."),
+    dp_epochs: Optional[int] = typer.Option(None, help="DP-SGD epochs (default 30)."),
     delta: Optional[float] = typer.Option(None, help="DP-SGD delta, in (0, 1) (default 1e-5)."),
     max_grad_norm: Optional[float] = typer.Option(None, help="DP-SGD clipping norm (default 1.0)."),
     canaries: Optional[int] = typer.Option(None, help="Canaries planted per defense, 0 for none (default 100)."),

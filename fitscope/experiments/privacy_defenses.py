@@ -159,11 +159,11 @@ def _one_plain(defense: Defense, x, y, seed: int, s: Settings, x_test, y_test) -
                             keep_model=True)
         return (lambda rows: predict_instahide(r.model, rows)), math.inf
     if defense.kind == "mid":
-        from fitscope.privacy.mid import predict_mid, train_mid
+        from fitscope.privacy.mid import train_mid
 
         r = train_mid(s.spec, x, y, beta=defense.param, epochs=s.epochs, batch_size=s.batch_size, seed=seed,
                       n_classes=s.n_classes)
-        return (lambda rows: predict_mid(r.model, rows)), math.inf
+        return (lambda rows: predict_plain(r.model, rows)), math.inf  # eval mode: logits from the mean of z
     raise ConfigError(f"defense: {defense.kind!r} is not a plain-model defense")
 
 

@@ -48,11 +48,11 @@ def test_config_needs_enough_shadow_models_for_lira():
 
 @pytest.mark.slow
 def test_tiny_study_writes_a_row_per_defense_and_resumes(tmp_path):
-    cfg = make_config(data="iris", model="mlp:32x1", defenses=["none", "label-dp:1"], shadow_models=6, epochs=5,
+    cfg = make_config(data="iris", model="mlp:32x1", defenses=["none", "label-dp:1", "instahide:2", "mid:0.01"], shadow_models=6, epochs=5,
                       canaries=20)
     run, outcome = privacy_study(cfg, tmp_path / "ps")
     results = pd.read_parquet(run.path / "results.parquet")
-    assert list(results.defense) == ["none", "label-dp:1"]
+    assert list(results.defense) == ["none", "label-dp:1", "instahide:2", "mid:0.01"]
     for col in ("test_acc", "lira_auc", "lira_tpr_at_1pct", "loss_auc", "eps_lower_bound"):
         assert results[col].notna().all(), col
     assert ((results.lira_auc >= 0) & (results.lira_auc <= 1)).all()
@@ -60,10 +60,10 @@ def test_tiny_study_writes_a_row_per_defense_and_resumes(tmp_path):
     row = results.set_index("defense").loc["label-dp:1"]
     assert row.eps_lower_bound <= row.claimed_eps
     assert (run.path / "report.html").read_text().count("<img") >= 3
-    assert len(outcome.trained_units) == 2
+    assert len(outcome.trained_units) == 4
 
     run.meta  # noqa: B018 - the run is finished; a resume must reuse both units and give the same table
     again_run, again = privacy_study(cfg, tmp_path / "ps", resume=True)
-    assert again.trained_units == [] and len(again.reused_units) == 2
+    assert again.trained_units == [] and len(again.reused_units) == 4
     pd.testing.assert_frame_equal(again.results.drop(columns="seconds"), outcome.results.drop(columns="seconds"))
     assert np.isfinite(again.results.test_acc).all()

@@ -96,6 +96,7 @@ class Settings:
         delta: DP-SGD delta.
         max_grad_norm: DP-SGD clipping norm.
         n_classes: number of classes.
+        input_range: (min, max) of every input value, train and test (InstaHide maps it to [-1, 1]).
     """
 
     spec: str
@@ -107,6 +108,7 @@ class Settings:
     delta: float
     max_grad_norm: float
     n_classes: int
+    input_range: tuple[float, float] = (0.0, 1.0)
 
 
 @dataclass
@@ -156,8 +158,8 @@ def _one_plain(defense: Defense, x, y, seed: int, s: Settings, x_test, y_test) -
 
         r = train_instahide(s.spec, x, y, k=int(defense.param), seed=seed, x_test=x_test, y_test=y_test,
                             epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, n_classes=s.n_classes,
-                            keep_model=True)
-        return (lambda rows: predict_instahide(r.model, rows)), math.inf
+                            input_range=s.input_range, keep_model=True)
+        return (lambda rows: predict_instahide(r.model, rows, input_range=s.input_range)), math.inf
     if defense.kind == "mid":
         from fitscope.privacy.mid import train_mid
 
@@ -167,8 +169,9 @@ def _one_plain(defense: Defense, x, y, seed: int, s: Settings, x_test, y_test) -
     raise ConfigError(f"defense: {defense.kind!r} is not a plain-model defense")
 
 
-def predict_instahide(model, x: np.ndarray, *, batch_size: int = 1024) -> np.ndarray:
-    """Logits ``(n, C)`` of a model trained on InstaHide encodings, on raw inputs in [0, 1].
+def predict_instahide(model, x: np.ndarray, *, input_range: tuple[float, float] = (0.0, 1.0),
+                      batch_size: int = 1024) -> np.ndarray:
+    """Logits ``(n, C)`` of a model trained on InstaHide encodings, on raw inputs in ``input_range``.
 
     InstaHide trains on inputs centred to [-1, 1]; the same centring is applied
     here. ``model`` is the one-model ensemble :func:`train_instahide` keeps.
@@ -177,7 +180,7 @@ def predict_instahide(model, x: np.ndarray, *, batch_size: int = 1024) -> np.nda
 
     from fitscope.privacy.instahide import center_inputs
 
-    rows = torch.as_tensor(center_inputs(x), dtype=torch.float32)
+    rows = torch.as_tensor(center_inputs(x, input_range=input_range), dtype=torch.float32)
     model.eval()
     with torch.no_grad():
         out = [model(rows[i:i + batch_size].unsqueeze(0))[0] for i in range(0, len(rows), batch_size)]

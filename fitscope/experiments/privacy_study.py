@@ -121,10 +121,12 @@ class PrivacyOutcome:
     reused_units: list[str]
 
 
-def _settings(cfg: PrivacyStudyConfig, n_classes: int) -> Settings:
-    return Settings(spec=cfg.model, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
-                    dp_epochs=cfg.dp_epochs, dp_lr=cfg.dp_lr, delta=cfg.delta, max_grad_norm=cfg.max_grad_norm,
-                    n_classes=n_classes)
+def _settings(cfg: PrivacyStudyConfig, data: Dataset) -> Settings:
+    lo = float(min(data.x_train.min(), data.x_test.min()))
+    hi = float(max(data.x_train.max(), data.x_test.max()))
+    return Settings(spec=cfg.model, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, dp_epochs=cfg.dp_epochs,
+                    dp_lr=cfg.dp_lr, delta=cfg.delta, max_grad_norm=cfg.max_grad_norm, n_classes=data.n_classes,
+                    input_range=(lo, hi if hi > lo else lo + 1.0))
 
 
 def _unit_key(defense: Defense) -> str:
@@ -136,7 +138,7 @@ def run_defense(defense: Defense, cfg: PrivacyStudyConfig, data: Dataset, masks:
     """Train the shadow models and the canary model of one defense; the arrays a unit stores."""
     from fitscope.privacy.canary import plant_canaries, guess_canaries
 
-    settings = _settings(cfg, data.n_classes)
+    settings = _settings(cfg, data)
     seeds = [derive_seed(cfg.seed, defense.name, "model", k) for k in range(len(masks))]
     t0 = time.perf_counter()
     shadows = train_defended(defense, data.x_train, data.y_train, masks, seeds, settings, data.x_test, data.y_test,

@@ -105,10 +105,14 @@ def _train(cfg: PrivateTrainingConfig, x, y, x_test, y_test, n_classes: int,
     from fitscope.experiments.privacy_defenses import predict_instahide
     from fitscope.privacy.instahide import train_instahide
 
+    lo, hi = float(min(x.min(), x_test.min())), float(max(x.max(), x_test.max()))
+    span = (lo, hi if hi > lo else lo + 1.0)  # InstaHide maps this range to [-1, 1]
+
     r = train_instahide(cfg.model, x, y, k=cfg.k, seed=cfg.seed, x_test=x_test, y_test=y_test, epochs=cfg.epochs,
                         sign_mask=cfg.sign_mask, batch_size=cfg.batch_size, lr=cfg.lr or 1e-3,
-                        n_classes=n_classes, keep_model=True)
-    return dict(test_acc=r.final_test_acc, train_outputs=predict_instahide(r.model, x), spent_eps=math.inf)
+                        n_classes=n_classes, input_range=span, keep_model=True)
+    return dict(test_acc=r.final_test_acc, train_outputs=predict_instahide(r.model, x, input_range=span),
+                spent_eps=math.inf)
 
 
 def train_private(cfg: PrivateTrainingConfig, out: str | Path, *, resume: bool = False,

@@ -1,0 +1,422 @@
+"""Leakage study: membership inference (LiRA online/offline and the loss threshold) against subset models.
+
+Reads like the LiRA evaluation of Carlini et al. (2022), METHODS section 6:
+
+1. models: K models, each trained on a random half (``ratio``) of the
+   training set with overfitting settings (a fixed epoch budget, no early
+   stop), storing each model's logits on every training example; or, with
+   ``from_audit``, the memorization models an audit already stored (their
+   subset masks and ``train_logits``), with no training;
+2. scores: LiRA's ``log p_y - log sum_{y' != y} p_y'`` of every model on
+   every example (:func:`fitscope.estimators.membership.lira_score`);
+3. attacks, leave one model out: each model in turn is the target and the
+   other K - 1 are its shadow models; LiRA online and offline, each with
+   per-example and with a fixed (pooled) variance, and the loss-threshold
+   baseline; ROC AUC and TPR at 0.1% / 1% FPR over all (model, example) pairs;
+4. per example: the shadow-score statistics, how often the best LiRA attack
+   flagged it at 1% FPR when it was a member (``leak_rate``), and its
+   memorization (from the audit's ``examples.parquet`` with ``from_audit``,
+   else Feldman & Zhang's estimate from the same models);
+5. ``leak.parquet``, ``metrics.parquet`` and ``report.html``.
+
+Units: the models train in chunks of ``chunk`` (one batched ensemble each),
+stored as ``units/leak-000.npz`` ... (masks, seeds, float16 train logits,
+subset and test accuracy) as they finish, so ``resume=True`` trains only the
+missing chunks.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fitscope.errors import ConfigError, DataError, RunError
+from fitscope.estimators.membership import (
+    MIN_MODELS,
+    MembershipMetrics,
+    lira_leave_one_out,
+    lira_score,
+    loss_threshold_scores,
+    membership_metrics,
+)
+
+#: Fewest models ``fitscope leak`` trains: LiRA's leave-one-out needs >= 2 "in" and 2 "out" shadows
+#: per example on average; 8 models at ratio 0.5 give about 3.5 of each.
+MIN_LEAK_MODELS = 8
+#: The false positive rate at which ``leak_rate`` counts an example as leaked.
+LEAK_FPR = 0.01
+ATTACKS = ("LiRA online", "LiRA online (fixed variance)", "LiRA offline", "LiRA offline (fixed variance)",
+           "loss threshold")
+_TRAINING_FIELDS = ("data", "label_column", "data_seed", "model", "models", "ratio", "epochs", "batch_size",
+                    "optimizer", "lr", "weight_decay", "seed", "chunk")
+
+
+class LeakConfig(BaseModel):
+    """Everything that determines a leakage study; stored in run.json. Unknown keys are rejected.
+
+    With ``from_audit`` the models, data and labels come from that audit run and the training
+    fields must be left at their defaults.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: str = "digits"
+    label_column: str | None = None
+    data_seed: int = Field(0, ge=0, description="seed of the train/test split")
+    model: str = "mlp:512x2"
+    models: int = Field(64, gt=0, description="subset (shadow) models")
+    ratio: float = Field(0.5, gt=0, lt=1, description="subset ratio")
+    epochs: int = Field(40, gt=0, description="epochs per model (a fixed budget: the models overfit)")
+    batch_size: int = Field(128, gt=0)
+    optimizer: Literal["sgd", "adam"] = "adam"
+    lr: float = Field(0.003, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    seed: int = Field(0, ge=0, description="seed of the subsets and the models")
+    chunk: int = Field(32, gt=0, description="models per batched ensemble (unit of work)")
+    from_audit: str | None = Field(None, description="an audit run directory whose memorization models to attack")
+
+    @model_validator(mode="after")
+    def _check(self) -> "LeakConfig":
+        if self.from_audit is not None:
+            given = sorted(set(self.model_fields_set) & set(_TRAINING_FIELDS))
+            if given:
+                raise ValueError(f"--{given[0].replace('_', '-')}: not used with --from-audit (the audit's models, "
+                                 "data and labels are attacked as they are)")
+            return self
+        from fitscope.experiments.audit import min_models
+
+        need = max(MIN_LEAK_MODELS, min_models(self.ratio))
+        if self.models < need:
+            raise ValueError(f"--models: LiRA needs at least {need} models at ratio {self.ratio:g} (each example "
+                             f"needs shadow models trained with and without it); got {self.models}")
+        return self
+
+
+def make_config(**values) -> LeakConfig:
+    """Build a :class:`LeakConfig`, turning validation errors into one-line ConfigErrors."""
+    try:
+        return LeakConfig(**values)
+    except ValidationError as err:
+        first = err.errors()[0]
+        msg = first["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        if not first["loc"]:
+            raise ConfigError(f"leak config: {msg}") from None
+        name = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"leak config '{name}': {msg} (got {first.get('input')!r})") from None
+
+
+# --------------------------------------------------------------------------- the models' outputs
+
+
+@dataclass
+class LeakArrays:
+    """What the attacks need: membership, logits and labels of K models on n examples."""
+
+    masks: np.ndarray  # (K, n) bool
+    train_logits: np.ndarray  # (K, n, C) float16/32
+    labels: np.ndarray  # (n,) int64, as the models saw them
+    subset_acc: np.ndarray  # (K,)
+    test_acc: np.ndarray  # (K,)
+    mem: np.ndarray | None = None  # (n,) from an audit's examples.parquet
+    extra: pd.DataFrame | None = None  # audit columns to carry over (true_label, corrupted)
+    source: str = "trained"
+
+
+@dataclass(frozen=True)
+class LeakUnit:
+    """One batched ensemble of the study's models."""
+
+    key: str
+    masks: np.ndarray
+    seeds: list[int]
+
+
+def plan_units(cfg: LeakConfig, n: int) -> list[LeakUnit]:
+    """The ensembles to train: masks from ``(seed, "leak-masks")``, model seeds from ``(seed, "leak-model", k)``."""
+    from fitscope.experiments.audit import subset_masks
+    from fitscope.seeding import derive_seed
+
+    masks = subset_masks(n, cfg.ratio, cfg.models, seed=derive_seed(cfg.seed, "leak-masks"))
+    seeds = [derive_seed(cfg.seed, "leak-model", k) for k in range(cfg.models)]
+    return [LeakUnit(f"leak-{c:03d}", masks[s:s + cfg.chunk], seeds[s:s + cfg.chunk])
+            for c, s in enumerate(range(0, cfg.models, cfg.chunk))]
+
+
+def train_unit(unit: LeakUnit, cfg: LeakConfig, data, progress: Callable[[dict], None] | None = None) -> dict:
+    """Train one unit and return what ``run.save_unit`` stores (no per-epoch records)."""
+    from fitscope.train import TrainConfig, train_ensemble
+
+    tc = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer=cfg.optimizer, lr=cfg.lr,
+                     weight_decay=cfg.weight_decay, schedule="constant", early_stop="none", record=False)
+    t0 = time.perf_counter()
+    result = train_ensemble(cfg.model, data.x_train, data.y_train, config=tc, seeds=unit.seeds, masks=unit.masks,
+                            x_test=data.x_test, y_test=data.y_test, progress=progress, n_classes=data.n_classes)
+    return {"masks": unit.masks, "seeds": np.asarray(unit.seeds, np.int64),
+            "train_logits": result.train_logits.astype(np.float16),
+            "subset_acc": result.train_acc[:, -1].astype(np.float32),
+            "test_acc": result.test_acc[:, -1].astype(np.float32),
+            "seconds": np.asarray(time.perf_counter() - t0)}
+
+
+def read_audit(path: str | Path) -> tuple[LeakArrays, dict]:
+    """The memorization models of the audit run at ``path``: ``(arrays, the audit's run.json)``.
+
+    Raises:
+        RunError: ``path`` is not a run directory.
+        DataError: it is not an audit, or its units lack the masks or train logits LiRA needs.
+    """
+    from fitscope.runs import Run
+
+    try:
+        run = Run.open(path)
+    except RunError as err:
+        raise RunError(f"--from-audit: {err}") from None
+    if run.kind != "audit":
+        raise DataError(f"--from-audit: {path} is a {run.kind!r} run, expected an audit run (fitscope audit)")
+    keys = [k for k in run.unit_keys() if k.startswith("mem-")]
+    if not keys:
+        raise DataError(f"--from-audit: {path} has no stored memorization models (units/mem-*.npz); "
+                        "finish the audit first (fitscope audit ... --resume)")
+    parts = []
+    for key in keys:
+        arrays = run.load_unit(key)
+        missing = [name for name in ("masks", "train_logits") if name not in arrays]
+        if missing:
+            raise DataError(f"--from-audit: unit {key} of {path} lacks {', '.join(missing)}; "
+                            "LiRA needs each model's subset mask and train logits")
+        parts.append(arrays)
+    masks = np.concatenate([p["masks"] for p in parts]).astype(bool)
+    logits = np.concatenate([p["train_logits"] for p in parts])
+    if logits.ndim != 3 or logits.shape[:2] != masks.shape:
+        raise DataError(f"--from-audit: train_logits of shape {logits.shape} do not match masks {masks.shape}")
+    path_examples = Path(run.path) / "examples.parquet"
+    if not path_examples.is_file():
+        raise DataError(f"--from-audit: {path} has no examples.parquet (the audit did not finish)")
+    table = pd.read_parquet(path_examples)
+    if "label" not in table.columns or len(table) != masks.shape[1]:
+        raise DataError(f"--from-audit: {path_examples} does not hold one 'label' per example "
+                        f"({len(table)} rows, {masks.shape[1]} examples in the units)")
+    nan = np.full(masks.shape[0], np.nan, np.float32)
+    extra = table[[c for c in ("true_label", "corrupted") if c in table.columns]]
+    arrays = LeakArrays(
+        masks=masks, train_logits=logits, labels=table["label"].to_numpy(np.int64),
+        subset_acc=np.concatenate([p.get("subset_acc", nan[: len(p["masks"])]) for p in parts]),
+        test_acc=np.concatenate([p.get("test_acc", nan[: len(p["masks"])]) for p in parts]),
+        mem=table["mem"].to_numpy(np.float64) if "mem" in table.columns else None,
+        extra=extra if len(extra.columns) else None, source=f"audit {run.id}",
+    )
+    return arrays, run.meta
+
+
+# --------------------------------------------------------------------------- estimation
+
+
+@dataclass
+class LeakOutcome:
+    """What :func:`estimate` computed."""
+
+    examples: pd.DataFrame  # one row per training example (leak.parquet)
+    metrics: pd.DataFrame  # one row per attack
+    roc: dict  # attack -> (fpr, tpr)
+    summary: dict
+    leak_attack: str = ""
+    score_in: list = field(default_factory=list)  # for the report: scores of the top leakers, in and out
+    trained_units: list[str] = field(default_factory=list)
+    reused_units: list[str] = field(default_factory=list)
+
+
+def attack_scores(masks: np.ndarray, train_logits: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Every attack's ``(K, n)`` scores, leave one model out (see :data:`ATTACKS`)."""
+    scores = lira_score(train_logits, labels)
+    return {
+        "LiRA online": lira_leave_one_out(scores, masks, method="online"),
+        "LiRA online (fixed variance)": lira_leave_one_out(scores, masks, method="online", global_variance=True),
+        "LiRA offline": lira_leave_one_out(scores, masks, method="offline"),
+        "LiRA offline (fixed variance)": lira_leave_one_out(scores, masks, method="offline", global_variance=True),
+        "loss threshold": loss_threshold_scores(train_logits, labels),
+    }
+
+
+def _group_stats(values: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    count = keep.sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(keep, values, 0).sum(0) / count
+        var = np.where(keep, (values - mean) ** 2, 0).sum(0) / (count - 1)
+    return np.where(count > 0, mean, np.nan), np.sqrt(np.where(count > 1, var, np.nan))
+
+
+def estimate(arrays: LeakArrays) -> LeakOutcome:
+    """Attacks, metrics and the per-example table from the models' outputs (no training)."""
+    from fitscope.estimators import memorization_scores
+
+    masks, labels = arrays.masks, arrays.labels
+    k, n = masks.shape
+    if k < max(MIN_MODELS, MIN_LEAK_MODELS):
+        raise ConfigError(f"models: LiRA needs at least {max(MIN_MODELS, MIN_LEAK_MODELS)} models with and "
+                          f"without each example; the source has {k}")
+    attacks = attack_scores(masks, arrays.train_logits, labels)
+    metrics: dict[str, MembershipMetrics] = {name: membership_metrics(s, masks) for name, s in attacks.items()}
+    lira_names = [a for a in ATTACKS if a.startswith("LiRA")]
+    best = max(lira_names, key=lambda a: (metrics[a].tpr_at_1pct, metrics[a].auc))
+    flagged = attacks[best] >= metrics[best].threshold_at(LEAK_FPR)
+    n_in = masks.sum(0)
+    scores = lira_score(arrays.train_logits, labels)
+    in_mean, in_std = _group_stats(scores, masks)
+    out_mean, out_std = _group_stats(scores, ~masks)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        leak_rate = np.where(n_in > 0, (flagged & masks).sum(0) / n_in, np.nan)
+        false_rate = (flagged & ~masks).sum(0) / np.maximum((~masks).sum(0), 1)
+    attack_in, _ = _group_stats(np.nan_to_num(attacks[best], nan=0.0), masks & np.isfinite(attacks[best]))
+    if arrays.mem is not None:
+        mem, mem_source = arrays.mem, "audit examples.parquet"
+    else:
+        correct = arrays.train_logits.argmax(-1) == labels
+        mem, mem_source = memorization_scores(correct, masks).mem, "these models (Feldman-Zhang)"
+    examples = pd.DataFrame({"index": np.arange(n, dtype=np.int64), "label": labels.astype(np.int64)})
+    if arrays.extra is not None:
+        for column in arrays.extra.columns:
+            examples[column] = arrays.extra[column].to_numpy()
+    examples["n_in"] = n_in.astype(np.int64)
+    examples["n_out"] = (k - n_in).astype(np.int64)
+    examples["lira_score_in_mean"] = in_mean
+    examples["lira_score_in_std"] = in_std
+    examples["lira_score_out_mean"] = out_mean
+    examples["lira_score_out_std"] = out_std
+    examples["lira_gap"] = in_mean - out_mean
+    examples["attack_in_mean"] = attack_in
+    examples["leak_rate"] = leak_rate
+    examples["false_alarm_rate"] = false_rate
+    examples["mem"] = mem
+    rows = [{"attack": name, **m.row()} for name, m in metrics.items()]
+    table = pd.DataFrame(rows)
+    base = metrics["loss threshold"]
+    summary = {
+        "models": int(k),
+        "examples": int(n),
+        "subset train accuracy": float(np.nanmean(arrays.subset_acc)),
+        "test accuracy": float(np.nanmean(arrays.test_acc)),
+        "best LiRA attack": best,
+        "LiRA AUC": metrics[best].auc,
+        "LiRA TPR at 0.1% FPR": metrics[best].tpr_at_0_1pct,
+        "LiRA TPR at 1% FPR": metrics[best].tpr_at_1pct,
+        "loss threshold AUC": base.auc,
+        "loss threshold TPR at 1% FPR": base.tpr_at_1pct,
+        "examples leaked at 1% FPR (leak_rate >= 0.5)": int(np.nansum(leak_rate >= 0.5)),
+        "memorization source": mem_source,
+    }
+    ok = np.isfinite(mem) & np.isfinite(leak_rate)
+    if ok.sum() > 2:
+        from scipy.stats import spearmanr
+
+        summary["leak_rate vs mem Spearman rho"] = float(spearmanr(leak_rate[ok], mem[ok]).statistic)
+    roc = {name: (m.fpr, m.tpr) for name, m in metrics.items()}
+    top = np.argsort(-np.nan_to_num(examples["lira_gap"].to_numpy(), nan=-np.inf), kind="stable")[:4]
+    score_in = [(int(i), scores[masks[:, i], i], scores[~masks[:, i], i]) for i in top]
+    return LeakOutcome(examples=examples, metrics=table, roc=roc, summary=summary, leak_attack=best,
+                       score_in=score_in)
+
+
+# --------------------------------------------------------------------------- the job
+
+
+def _train(cfg: LeakConfig, run, data, on_unit_start, progress) -> tuple[LeakArrays, list[str], list[str]]:
+    units = plan_units(cfg, len(data.y_train))
+    stored, trained, reused = {}, [], []
+    for unit in units:
+        if run.has_unit(unit.key):
+            arrays = run.load_unit(unit.key)
+            if not np.array_equal(arrays.get("masks"), unit.masks):
+                raise RunError(f"--resume: unit {unit.key} of {run.path} was trained on other subsets; "
+                               "use another --out")
+            stored[unit.key] = arrays
+            reused.append(unit.key)
+            continue
+        if on_unit_start is not None:
+            on_unit_start(unit.key, len(unit.seeds), cfg.epochs)
+        with run.timer("train models"):
+            arrays = train_unit(unit, cfg, data, progress)
+        run.save_unit(unit.key, arrays, info=dict(models=len(unit.seeds), seconds=round(float(arrays["seconds"]), 3)))
+        stored[unit.key] = arrays
+        trained.append(unit.key)
+
+    def cat(name):
+        return np.concatenate([stored[u.key][name] for u in units])
+
+    arrays = LeakArrays(masks=cat("masks"), train_logits=cat("train_logits"), labels=data.y_train.astype(np.int64),
+                        subset_acc=cat("subset_acc"), test_acc=cat("test_acc"))
+    return arrays, trained, reused
+
+
+def leak(
+    cfg: LeakConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    on_unit_start: Callable[[str, int, int], None] | None = None,
+    progress: Callable[[dict], None] | None = None,
+):
+    """The whole study: validate, train (or read the audit), attack, write tables and ``report.html``.
+
+    Bad input (data, model spec, an audit without the arrays LiRA needs) fails before the run
+    directory is made.
+
+    Returns:
+        ``(run, outcome)``: the finished :class:`fitscope.runs.Run` and the :class:`LeakOutcome`.
+    """
+    from fitscope.data import load
+    from fitscope.models import check_input_shape, parse_spec
+    from fitscope.report import write_report
+    from fitscope.report import leak as figures
+    from fitscope.runs import Run
+
+    t0 = time.perf_counter()
+    config = cfg.model_dump()
+    seeds = {"seed": cfg.seed, "data_seed": cfg.data_seed}
+    audit_arrays = None
+    if cfg.from_audit is not None:
+        audit_arrays, audit_meta = read_audit(cfg.from_audit)
+        acfg = audit_meta.get("config", {})
+        data = load(acfg.get("data", "digits"), label_column=acfg.get("label_column"),
+                    seed=int(acfg.get("data_seed", 0)))
+        if len(data.y_train) != audit_arrays.masks.shape[1]:
+            raise DataError(f"--from-audit: the audit's data {acfg.get('data')!r} now has {len(data.y_train)} "
+                            f"training examples, its models {audit_arrays.masks.shape[1]}")
+        if audit_arrays.masks.shape[0] < MIN_LEAK_MODELS:
+            raise ConfigError(f"--from-audit: LiRA needs at least {MIN_LEAK_MODELS} models, the audit stored "
+                              f"{audit_arrays.masks.shape[0]}")
+        config = {"from_audit": str(Path(cfg.from_audit).absolute()), "audit_id": audit_meta.get("id"),
+                  "audit_config": acfg}
+        seeds = {"audit_seeds": audit_meta.get("seeds", {})}
+        model_spec = acfg.get("model", "?")
+    else:
+        data = load(cfg.data, label_column=cfg.label_column, seed=cfg.data_seed)
+        check_input_shape(parse_spec(cfg.model), data.input_shape)
+        plan_units(cfg, len(data.y_train))
+        model_spec = cfg.model
+    load_seconds = time.perf_counter() - t0
+    with Run.create(out, kind="leak", config=config, seeds=seeds, resume=resume) as run:
+        run.timings.setdefault("load data", round(load_seconds, 3))
+        trained, reused = [], []
+        if audit_arrays is None:
+            arrays, trained, reused = _train(cfg, run, data, on_unit_start, progress)
+        else:
+            arrays = audit_arrays
+        with run.timer("attacks"):
+            outcome = estimate(arrays)
+        outcome.trained_units, outcome.reused_units = trained, reused
+        outcome.summary["source"] = arrays.source
+        run.write_table("leak", outcome.examples)
+        run.write_table("metrics", outcome.metrics)
+        run.finish(summary=outcome.summary)
+        with run.timer("report"):
+            write_report(run, "leak.html.j2", figures.report_context(data, outcome, model=model_spec,
+                                                                     from_audit=cfg.from_audit))
+    return run, outcome

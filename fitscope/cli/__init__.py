@@ -24,7 +24,9 @@ app = typer.Typer(
 
 def _register() -> None:
     # Imported for their side effect of adding commands to ``app``.
-    from fitscope.cli import audit, data, env, federated, models, privacy, randomization, runs, train  # noqa: F401
+    from fitscope.cli import (  # noqa: F401
+        audit, data, env, federated, leak, models, privacy, randomization, runs, train,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -57,7 +57,7 @@ class PrivacyStudyConfig(BaseModel):
     shadow_models: int = Field(16, ge=4, description="models per defense (LiRA: each is target once)")
     ratio: float = Field(0.5, gt=0, lt=1, description="share of the training rows each shadow model sees")
     epochs: int = Field(40, gt=0, description="epochs of the non-DP trainers (long enough to overfit)")
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(3e-3, gt=0, description="Adam learning rate (no defense, label DP, InstaHide)")
     batch_size: int = Field(64, gt=0)
     dp_epochs: int = Field(30, gt=0)
     dp_lr: float = Field(0.5, gt=0)

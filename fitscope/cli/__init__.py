@@ -25,7 +25,7 @@ app = typer.Typer(
 def _register() -> None:
     # Imported for their side effect of adding commands to ``app``.
     from fitscope.cli import (  # noqa: F401
-        audit, data, env, federated, leak, models, privacy, randomization, runs, train,
+        audit, data, env, federated, kernels, leak, models, privacy, randomization, runs, train,
     )
 
 

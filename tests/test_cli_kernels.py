@@ -1,0 +1,93 @@
+"""``fitscope kernels uci | small-data | complexity`` from the command line: errors, runs and resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fitscope.cli.kernels  # noqa: F401 - registers the `kernels` group on the app
+from cli_helpers import run_main
+
+UCI = ["kernels", "uci", "--datasets", "iris", "--depths", "1", "--C", "0.1,10", "--trees", "10", "--quick"]
+SMALL = ["kernels", "small-data", "--sizes", "10", "--seeds", "0", "--kernels", "cntk", "--depth", "1",
+         "--models", "cnn:8", "--steps", "20"]
+COMPLEXITY = ["kernels", "complexity", "--noise", "0,1", "--seeds", "0", "--max-examples", "60",
+              "--model", "mlp:32x1", "--epochs", "20"]
+
+
+def _one_line_error(code, captured, needle):
+    assert code == 2, captured.err
+    lines = [line for line in captured.err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], captured.err
+    assert "Traceback" not in captured.err
+
+
+def _write_csv(path, n=40):
+    rng = np.random.default_rng(1)
+    y = np.arange(n) % 2
+    x = rng.normal(size=(n, 2)) + 3.0 * y[:, None]
+    path.write_text("\n".join(f"{a:.4f},{b:.4f},{label}" for (a, b), label in zip(x, y)) + "\n")
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (UCI + ["--csv-dir", "MISSING"], "--csv-dir"),
+        (UCI + ["--datasets", "nope"], "datasets"),
+        (UCI + ["--C", "0,1"], "svm_C"),
+        (UCI + ["--depths", "one"], "--depths"),
+        (SMALL + ["--sizes", "0,10"], "--sizes"),
+        (SMALL + ["--sizes", "-10"], "--sizes"),
+        (SMALL + ["--sizes", "5"], "at least one example per class"),
+        (SMALL + ["--kernels", "rbf"], "kernels"),
+        (SMALL + ["--models", "transformer:3"], "transformer"),
+        (SMALL + ["--data", "iris", "--models", "mlp:8"], "images"),
+        (SMALL + ["--kernels", "none", "--models", "none"], "at least one kernel variant or model"),
+        (COMPLEXITY + ["--noise", "0,1.5"], "noise_levels"),
+        (COMPLEXITY + ["--noise", "-0.1"], "noise_levels"),
+        (COMPLEXITY + ["--classes", "0,99"], "--classes"),
+    ],
+)
+def test_bad_flags_are_one_line_exit_2_and_leave_no_run(tmp_path, capsys, argv, needle):
+    out = tmp_path / "run"
+    argv = [str(tmp_path / "missing") if a == "MISSING" else a for a in argv]
+    code, captured = run_main(argv + ["--out", str(out)], capsys)
+    _one_line_error(code, captured, needle)
+    assert not out.exists()
+
+
+def test_uci_with_a_csv_dir_writes_a_report_and_resumes(tmp_path, capsys):
+    folder = tmp_path / "csvs"
+    folder.mkdir()
+    _write_csv(folder / "blobs.csv")
+    out = tmp_path / "uci"
+    argv = ["kernels", "uci", "--datasets", "none", "--csv-dir", str(folder), "--depths", "1", "--C", "1",
+            "--trees", "5", "--quick", "--out", str(out)]
+    code, captured = run_main(argv, capsys)
+    assert code in (0, None), captured.err
+    assert "report:" in captured.out and (out / "report.html").exists()
+    assert "NTK-SVM: mean accuracy" in captured.err
+    code, captured = run_main(argv, capsys)
+    assert code == 2 and "--resume" in captured.err
+    code, captured = run_main(argv + ["--resume"], capsys)
+    assert code in (0, None) and "reused 1 finished data sets, evaluated 0" in captured.err
+
+
+@pytest.mark.slow
+def test_small_data_and_complexity_run_from_the_command_line(tmp_path, capsys):
+    code, captured = run_main(SMALL + ["--out", str(tmp_path / "sd")], capsys)
+    assert code in (0, None), captured.err
+    assert (tmp_path / "sd" / "report.html").exists() and (tmp_path / "sd" / "results.parquet").exists()
+    code, captured = run_main(SMALL + ["--out", str(tmp_path / "sd"), "--resume"], capsys)
+    assert code in (0, None) and "reused 2 finished units, computed 0" in captured.err
+    code, captured = run_main(COMPLEXITY + ["--out", str(tmp_path / "cx")], capsys)
+    assert code in (0, None), captured.err
+    assert (tmp_path / "cx" / "report.html").exists()
+    assert "complexity measure against noise" in captured.err
+
+
+def test_help_shows_an_example_for_every_command(capsys):
+    for command in ("uci", "small-data", "complexity"):
+        code, captured = run_main(["kernels", command, "--help"], capsys)
+        assert code in (0, None)
+        assert "Example: fitscope kernels" in captured.out

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test bench bench-nt-venv clean
 
 venv: $(STAMP)
 
@@ -26,6 +26,16 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/randomization.py
+
+## make bench-nt-venv: separate venv with neural-tangents for bench/kernels.py (not a fitscope dependency)
+NT_VENV := .venv-nt
+bench-nt-venv: $(NT_VENV)/.installed
+
+$(NT_VENV)/.installed:
+	@test -x $(NT_VENV)/bin/python || $(PY) -m venv $(NT_VENV)
+	$(NT_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "jax==0.4.30" "jaxlib==0.4.30" \
+		"tensorflow-cpu==2.16.*" "tf2jax==0.3.6" "numpy==1.26.*" "neural-tangents==0.6.5"
+	@touch $@
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

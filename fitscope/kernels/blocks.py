@@ -107,7 +107,7 @@ def plan_blocks(n1: int, n2: int, *, bytes_per_pair: float, max_memory_mb: float
 def compute_in_blocks(n1: int, n2: int, block_fn: Callable[[slice, slice], torch.Tensor | np.ndarray], *,
                       bytes_per_pair: float, max_memory_mb: float, bytes_per_row: float = 0.0,
                       symmetric: bool = False, max_block: int | None = None,
-                      out_dtype=np.float64) -> np.ndarray:
+                      out_dtype=np.float64, workers: int = 1) -> np.ndarray:
     """Fill an ``(n1, n2)`` NumPy matrix block by block from ``block_fn(s1, s2)``.
 
     ``block_fn`` returns the ``(len(s1), len(s2))`` block as a torch tensor
@@ -115,11 +115,30 @@ def compute_in_blocks(n1: int, n2: int, block_fn: Callable[[slice, slice], torch
     diagonal are computed and the others are mirrored; diagonal blocks are
     symmetrized as ``(B + B^T) / 2`` so the result is exactly symmetric.
     Arguments as in :func:`plan_blocks`.
+
+    ``workers > 1`` runs blocks on that many threads, each with torch
+    single-threaded (torch's thread count is 1 for the call, then restored):
+    a kernel block is a chain of small elementwise ops, and torch's own
+    threads meet at a barrier after each one, which cost 3-10x on a busy
+    2-core machine. The memory cap is then shared by the workers; when it
+    fits one block but not one per worker, one worker runs.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
+    plan_args = dict(bytes_per_pair=bytes_per_pair, bytes_per_row=bytes_per_row, symmetric=symmetric,
+                     max_block=max_block)
+    plan = None
+    if workers > 1:
+        try:
+            plan = plan_blocks(n1, n2, max_memory_mb=max_memory_mb / workers, **plan_args)
+        except ConfigError:
+            plan = None
+    if plan is None or len(plan) < 2:
+        workers = 1
+        plan = plan_blocks(n1, n2, max_memory_mb=max_memory_mb, **plan_args)
     out = np.empty((n1, n2), dtype=out_dtype)
-    for s1, s2 in plan_blocks(n1, n2, bytes_per_pair=bytes_per_pair, max_memory_mb=max_memory_mb,
-                              bytes_per_row=bytes_per_row, symmetric=symmetric, max_block=max_block):
-        block = block_fn(s1, s2)
+
+    def put(s1: slice, s2: slice, block) -> None:
         if isinstance(block, torch.Tensor):
             block = block.detach().to("cpu").numpy()
         out[s1, s2] = block
@@ -130,4 +149,17 @@ def compute_in_blocks(n1: int, n2: int, block_fn: Callable[[slice, slice], torch
                 diag *= 0.5
             else:
                 out[s2, s1] = block.T
+
+    if workers == 1:
+        for s1, s2 in plan:
+            put(s1, s2, block_fn(s1, s2))
+        return out
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as executor:
+            for (s1, s2), block in zip(plan, executor.map(lambda pair: block_fn(*pair), plan)):
+                put(s1, s2, block)
+    finally:
+        torch.set_num_threads(threads)
     return out

@@ -66,14 +66,13 @@ steep at 1): ~1e-8 in float64, ~1e-4 in float32.
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from fitscope.errors import ConfigError
-from fitscope.kernels.blocks import compute_in_blocks, plan_blocks
+from fitscope.kernels.blocks import compute_in_blocks
 from fitscope.kernels.relu import relu_step
 from fitscope.kernels.validation import (
     DTYPES,
@@ -175,38 +174,11 @@ def cntk(
     n1 = a1.shape[0]
     n2 = n1 if a2 is None else a2.shape[0]
     symmetric = a2 is None
-    # CPU: one block per worker thread, each single-threaded (no barrier between
-    # threads inside the ~25 small elementwise ops of a layer, which costs up to
-    # 10x on a busy machine); the memory cap is shared by the workers.
+    # CPU: one block per worker thread, each single-threaded (see compute_in_blocks)
     workers = 1 if dev.type != "cpu" else max(1, torch.get_num_threads())
-    plan = None
-    if workers > 1:
-        try:
-            plan = plan_blocks(n1, n2, bytes_per_pair=per_pair, bytes_per_row=per_row, max_memory_mb=cap / workers,
-                               symmetric=symmetric, max_block=max_block)
-        except ConfigError:  # the cap fits one block but not one per worker: run one worker
-            plan = None
-    if plan is None or len(plan) < 2:
-        return compute_in_blocks(n1, n2, block, bytes_per_pair=per_pair, bytes_per_row=per_row,
-                                 max_memory_mb=cap, symmetric=symmetric, max_block=max_block,
-                                 out_dtype=np.float64 if tdtype == torch.float64 else np.float32)
-    out = np.empty((n1, n2), dtype=np.float64 if tdtype == torch.float64 else np.float32)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(max_workers=workers) as executor:
-            for (s1, s2), k in zip(plan, executor.map(lambda pair: block(*pair), plan)):
-                out[s1, s2] = k
-                if symmetric:  # mirror, and make diagonal blocks exactly symmetric (as compute_in_blocks does)
-                    if s1 == s2:
-                        diag = out[s1, s2]
-                        diag += diag.T.copy()
-                        diag *= 0.5
-                    else:
-                        out[s2, s1] = k.T
-    finally:
-        torch.set_num_threads(threads)
-    return out
+    return compute_in_blocks(n1, n2, block, bytes_per_pair=per_pair, bytes_per_row=per_row, max_memory_mb=cap,
+                             symmetric=symmetric, max_block=max_block, workers=workers,
+                             out_dtype=np.float64 if tdtype == torch.float64 else np.float32)
 
 
 def cntk_diagonal(

@@ -225,4 +225,5 @@ def fc_kernel(x1: np.ndarray, x2: np.ndarray | None, *, depth: int, fixed: int, 
     itemsize = torch.finfo(dtype).bits // 8
     return compute_in_blocks(len(t1), len(t2), block, bytes_per_pair=LIVE_TENSORS * itemsize,
                              max_memory_mb=max_memory_mb, symmetric=symmetric,
-                             max_block=MAX_BLOCK if max_block is None else max_block)
+                             max_block=MAX_BLOCK if max_block is None else max_block,
+                             workers=1 if torch.device(device).type != "cpu" else max(1, torch.get_num_threads()))

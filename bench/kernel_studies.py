@@ -1,0 +1,103 @@
+"""The kernel studies' headline figures (issue 5): NTK-SVM vs random forest on UCI, CNTK vs trained nets on few samples.
+
+Runs ``fitscope kernels uci``, ``fitscope kernels small-data --data digits`` and
+``fitscope kernels complexity --data digits`` with their defaults (or reuses
+finished runs under ``--root`` with ``--resume``), then prints and records in
+``bench/results/kernel_studies.json``:
+
+- mean accuracy and mean rank per method over the UCI sets (target: NTK-SVM
+  at least as accurate as random forest on average);
+- test accuracy per method at each training-set size on digits, mean and std
+  over seeds, and the best kernel's margin over the best trained network at
+  the smallest sizes (target: > 0);
+- the complexity measure and test error against label noise.
+
+Usage: python bench/kernel_studies.py [--root runs/bench-kernels] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from fitscope.cli import main
+
+RESULTS = Path(__file__).parent / "results" / "kernel_studies.json"
+
+
+def _run(argv: list[str]) -> float:
+    t0 = time.perf_counter()
+    try:
+        main(argv)
+    except SystemExit as exit_:
+        if exit_.code not in (0, None):
+            raise RuntimeError(f"fitscope {' '.join(argv)} exited {exit_.code}") from None
+    return time.perf_counter() - t0
+
+
+def main_bench() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", default="runs/bench-kernels", help="where the study runs go (reused with --resume)")
+    parser.add_argument("--quick", action="store_true", help="the studies' --quick settings")
+    args = parser.parse_args()
+    root = Path(args.root)
+    quick = ["--quick"] if args.quick else []
+    seconds = {}
+    for name, argv in (("uci", ["kernels", "uci"]), ("small_data", ["kernels", "small-data", "--data", "digits"]),
+                       ("complexity", ["kernels", "complexity", "--data", "digits"])):
+        out = root / name
+        seconds[name] = _run([*argv, *quick, "--out", str(out), *(["--resume"] if (out / "run.json").exists() else [])])
+
+    uci = pd.read_parquet(root / "uci" / "results.parquet")
+    uci["rank"] = uci.groupby("dataset").accuracy.rank(ascending=False, method="average")
+    uci_summary = uci.groupby("method").agg(mean_accuracy=("accuracy", "mean"), mean_rank=("rank", "mean"))
+    per_set = uci.pivot(index="dataset", columns="method", values="accuracy")
+
+    small = pd.read_parquet(root / "small_data" / "results.parquet")
+    by_size = small.groupby(["method", "kind", "size"]).test_acc.agg(["mean", "std"]).reset_index()
+    smallest = sorted(small["size"].unique())[:2]
+    margins = {}
+    for size in smallest:
+        at = by_size[by_size["size"] == size]
+        margins[int(size)] = float(at[at.kind == "kernel"]["mean"].max() - at[at.kind != "kernel"]["mean"].max())
+
+    cx = pd.read_parquet(root / "complexity" / "results.parquet")
+    cx_summary = cx.groupby("noise")[["measure", "test_error", "epochs_to_fit"]].mean()
+
+    print("UCI (mean over data sets):\n" + uci_summary.round(4).to_string())
+    print("\nper data set:\n" + per_set.round(4).to_string())
+    print("\nsmall data, digits test accuracy (mean over seeds):")
+    print(by_size.pivot(index="method", columns="size", values="mean").round(3).to_string())
+    print(f"\nbest kernel minus best trained network at sizes {smallest}: {margins}")
+    print("\ncomplexity vs noise:\n" + cx_summary.round(3).to_string())
+    print(f"\nwall seconds: {({k: round(v, 1) for k, v in seconds.items()})}")
+
+    record = {
+        "benchmark": "kernel_studies", "command": "python bench/kernel_studies.py" + (" --quick" if quick else ""),
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},
+        "uci": {"summary": uci_summary.round(4).reset_index().to_dict("records"),
+                "per_dataset": per_set.round(4).reset_index().to_dict("records"),
+                "ntk_svm_at_least_random_forest": bool(uci_summary.loc["NTK-SVM", "mean_accuracy"]
+                                                       >= uci_summary.loc["random forest", "mean_accuracy"])},
+        "small_data": {"by_size": by_size.round(4).to_dict("records"),
+                       "kernel_minus_network_at_smallest_sizes": margins,
+                       "kernel_beats_networks_at_smallest_sizes": all(m > 0 for m in margins.values())},
+        "complexity": cx_summary.round(4).reset_index().to_dict("records"),
+        "wall_seconds": {k: round(v, 1) for k, v in seconds.items()},
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    tmp = RESULTS.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(RESULTS)
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main_bench()

@@ -48,7 +48,8 @@ def test_config_needs_enough_shadow_models_for_lira():
 
 @pytest.mark.slow
 def test_tiny_study_writes_a_row_per_defense_and_resumes(tmp_path):
-    cfg = make_config(data="iris", model="mlp:32x1", defenses=["none", "label-dp:1", "instahide:2", "mid:0.01"], shadow_models=6, epochs=5,
+    cfg = make_config(data="iris", model="mlp:32x1", defenses=["none", "label-dp:1", "instahide:2", "mid:0.01"],
+                      shadow_models=6, epochs=5, attacks=["instahide", "pruning-vs-noise", "mid-inversion"],
                       canaries=20)
     run, outcome = privacy_study(cfg, tmp_path / "ps")
     results = pd.read_parquet(run.path / "results.parquet")
@@ -59,11 +60,16 @@ def test_tiny_study_writes_a_row_per_defense_and_resumes(tmp_path):
     # label DP at eps = 1 never gets a canary bound above its claim (a 95% guarantee; seeded, so fixed here)
     row = results.set_index("defense").loc["label-dp:1"]
     assert row.eps_lower_bound <= row.claimed_eps
-    assert (run.path / "report.html").read_text().count("<img") >= 3
-    assert len(outcome.trained_units) == 4
+    html = (run.path / "report.html").read_text()
+    assert html.count("<img") >= 3
+    # iris is tabular: the InstaHide reconstruction attack is skipped and the report says so
+    assert set(outcome.attacks) == {"pruning-vs-noise", "mid-inversion"}
+    assert "they need image data" in html and "MID against model inversion" in html
+    assert len(outcome.attacks["mid-inversion"]) == 5 and (run.path / "attack_pruning_vs_noise.parquet").exists()
+    assert len(outcome.trained_units) == 6
 
     run.meta  # noqa: B018 - the run is finished; a resume must reuse both units and give the same table
     again_run, again = privacy_study(cfg, tmp_path / "ps", resume=True)
-    assert again.trained_units == [] and len(again.reused_units) == 4
+    assert again.trained_units == [] and len(again.reused_units) == 6
     pd.testing.assert_frame_equal(again.results.drop(columns="seconds"), outcome.results.drop(columns="seconds"))
     assert np.isfinite(again.results.test_acc).all()

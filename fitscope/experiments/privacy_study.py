@@ -22,6 +22,7 @@ skips finished ones). Output: ``results.parquet`` (one row per defense),
 
 from __future__ import annotations
 
+import io
 import math
 import time
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fitscope.data import Dataset, load
@@ -38,6 +41,7 @@ from fitscope.experiments.privacy_defenses import Defense, Settings, Trained, pa
 from fitscope.models import check_input_shape, parse_spec
 from fitscope.seeding import derive_seed
 
+ATTACKS = ("instahide", "pruning-vs-noise", "mid-inversion")
 DEFAULT_DEFENSES = ["none", "label-dp:1", "label-dp:4", "dp-sgd:1", "dp-sgd:4", "instahide:2", "pruning:0.9",
                     "mid:0.01"]
 
@@ -64,6 +68,12 @@ class PrivacyStudyConfig(BaseModel):
     delta: float = Field(1e-5, gt=0, lt=1)
     max_grad_norm: float = Field(1.0, gt=0)
     canaries: int = Field(100, ge=0, description="canaries planted per defense (0: no canary audit)")
+    attacks: list[Literal["instahide", "pruning-vs-noise", "mid-inversion"]] = Field(
+        default_factory=lambda: list(ATTACKS),
+        description="the defense-specific studies beside the trade-off: InstaHide reconstruction (k = 2, 4, 6, "
+                    "with and without the sign mask), pruning vs activation noise at matched accuracy, MID vs a "
+                    "model-inversion attack")
+    attack_images: int = Field(100, ge=10, description="private images the InstaHide attack encodes")
     seed: int = 0
 
     @field_validator("defenses")
@@ -90,7 +100,7 @@ class PrivacyStudyConfig(BaseModel):
     @classmethod
     def quick(cls, **overrides) -> "PrivacyStudyConfig":
         """A small study for a first look (about 5 minutes on 2 cores): 8 models, fewer defenses."""
-        base = dict(shadow_models=8, epochs=30, dp_epochs=20, canaries=60,
+        base = dict(shadow_models=8, epochs=30, dp_epochs=20, canaries=60, attack_images=40,
                     defenses=["none", "label-dp:1", "dp-sgd:1", "instahide:2", "pruning:0.9", "mid:0.01"])
         base.update({k: v for k, v in overrides.items() if v is not None})
         return make_config(**base)
@@ -117,6 +127,7 @@ class PrivacyOutcome:
 
     results: pd.DataFrame  # one row per defense
     roc: pd.DataFrame  # defense, fpr, tpr (LiRA online)
+    attacks: dict  # attack name -> its table (DataFrame)
     trained_units: list[str]
     reused_units: list[str]
 
@@ -187,6 +198,28 @@ def leakage_row(defense: Defense, arrays: dict[str, np.ndarray], labels: np.ndar
     return row, roc
 
 
+def run_attack(name: str, cfg: PrivacyStudyConfig, data: Dataset) -> pd.DataFrame:
+    """One defense-specific study as a table (wiring of :mod:`fitscope.privacy`'s study functions)."""
+    seed = derive_seed(cfg.seed, "attack", name)
+    if name == "instahide":
+        from fitscope.privacy.instahide_attack import instahide_study
+
+        lo = float(min(data.x_train.min(), data.x_test.min()))
+        hi = float(max(data.x_train.max(), data.x_test.max()))
+        return instahide_study(data.x_train, data.y_train, public=data.x_test, seed=seed,
+                               n_private=min(cfg.attack_images, len(data.y_train)), input_range=(lo, hi))
+    if name == "pruning-vs-noise":
+        from fitscope.privacy.pruning import pruning_vs_noise
+
+        return pruning_vs_noise(data.x_train, data.y_train, data.x_test, data.y_test, spec=cfg.model,
+                                fractions=(0.5, 0.9, 0.98, 0.99), epochs=cfg.epochs,
+                                shadow_models=cfg.shadow_models, seed=seed).to_frame()
+    from fitscope.privacy.mid import mid_tradeoff
+
+    return mid_tradeoff(data.x_train, data.y_train, data.x_test, data.y_test, betas=(0.0, 0.003, 0.01, 0.1, 1.0),
+                        spec=cfg.model, epochs=cfg.epochs, seed=seed).to_frame()
+
+
 def run_privacy_study(cfg: PrivacyStudyConfig, run, *, data: Dataset,
                       on_defense_start: Callable[[str, int], None] | None = None,
                       progress: Callable[[int, int], None] | None = None) -> PrivacyOutcome:
@@ -211,7 +244,24 @@ def run_privacy_study(cfg: PrivacyStudyConfig, run, *, data: Dataset,
         row, roc = leakage_row(defense, arrays, data.y_train, data.n_classes)
         rows.append(row)
         rocs.append(roc)
-    return PrivacyOutcome(pd.DataFrame(rows), pd.concat(rocs, ignore_index=True), trained, reused)
+    attacks = {}
+    for name in cfg.attacks:
+        if name == "instahide" and data.kind != "image":
+            continue  # the reconstruction attack and SSIM work on images; the note in the report says so
+        key = f"attack-{name}"
+        if run.has_unit(key):
+            attacks[name] = pd.read_json(io.StringIO(str(run.load_unit(key)["table"])), orient="split")
+            reused.append(key)
+            continue
+        if on_defense_start is not None:
+            on_defense_start(f"attack: {name}", 1)
+        with run.timer(f"attack {name}"):
+            attacks[name] = run_attack(name, cfg, data)
+        run.save_unit(key, {"table": np.asarray(attacks[name].to_json(orient="split"))}, info=dict(attack=name))
+        trained.append(key)
+        if progress is not None:
+            progress(1, 1)
+    return PrivacyOutcome(pd.DataFrame(rows), pd.concat(rocs, ignore_index=True), attacks, trained, reused)
 
 
 def privacy_study(cfg: PrivacyStudyConfig, out: str | Path, *, resume: bool = False,
@@ -241,6 +291,8 @@ def privacy_study(cfg: PrivacyStudyConfig, out: str | Path, *, resume: bool = Fa
         outcome = run_privacy_study(cfg, run, data=data, on_defense_start=on_defense_start, progress=progress)
         run.write_table("results", outcome.results)
         run.write_table("roc", outcome.roc)
+        for name, table in outcome.attacks.items():
+            run.write_table(f"attack_{name.replace('-', '_')}", table)
         base = outcome.results.iloc[0]
         run.finish(summary={f"{r.defense} test_acc": r.test_acc for r in outcome.results.itertuples()}
                    | {f"{r.defense} lira_tpr@1%": r.lira_tpr_at_1pct for r in outcome.results.itertuples()})
@@ -254,6 +306,8 @@ def privacy_study(cfg: PrivacyStudyConfig, out: str | Path, *, resume: bool = Fa
                 tradeoff_png=figures.tradeoff_figure(outcome.results),
                 roc_png=figures.roc_figure(outcome.roc),
                 canary_png=figures.canary_figure(outcome.results) if cfg.canaries else None,
+                attacks={name: figures.attack_table(name, table) for name, table in outcome.attacks.items()},
+                skipped_attacks=[a for a in cfg.attacks if a not in outcome.attacks],
                 baseline=base.to_dict(),
                 trained_units=outcome.trained_units,
                 reused_units=outcome.reused_units,

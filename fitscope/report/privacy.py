@@ -74,3 +74,23 @@ def canary_figure(results: pd.DataFrame) -> str:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
     return figure_to_data_uri(fig)
+
+
+_ATTACK_COLUMNS = {
+    "instahide": {"k": "k", "sign_mask": "sign mask", "recovery_rate@0.9": "recovered (SSIM >= 0.9)",
+                  "recovery_rate@0.5": "recovered (SSIM >= 0.5)", "mean_ssim": "mean SSIM",
+                  "baseline_mean_ssim": "nearest public digit SSIM", "beats_baseline_rate": "beats public guess",
+                  "member_accuracy": "mixing members found"},
+    "pruning-vs-noise": {"fraction": "pruned fraction", "pruned_test_acc": "pruned test acc",
+                         "pruned_auc": "pruned MIA AUC", "sigma_rel": "matched noise (x activation std)",
+                         "noisy_test_acc": "noisy test acc", "noisy_auc": "noisy MIA AUC"},
+    "mid-inversion": {"beta": "beta", "test_acc": "test acc", "ssim": "inversion SSIM",
+                      "class_mean_ssim": "class-mean SSIM (label-only floor)",
+                      "eval_acc": "reconstructions classified right", "mse": "inversion MSE"},
+}
+
+
+def attack_table(name: str, table: pd.DataFrame) -> pd.DataFrame:
+    """One defense-specific study's table with readable columns (those the study produced)."""
+    columns = {k: v for k, v in _ATTACK_COLUMNS[name].items() if k in table}
+    return table[list(columns)].rename(columns=columns)

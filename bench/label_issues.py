@@ -14,15 +14,24 @@ probabilities of the audit's memorization models against the injected flips:
 k = the true number of flipped labels (precision at k = recall at k). Also
 printed: the learning-speed proxy vs holdout C-score Spearman rho.
 
+Ablation of the hidden-space kernel density (off by default, weight 0), on
+the same signals: ``label_issue with hidden density`` (weight 0.25, the other
+weights as default) and ``hidden density alone`` (``-hidden_density``).
+
 Nothing is tuned here on the injected flips: the audit's default weights are used as they are.
+mnist1d uses a 1-D CNN (``cnn1d:16x3``: about 0.95 test accuracy with the
+audit's training settings, against about 0.6 for ``mlp:256x2``).
 
 Usage: python bench/label_issues.py [--quick] [--cases digits-10,mnist1d-20]
-Writes bench/results/label_issues.json (or label_issues_quick.json with --quick).
+Writes bench/results/label_issues.json (or label_issues_quick.json with --quick);
+with --cases, the other cases already in that file are kept (each case records
+when it was measured).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import sys
 import tempfile
@@ -31,14 +40,15 @@ from pathlib import Path
 
 import torch
 
+from fitscope.estimators import detection_metrics, label_issue_scores
 from fitscope.experiments.audit import audit, make_config
 from fitscope.runs.atomic import atomic_write_json
 
 # name -> (data, noise, mode, model)
 CASES = {
     "digits-10": ("digits", 0.1, "uniform", "mlp:512x2"),
-    "mnist1d-20": ("mnist1d", 0.2, "uniform", "mlp:256x2"),
-    "mnist1d-20-pair": ("mnist1d", 0.2, "pair", "mlp:256x2"),
+    "mnist1d-20": ("mnist1d", 0.2, "uniform", "cnn1d:16x3"),
+    "mnist1d-20-pair": ("mnist1d", 0.2, "pair", "cnn1d:16x3"),
     "digits-40": ("digits", 0.4, "uniform", "mlp:512x2"),
 }
 # full: the default C-score ratios; quick: fewer models, ratios and epochs
@@ -56,6 +66,10 @@ def run_case(name: str, setting: str, tmp: Path) -> dict:
     seconds = time.perf_counter() - t0
     det = {row["score"]: {k: row[k] for k in ("auroc", "precision_at_k", "recall_at_k", "k")}
            for row in outcome.detection.to_dict("records")}
+    corrupted = outcome.examples["corrupted"].to_numpy()
+    with_hidden = label_issue_scores(**outcome.label_signals, weights={"hidden_density": 0.25})
+    det["label_issue with hidden density"] = detection_metrics(with_hidden.scores, corrupted)
+    det["hidden density alone"] = detection_metrics(-outcome.examples["hidden_density"].to_numpy(), corrupted)
     return dict(
         case=name, data=data, noise=noise, noise_mode=mode, model=model, config=cfg.model_dump(),
         seconds=round(seconds, 1), detection=det, cleanlab_mask=outcome.cleanlab,
@@ -63,6 +77,7 @@ def run_case(name: str, setting: str, tmp: Path) -> dict:
         subset_train_accuracy=outcome.summary["subset train accuracy"],
         test_accuracy=outcome.summary["test accuracy"],
         spearman={r["proxy"]: r["spearman_rho"] for r in outcome.spearman.to_dict("records")},
+        measured=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
 
 
@@ -76,7 +91,9 @@ def print_case(r: dict) -> None:
     c = r["cleanlab_mask"]
     print(f"  {'cleanlab find_label_issues mask':<40} {'':>7} precision {c['precision']:.4f} recall "
           f"{c['recall']:.4f} flagged {c['flagged']} (k = {c['k']})")
-    print(f"  learning speed vs holdout C-score Spearman rho: {r['spearman']['learning speed']:.3f}")
+    print(f"  learning speed vs holdout C-score Spearman rho: {r['spearman']['learning speed']:.3f}; "
+          f"hidden-space density: {r['spearman']['hidden-space kernel density']:.3f}, "
+          f"input-space density: {r['spearman']['input-space kernel density']:.3f}")
 
 
 def main() -> None:
@@ -95,13 +112,19 @@ def main() -> None:
         for name in names:
             results.append(run_case(name, setting, Path(tmp)))
             print_case(results[-1])
+    out = Path(__file__).parent / "results" / ("label_issues_quick.json" if args.quick else "label_issues.json")
+    if out.exists():  # keep the cases not run this time (same setting only)
+        old = json.loads(out.read_text())
+        if old.get("setting") == setting:
+            kept = [c for c in old.get("cases", []) if c["case"] not in names and c["case"] in CASES
+                    and c.get("model") == CASES[c["case"]][3] and "measured" in c]  # same bench version only
+            results = sorted(kept + results, key=lambda c: list(CASES).index(c["case"]))
     record = dict(
         benchmark="label_issues", setting=setting, settings=SETTINGS[setting], cases=results,
         total_seconds=round(time.perf_counter() - t0, 1),
         machine=dict(cpus=torch.get_num_threads(), torch=torch.__version__, python=platform.python_version()),
         measured=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
-    out = Path(__file__).parent / "results" / ("label_issues_quick.json" if args.quick else "label_issues.json")
     atomic_write_json(out, record)
     print(f"\ntotal {record['total_seconds']:.0f} s; wrote {out}")
 

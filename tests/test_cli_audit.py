@@ -29,6 +29,8 @@ ARGS = ["audit", "--model", "mlp:32x1", "--models", "8", "--cscore-ratios", "0.5
         (["--address", "10.0.0.1:6379"], "--address: only used with --executor ray"),
         (["--threads", "0"], "threads"),
         (["--data", "iris", "--label-column", "species"], "label_column"),
+        (["--quick", "--models", "4"], "--models: expected at least 8"),
+        (["--quick", "--cscore-ratios", "0.1", "--cscore-models", "4"], "--cscore-models: expected at least 20"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_no_run(tmp_path, capsys, extra, needle):

@@ -137,7 +137,7 @@ def test_score_is_monotone_in_every_signal():
     assert after.scores[7] > before.scores[7]
     assert after.ranked().tolist().index(7) <= before.ranked().tolist().index(7)
     assert set(DEFAULT_WEIGHTS) == {"self_confidence", "normalized_margin", "mem", "cscore", "learning_speed",
-                                    "margin"}
+                                    "margin", "hidden_density"}
 
 
 def test_detection_metrics_by_hand():
@@ -169,6 +169,7 @@ def test_detection_metrics_by_hand():
      "cscore: expected finite or NaN values, got inf at [1]"),
     ([0, 1], [[0.5, 0.5], [0.5, 0.5]], {"weights": {"memorization": 1.0}}, ConfigError,
      "weights: expected keys among self_confidence, normalized_margin, mem, cscore, learning_speed, margin, "
+     "hidden_density, "
      "got 'memorization'"),
     ([0, 1], [[0.5, 0.5], [0.5, 0.5]], {"weights": {"mem": -1.0}}, ConfigError,
      "weights['mem']: expected a number in [0, inf), got -1.0"),
@@ -199,3 +200,17 @@ def test_label_issue_errors(labels, probs, kwargs, error, message):
 def test_metric_and_out_of_fold_errors(call, error, message):
     with pytest.raises(error, match=f"^{re.escape(message)}$"):
         call()
+
+
+def test_hidden_density_is_a_signal_low_density_is_suspicious():
+    rng = np.random.default_rng(12)
+    n = 60
+    probs = np.full((n, 3), 1 / 3)  # no out-of-fold information at all
+    labels = rng.integers(0, 3, n)
+    density = rng.random(n) + 1.0
+    density[[5, 9]] = 0.01  # two examples far from their given class in the hidden space
+    result = label_issue_scores(labels, probs, hidden_density=density, weights={"hidden_density": 0.25})
+    assert "hidden_density" in result.signals
+    assert set(result.ranked()[:2].tolist()) == {5, 9}
+    default = label_issue_scores(labels, probs, hidden_density=density)  # off by default (weight 0)
+    assert DEFAULT_WEIGHTS["hidden_density"] == 0.0 and "hidden_density" not in default.signals

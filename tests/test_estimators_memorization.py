@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tracemalloc
 import warnings
 
 import numpy as np
@@ -11,9 +12,11 @@ import pytest
 
 from fitscope.errors import ConfigError, DataError
 from fitscope.estimators import (
+    InfluencePairs,
     InfluenceResult,
     MemorizationResult,
     high_influence_pairs,
+    high_influence_pairs_streamed,
     influence_scores,
     memorization_scores,
 )
@@ -215,3 +218,70 @@ def test_high_influence_pairs_option_errors():
     with pytest.raises(DataError, match=re.escape("mem: expected a real array of shape (n,) = (3,) like "
                                                   "result.infl rows, got shape (4,)")):
         high_influence_pairs(result, np.zeros(4))
+
+
+def _planted_case(seed: int, k: int = 120, n: int = 41, m: int = 17):
+    """Random subsets with a few train -> test dependencies planted, one row in every subset (undefined)."""
+    rng = np.random.default_rng(seed)
+    in_subset = _masks(rng, k, n, 0.7)
+    in_subset[:, 4] = True
+    correct_test = rng.random((k, m)) < 0.6
+    for i, j in ((7, 3), (7, 5), (20, 0), (40, 16)):
+        correct_test[:, j] = in_subset[:, i] | (rng.random(k) < 0.2)
+    correct = np.where(in_subset, rng.random((k, n)) < 0.95, rng.random((k, n)) < 0.5)
+    return correct, correct_test, in_subset
+
+
+@pytest.mark.parametrize("block_rows", [1, 3, 16, 41, 1000, None])
+@pytest.mark.parametrize("with_mem", [False, True])
+def test_streamed_pairs_equal_the_dense_ones(block_rows, with_mem):
+    correct, correct_test, in_subset = _planted_case(8)
+    mem = memorization_scores(correct, in_subset) if with_mem else None
+    dense_infl = influence_scores(correct_test, in_subset)
+    dense = high_influence_pairs(dense_infl, mem, infl_threshold=0.1, mem_threshold=0.3)
+    streamed = high_influence_pairs_streamed(correct_test, in_subset, mem, infl_threshold=0.1,
+                                             mem_threshold=0.3, block_rows=block_rows)
+    assert isinstance(streamed, InfluencePairs)
+    assert len(dense) > 4  # the planted pairs and some noise pass the low threshold
+    pd.testing.assert_frame_equal(streamed.pairs, dense)
+    assert streamed.mean_se == pytest.approx(float(np.nanmean(dense_infl.se.astype(np.float64))), rel=1e-6)
+    assert streamed.n_undefined == 1 and streamed.n_models == 120
+    assert streamed.mem_threshold == (0.3 if with_mem else None)
+    top = streamed.pairs.iloc[0]
+    assert (int(top.train_index), int(top.test_index)) in {(7, 3), (7, 5), (20, 0), (40, 16)}
+
+
+def test_streamed_pairs_with_nothing_above_the_threshold_is_an_empty_table():
+    _, correct_test, in_subset = _planted_case(9)
+    out = high_influence_pairs_streamed(correct_test, in_subset, infl_threshold=1.5)
+    assert len(out.pairs) == 0
+    assert list(out.pairs.columns) == ["train_index", "test_index", "infl", "infl_se", "mem"]
+    assert out.pairs.train_index.dtype == np.int64 and out.pairs.infl.dtype == np.float32
+
+
+def test_streamed_pairs_memory_is_bounded_by_the_block_not_n_by_m():
+    rng = np.random.default_rng(10)
+    k, n, m = 40, 3000, 2000  # a dense float32 (n, m) matrix is 24 MB
+    in_subset = _masks(rng, k, n)
+    correct_test = rng.random((k, m)) < 0.5
+    tracemalloc.start()
+    try:
+        out = high_influence_pairs_streamed(correct_test, in_subset, infl_threshold=0.9, block_rows=50)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    block_bytes = 50 * m * 4
+    assert peak < 10 * block_bytes < n * m * 4 / 5, f"peak {peak / 1e6:.1f} MB"
+    assert out.block_rows == 50
+
+
+def test_streamed_pairs_errors():
+    _, correct_test, in_subset = _planted_case(11)
+    with pytest.raises(ConfigError, match="^block_rows: expected an integer >= 1, got 0$"):
+        high_influence_pairs_streamed(correct_test, in_subset, block_rows=0)
+    with pytest.raises(ConfigError, match="^infl_threshold: expected a number"):
+        high_influence_pairs_streamed(correct_test, in_subset, infl_threshold=float("nan"))
+    with pytest.raises(DataError, match=re.escape("mem: expected a real array of shape (n,) = (41,)")):
+        high_influence_pairs_streamed(correct_test, in_subset, np.zeros(5))
+    with pytest.raises(DataError, match="in_subset: expected a 2-D bool array"):
+        high_influence_pairs_streamed(correct_test[:3], in_subset)

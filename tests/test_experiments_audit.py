@@ -9,12 +9,24 @@ import pandas as pd
 import pytest
 
 from fitscope.errors import ConfigError, RunError
-from fitscope.experiments.audit import audit, make_config, min_models, plan_units, subset_masks
+from fitscope.experiments.audit import (
+    AuditConfig,
+    audit,
+    make_config,
+    min_models,
+    penultimate_features,
+    plan_units,
+    resolve_threads,
+    subset_masks,
+)
+from fitscope.runs.executors import machine_cpus
+from fitscope.train import TrainConfig, train_ensemble
 
 SMALL = dict(model="mlp:64x1", models=24, ratio=0.7, cscore_ratios=[0.3, 0.7], cscore_models=8, epochs=5,
              noise=0.1, chunk=12)
 EXAMPLE_COLUMNS = ["index", "label", "true_label", "corrupted", "mem", "mem_se", "cscore", "learning_speed",
-                   "density", "rel_distance", "oof_confidence", "label_issue", "cleanlab_issue", "cleanlab_score"]
+                   "density", "hidden_density", "rel_distance", "oof_confidence", "label_issue", "cleanlab_issue",
+                   "cleanlab_score"]
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +89,7 @@ def test_plan_chunks_models_and_reuses_the_memorization_ratio():
     units = plan_units(cfg, 200)
     assert [u.key for u in units] == ["mem-000", "mem-001", "mem-002", "cscore-0.3-000", "cscore-0.5-000"]
     assert [len(u.seeds) for u in units] == [10, 10, 4, 8, 8]
+    assert [u.features for u in units] == [True, False, False, False, False]  # hidden features: one model
     mem = np.concatenate([u.masks for u in units if u.part == "mem"])
     assert mem.shape == (24, 200) and (mem.sum(axis=1) == 140).all()
     # a unit's subsets and seeds do not depend on the chunk size
@@ -94,7 +107,8 @@ def test_audit_writes_tables_and_report(small_audit):
     assert n == 1437 and np.array_equal(examples["index"], np.arange(n))
     assert examples.corrupted.sum() == round(0.1 * n)
     assert (examples.label != examples.true_label).sum() == examples.corrupted.sum()
-    for column in ("mem", "mem_se", "cscore", "learning_speed", "density", "oof_confidence", "label_issue"):
+    for column in ("mem", "mem_se", "cscore", "learning_speed", "density", "hidden_density", "oof_confidence",
+                   "label_issue"):
         assert examples[column].notna().all(), column
     assert examples.mem.between(-1, 1).all() and examples.cscore.between(0, 1).all()
     influence = pd.read_parquet(run.path / "influence.parquet")
@@ -175,3 +189,92 @@ def test_vector_data_without_noise(tmp_path):
     html = (run.path / "report.html").read_text()
     assert "Most memorized" in html and "injected noise" in html
     assert html.count("data:image/png;base64,") >= 4
+
+
+def test_penultimate_features_are_the_last_hidden_layer():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    cfg = TrainConfig(epochs=2, batch_size=16, optimizer="adam", lr=0.01, schedule="constant", early_stop="none")
+    result = train_ensemble("mlp:8x1", x, y, config=cfg, seeds=[3, 4], keep_model=True)
+    feats = penultimate_features(result.model, x, model_index=1)
+    layer = result.model.hidden[0]  # EnsembleLinear: weight (K, in, out), bias (K, out)
+    expected = np.maximum(x @ layer.weight[1].detach().numpy() + layer.bias[1].detach().numpy(), 0.0)
+    assert feats.shape == (40, 8) and feats.dtype == np.float32
+    np.testing.assert_allclose(feats, expected, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(feats, penultimate_features(result.model, x, model_index=0))
+    # a 1-D CNN: its pooled features, one per channel of the last block
+    signals = rng.normal(size=(30, 1, 16)).astype(np.float32)
+    cnn = train_ensemble("cnn1d:4x2", signals, y[:30], config=cfg, seeds=[0], keep_model=True)
+    assert penultimate_features(cnn.model, signals).shape == (30, 4)
+
+
+def test_audit_keeps_hidden_features_of_the_first_model(small_audit):
+    run, outcome = small_audit
+    unit = run.load_unit("mem-000")
+    assert unit["hidden_features"].shape == (1437, 64) and unit["hidden_features"].dtype == np.float32
+    assert "hidden_features" not in run.load_unit("mem-001")
+    assert "hidden-space kernel density" in set(outcome.spearman.proxy)
+    assert np.isfinite(outcome.spearman.set_index("proxy").loc["hidden-space kernel density", "spearman_rho"])
+    assert outcome.label_signals["hidden_density"] is not None
+    # threads resolved (all cores locally) and recorded: config, executor, each unit
+    assert run.config["threads"] == machine_cpus()
+    assert run.meta["attempts"][-1]["executor"]["threads_per_task"] == machine_cpus()
+    assert {u["threads"] for u in run.meta["units"].values()} == {machine_cpus()}
+
+
+def test_resolve_threads(tmp_path, monkeypatch):
+    monkeypatch.delenv("FITSCOPE_NUM_THREADS", raising=False)
+    assert resolve_threads(make_config(threads=3)).threads == 3
+    assert resolve_threads(make_config()).threads == machine_cpus()
+    assert resolve_threads(make_config(executor="ray")).threads == 1
+    monkeypatch.setenv("FITSCOPE_NUM_THREADS", "2")
+    assert resolve_threads(make_config(executor="ray")).threads == 2
+    monkeypatch.delenv("FITSCOPE_NUM_THREADS")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "run.json").write_text('{"id": "audit-x", "config": {"threads": 5}}')
+    assert resolve_threads(make_config(executor="ray"), run_dir, resume=True).threads == 5  # the run's own value
+    assert resolve_threads(make_config(executor="ray"), run_dir, resume=False).threads == 1
+    assert resolve_threads(make_config(threads=2), run_dir, resume=True).threads == 2  # given: kept (and checked)
+
+
+def test_quick_setting_and_overrides():
+    quick = AuditConfig.quick(noise=0.1)
+    assert (quick.models, quick.cscore_ratios, quick.cscore_models, quick.epochs) == (48, [0.3, 0.5, 0.7], 16, 12)
+    assert quick.noise == 0.1 and quick.threads is None
+    assert AuditConfig.quick(epochs=3, models=None).epochs == 3
+    with pytest.raises(ConfigError, match="--models: expected at least 8"):
+        AuditConfig.quick(models=4)
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 8, 16)])
+def test_report_panels_keep_the_image_aspect(monkeypatch, shape):
+    from types import SimpleNamespace
+
+    import fitscope.report.audit as figures
+
+    rng = np.random.default_rng(0)
+    n = 20
+    data = SimpleNamespace(kind="image", input_shape=shape, x_train=rng.random((n, *shape)),
+                           x_test=rng.random((n, *shape)), y_test=np.zeros(n, np.int64), classes=list("ab"))
+    examples = pd.DataFrame({"index": np.arange(n), "label": np.zeros(n, np.int64),
+                             "true_label": np.ones(n, np.int64), "corrupted": np.ones(n, bool),
+                             "mem": rng.random(n)})
+    shown = []
+
+    def measure(fig):
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        for ax in fig.axes:
+            if ax.get_images():
+                box = ax.get_images()[0].get_window_extent(renderer)
+                shown.append(box.height / box.width)
+        return "data:image/png;base64,"
+
+    monkeypatch.setattr(figures, "figure_to_data_uri", measure)
+    figures.gallery_figure(data, examples, range(4), "mem", columns=4)
+    pairs = pd.DataFrame({"train_index": range(2), "test_index": range(2), "infl": np.full(2, 0.5)})
+    figures.pairs_figure(data, pairs, examples["label"].to_numpy())
+    assert len(shown) == 8
+    np.testing.assert_allclose(shown, shape[1] / shape[2], rtol=0.03)  # height / width of the input

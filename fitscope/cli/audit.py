@@ -38,8 +38,12 @@ def audit(
     address: Optional[str] = typer.Option(
         None, help="HOST:PORT of a running Ray cluster (with --executor ray), e.g. 10.0.0.1:6379."),
     threads: Optional[int] = typer.Option(
-        None, help="Torch threads per unit, in both executors (default: FITSCOPE_NUM_THREADS, else 1); "
-                   "results are bitwise identical only for the same value."),
+        None, help="Torch threads per unit (default: FITSCOPE_NUM_THREADS if set, else with --resume the run's "
+                   "own value, else all cores with --executor local and 1 per Ray task). Part of the config: "
+                   "results are bitwise identical only for the same value, whichever executor ran them."),
+    quick: bool = typer.Option(False, "--quick",
+                               help="A small setting for a demo: 48 memorization models, C-score ratios "
+                                    "0.3,0.5,0.7 with 16 models each, 12 epochs (1-2 minutes on digits)."),
     resume: bool = typer.Option(False, "--resume",
                                 help="Continue a killed audit in --out, training only missing models."),
 ) -> None:
@@ -47,11 +51,13 @@ def audit(
 
     Example: fitscope audit --data digits --noise 0.1 --models 200 --out runs/audit
 
+    A quick demo: fitscope audit --data digits --noise 0.1 --quick --out runs/demo-audit
+
     On a Ray cluster: fitscope audit --data digits --models 400 --executor ray --address 10.0.0.1:6379
     (a run started with one executor can be resumed with --resume on the other).
     """
+    from fitscope.experiments.audit import AuditConfig, make_config
     from fitscope.experiments.audit import audit as run_audit
-    from fitscope.experiments.audit import make_config
 
     values = dict(
         data=data, model=model, noise=noise, noise_mode=noise_mode, models=models, ratio=ratio,
@@ -60,7 +66,8 @@ def audit(
         seed=seed, data_seed=data_seed, label_column=label_column, chunk=chunk, executor=executor,
         address=address, threads=threads,
     )
-    cfg = make_config(**{k: v for k, v in values.items() if v is not None})
+    values = {k: v for k, v in values.items() if v is not None}
+    cfg = AuditConfig.quick(**values) if quick else make_config(**values)
 
     console = Console(stderr=True)
     with EnsembleProgress(console) as bar:

@@ -7,7 +7,8 @@ per-epoch records ``(E, K, n)``, ``train_logits`` ``(K, n, C)`` and
 ``test_logits`` ``(K, m, C)``; correctness is ``logits.argmax(-1) == labels``.
 
 - memorization and influence (Feldman & Zhang 2020): :func:`memorization_scores`,
-  :func:`influence_scores`, :func:`high_influence_pairs`;
+  :func:`influence_scores`, :func:`high_influence_pairs` and, in blocks of
+  training rows without the ``(n, m)`` matrix, :func:`high_influence_pairs_streamed`;
 - holdout C-score (Jiang et al. 2021): :func:`cscore_holdout`;
 - C-score proxies: :func:`learning_speed`, :func:`kernel_density`, :func:`relative_distance`;
 - label issues: :func:`out_of_fold_probs`, :func:`label_issue_scores`, :func:`detection_metrics`;
@@ -25,10 +26,16 @@ from fitscope.estimators.label_issues import (
     label_issue_scores,
     out_of_fold_probs,
 )
-from fitscope.estimators.memorization import high_influence_pairs, influence_scores, memorization_scores
+from fitscope.estimators.memorization import (
+    high_influence_pairs,
+    high_influence_pairs_streamed,
+    influence_scores,
+    memorization_scores,
+)
 from fitscope.estimators.proxies import kernel_density, learning_speed, median_bandwidth, relative_distance
 from fitscope.estimators.results import (
     CScoreResult,
+    InfluencePairs,
     InfluenceResult,
     LabelIssueResult,
     MemorizationResult,
@@ -39,6 +46,7 @@ __all__ = [
     "DEFAULT_WEIGHTS",
     "CScoreResult",
     "CleanlabResult",
+    "InfluencePairs",
     "InfluenceResult",
     "LabelIssueResult",
     "MemorizationResult",
@@ -47,6 +55,7 @@ __all__ = [
     "cscore_holdout",
     "detection_metrics",
     "high_influence_pairs",
+    "high_influence_pairs_streamed",
     "influence_scores",
     "kernel_density",
     "label_issue_scores",

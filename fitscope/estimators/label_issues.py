@@ -23,8 +23,12 @@ averaged), and the score is the weighted mean of the ranks an example has:
     cscore               -cscore               (when given)      0.25
     learning_speed       -learning_speed       (when given)      0.25
     margin               -margin               (when given)      0.25
+    hidden_density       -hidden_density       (when given)      0 (off)
     ==================== ======================================= ======
 
+The hidden-space density is accepted but off by default (weight 0; see
+``bench/results/label_issues*.json``: it helped on the hard cases and hurt
+slightly on the easy ones); pass ``weights={"hidden_density": 0.25}`` to use it.
 The out-of-fold signals carry the most weight: a model that never saw the
 example and still disagrees with its label is the most direct evidence. The
 score is monotone in every signal (raising any suspicion never lowers it). An
@@ -70,6 +74,9 @@ DEFAULT_WEIGHTS: dict[str, float] = {
     "cscore": 0.25,
     "learning_speed": 0.25,
     "margin": 0.25,
+    # Off by default: measured on bench/label_issues.py, weight 0.25 gained on pair flips and 40% noise
+    # (AUROC +0.0004 to +0.0010) but lost on the easy cases (-0.0001 to -0.0003), there falling below cleanlab.
+    "hidden_density": 0.0,
 }
 
 
@@ -126,7 +133,7 @@ def _suspicion_ranks(values: np.ndarray) -> np.ndarray:
 
 
 def label_issue_scores(labels, pred_probs, *, mem=None, cscore=None, learning_speed=None, margin=None,
-                       weights: Mapping[str, float] | None = None) -> LabelIssueResult:
+                       hidden_density=None, weights: Mapping[str, float] | None = None) -> LabelIssueResult:
     """Score every training example for "the given label is wrong" (higher = more likely wrong).
 
     See the module docstring for the signals, their orientation and default weights.
@@ -141,6 +148,8 @@ def label_issue_scores(labels, pred_probs, *, mem=None, cscore=None, learning_sp
         learning_speed: optional ``(n,)`` learning speed (low = suspicious); array or :class:`ProxyScores`.
         margin: optional ``(n,)`` training margin of the given label, e.g. the records'
             margin averaged over epochs and models (low = suspicious).
+        hidden_density: optional ``(n,)`` kernel density of the example among its given class in a
+            trained model's hidden space (low = suspicious); array or :class:`ProxyScores`.
         weights: optional ``{signal: weight >= 0}`` overriding :data:`DEFAULT_WEIGHTS`.
 
     Returns:
@@ -170,7 +179,7 @@ def label_issue_scores(labels, pred_probs, *, mem=None, cscore=None, learning_sp
 
     suspicion: dict[str, np.ndarray] = {"self_confidence": 1.0 - given, "normalized_margin": -norm_margin}
     extras = {"mem": (mem, 1.0), "cscore": (cscore, -1.0), "learning_speed": (learning_speed, -1.0),
-              "margin": (margin, -1.0)}
+              "margin": (margin, -1.0), "hidden_density": (hidden_density, -1.0)}
     for key, (value, sign) in extras.items():
         if value is not None:
             suspicion[key] = sign * check_scores(key, value, n)

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from fitscope.errors import DataError
-from fitscope.estimators.results import InfluenceResult, MemorizationResult
+from fitscope.estimators.results import InfluencePairs, InfluenceResult, MemorizationResult
 from fitscope.estimators.validation import check_binary, check_int, check_mask, check_number, check_scores
 
 _IN_SUBSET = "True = example i is in model k's training subset"
@@ -78,12 +78,61 @@ def memorization_scores(correct, in_subset) -> MemorizationResult:
                               n_in=n_in, n_out=n_out, n_models=int(k))
 
 
+def _influence_blocks(correct_test: np.ndarray, in_subset: np.ndarray, block_rows: int):
+    """Yield ``(rows, infl, se)`` for consecutive blocks of training rows; arrays are ``(b, m)`` float32.
+
+    The checked inputs of :func:`influence_scores`. One matrix product per block,
+    ``in_subset[:, rows].T @ correct_test``: sums of 0/1 products, exact in float32
+    for K < 2**24, so every entry is the same whatever the blocking.
+    """
+    k = correct_test.shape[0]
+    n = in_subset.shape[1]
+    c = correct_test.astype(np.float32)
+    total = c.sum(axis=0)  # (m,) correct models per test example
+    n_in = np.count_nonzero(in_subset, axis=0).astype(np.int64)
+    n_out = k - n_in
+    for start in range(0, n, block_rows):  # blocks of rows, not a loop over pairs
+        rows = slice(start, min(start + block_rows, n))
+        ni = n_in[rows, None].astype(np.float32)
+        no = n_out[rows, None].astype(np.float32)
+        p_in = in_subset[:, rows].T.astype(np.float32) @ c  # (b, m) hits among the models holding i
+        with np.errstate(invalid="ignore", divide="ignore"):  # in place: five (b, m) blocks in all
+            p_out = total - p_in
+            p_out /= no
+            p_in /= ni
+            infl = p_in - p_out
+            se = 1 - p_in
+            se *= p_in
+            se /= ni
+            var_out = 1 - p_out
+            var_out *= p_out
+            var_out /= no
+            se += var_out
+            np.sqrt(se, out=se)
+        bad = (n_in[rows] == 0) | (n_out[rows] == 0)
+        infl[bad] = np.nan
+        se[bad] = np.nan
+        yield rows, infl, se
+
+
+def _check_influence_inputs(correct_test, in_subset, block_rows):
+    correct_test = check_binary("correct_test", correct_test, ("K", "m"))
+    k = correct_test.shape[0]
+    in_subset = check_mask("in_subset", in_subset, ("K", "n"), (k, None), like="correct_test",
+                           meaning=_IN_SUBSET)
+    m = correct_test.shape[1]
+    block_rows = max(1, _BLOCK_ENTRIES // m) if block_rows is None else check_int("block_rows", block_rows)
+    return correct_test, in_subset, block_rows
+
+
 def influence_scores(correct_test, in_subset, *, block_rows: int | None = None) -> InfluenceResult:
     """Feldman-Zhang influence of every training example on every test example, with standard errors.
 
     Computed with one matrix product per block of training rows,
     ``in_subset[:, rows].T @ correct_test`` (float32, exact for K < 2**24),
-    so memory is the two ``(n, m)`` float32 outputs plus one block.
+    so memory is the two ``(n, m)`` float32 outputs plus one block. For data
+    sets where ``(n, m)`` does not fit, use :func:`high_influence_pairs_streamed`,
+    which keeps only the pairs above the thresholds.
 
     Args:
         correct_test: ``(K, m)`` bool (or 0/1): model k is correct on test example j.
@@ -99,32 +148,16 @@ def influence_scores(correct_test, in_subset, *, block_rows: int | None = None) 
         DataError: wrong shapes, ``in_subset`` not bool, ``correct_test`` not 0/1.
         ConfigError: ``block_rows`` is not a positive integer.
     """
-    correct_test = check_binary("correct_test", correct_test, ("K", "m"))
+    correct_test, in_subset, block_rows = _check_influence_inputs(correct_test, in_subset, block_rows)
     k = correct_test.shape[0]
-    in_subset = check_mask("in_subset", in_subset, ("K", "n"), (k, None), like="correct_test",
-                           meaning=_IN_SUBSET)
     n, m = in_subset.shape[1], correct_test.shape[1]
-    block_rows = max(1, _BLOCK_ENTRIES // m) if block_rows is None else check_int("block_rows", block_rows)
-    c = correct_test.astype(np.float32)
-    total = c.sum(axis=0)  # (m,) correct models per test example
     n_in = np.count_nonzero(in_subset, axis=0).astype(np.int64)
-    n_out = k - n_in
     infl = np.empty((n, m), np.float32)
     se = np.empty((n, m), np.float32)
-    for start in range(0, n, block_rows):  # blocks of rows, not a loop over pairs
-        rows = slice(start, min(start + block_rows, n))
-        ni = n_in[rows, None].astype(np.float32)
-        no = n_out[rows, None].astype(np.float32)
-        hits_in = in_subset[:, rows].T.astype(np.float32) @ c  # (b, m)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            p_out = (total - hits_in) / no
-            p_in = hits_in / ni
-            infl[rows] = p_in - p_out
-            se[rows] = np.sqrt(p_in * (1 - p_in) / ni + p_out * (1 - p_out) / no)
-        bad = (n_in[rows] == 0) | (n_out[rows] == 0)
-        infl[rows][bad] = np.nan
-        se[rows][bad] = np.nan
-    return InfluenceResult(infl=infl, se=se, n_in=n_in, n_out=n_out, n_models=int(k))
+    for rows, block, block_se in _influence_blocks(correct_test, in_subset, block_rows):
+        infl[rows] = block
+        se[rows] = block_se
+    return InfluenceResult(infl=infl, se=se, n_in=n_in, n_out=k - n_in, n_models=int(k))
 
 
 def high_influence_pairs(result: InfluenceResult, mem=None, *, infl_threshold: float = 0.15,
@@ -157,19 +190,88 @@ def high_influence_pairs(result: InfluenceResult, mem=None, *, infl_threshold: f
     infl_threshold = check_number("infl_threshold", infl_threshold)
     mem_threshold = check_number("mem_threshold", mem_threshold)
     n = result.infl.shape[0]
+    mem_arr = None if mem is None else check_scores("mem", mem, n, like="result.infl rows")
     keep = result.infl >= infl_threshold  # NaN compares False
-    mem_arr = None
-    if mem is not None:
-        mem_arr = check_scores("mem", mem, n, like="result.infl rows")
+    if mem_arr is not None:
         keep &= (mem_arr >= mem_threshold)[:, None]
     train_idx, test_idx = np.nonzero(keep)
-    values = result.infl[train_idx, test_idx]
-    order = np.lexsort((test_idx, train_idx, -values))
-    train_idx, test_idx = train_idx[order].astype(np.int64), test_idx[order].astype(np.int64)
+    return _pairs_frame(train_idx, test_idx, result.infl[train_idx, test_idx], result.se[train_idx, test_idx],
+                        mem_arr)
+
+
+def _pairs_frame(train_idx, test_idx, infl, se, mem_arr) -> pd.DataFrame:
+    """The pairs table, most influential first (ties by train then test index)."""
+    order = np.lexsort((test_idx, train_idx, -infl))
+    train_idx = np.asarray(train_idx)[order].astype(np.int64)
     return pd.DataFrame({
         "train_index": train_idx,
-        "test_index": test_idx,
-        "infl": result.infl[train_idx, test_idx],
-        "infl_se": result.se[train_idx, test_idx],
+        "test_index": np.asarray(test_idx)[order].astype(np.int64),
+        "infl": np.asarray(infl, np.float32)[order],
+        "infl_se": np.asarray(se, np.float32)[order],
         "mem": mem_arr[train_idx] if mem_arr is not None else np.full(len(train_idx), np.nan),
     })
+
+
+def high_influence_pairs_streamed(correct_test, in_subset, mem=None, *, infl_threshold: float = 0.15,
+                                  mem_threshold: float = 0.25, block_rows: int | None = None
+                                  ) -> InfluencePairs:
+    """The high-influence (train, test) pairs without ever holding the ``(n, m)`` influence matrix.
+
+    The same pairs, values and order as
+    ``high_influence_pairs(influence_scores(correct_test, in_subset), mem, ...)``,
+    computed block by block: each block of ``block_rows`` training rows gives
+    its ``(block_rows, m)`` influence and standard errors (one matrix product),
+    keeps the entries above the thresholds and is dropped. Memory is a few
+    ``(block_rows, m)`` float32 temporaries plus the pairs kept. Rows whose
+    memorization is below ``mem_threshold`` are still computed (for the mean
+    standard error) but keep no pair.
+
+    Args:
+        correct_test: ``(K, m)`` bool (or 0/1): model k is correct on test example j.
+        in_subset: ``(K, n)`` bool membership masks of the same K models.
+        mem: optional ``(n,)`` memorization (array or :class:`MemorizationResult`); keeps
+            pairs whose train example has ``mem >= mem_threshold`` (NaN never passes).
+        infl_threshold: keep pairs with ``infl >= infl_threshold``.
+        mem_threshold: see ``mem``.
+        block_rows: training rows per block; default about 2 million ``(row, test)``
+            entries per block (8 MB per float32 temporary).
+
+    Returns:
+        :class:`InfluencePairs`: ``pairs`` (the DataFrame of :func:`high_influence_pairs`),
+        ``mean_se`` (mean standard error over every defined pair), ``n_models``,
+        ``n_undefined`` (train rows without an estimate) and the ``block_rows`` used.
+
+    Raises:
+        DataError: wrong shapes, ``in_subset`` not bool, ``correct_test`` not 0/1, ``mem`` not ``(n,)``.
+        ConfigError: a threshold is not a finite number, ``block_rows`` not a positive integer.
+    """
+    correct_test, in_subset, block_rows = _check_influence_inputs(correct_test, in_subset, block_rows)
+    infl_threshold = check_number("infl_threshold", infl_threshold)
+    mem_threshold = check_number("mem_threshold", mem_threshold)
+    k, n = in_subset.shape
+    mem_arr = None if mem is None else check_scores("mem", mem, n, like="in_subset columns")
+    row_ok = np.ones(n, bool) if mem_arr is None else mem_arr >= mem_threshold
+    found: list[tuple[np.ndarray, ...]] = []
+    se_sum, se_count = 0.0, 0
+    for rows, infl, se in _influence_blocks(correct_test, in_subset, block_rows):
+        defined = ~np.isnan(se)
+        se_sum += float(se[defined].sum(dtype=np.float64))
+        se_count += int(np.count_nonzero(defined))
+        keep = infl >= infl_threshold  # NaN compares False
+        keep &= row_ok[rows, None]
+        r, t = np.nonzero(keep)
+        if len(r):
+            found.append((r + rows.start, t, infl[r, t], se[r, t]))
+    if found:
+        train_idx, test_idx, values, ses = (np.concatenate(parts) for parts in zip(*found))
+    else:
+        train_idx = test_idx = np.zeros(0, np.int64)
+        values = ses = np.zeros(0, np.float32)
+    n_in = np.count_nonzero(in_subset, axis=0)
+    return InfluencePairs(
+        pairs=_pairs_frame(train_idx, test_idx, values, ses, mem_arr),
+        mean_se=se_sum / se_count if se_count else float("nan"),
+        n_models=int(k), n_undefined=int(np.count_nonzero((n_in == 0) | (n_in == k))),
+        infl_threshold=infl_threshold, mem_threshold=mem_threshold if mem_arr is not None else None,
+        block_rows=int(block_rows),
+    )

@@ -91,6 +91,32 @@ class InfluenceResult:
 
 
 @dataclass(frozen=True, eq=False)
+class InfluencePairs:
+    """The high-influence (train, test) pairs, found block by block (no ``(n, m)`` matrix kept).
+
+    Attributes:
+        pairs: DataFrame with ``train_index``, ``test_index`` (int64), ``infl``, ``infl_se``
+            (float32) and ``mem`` (float64, NaN without memorization), most influential first.
+        mean_se: mean standard error of the influence over every defined (train, test) pair.
+        n_models: K.
+        n_undefined: training examples without an estimate (in every subset or in none).
+        infl_threshold: the influence threshold used.
+        mem_threshold: the memorization threshold used (None when no memorization was given).
+        block_rows: training rows per block.
+        method: ``"feldman-zhang"``.
+    """
+
+    pairs: pd.DataFrame
+    mean_se: float
+    n_models: int
+    n_undefined: int
+    infl_threshold: float
+    mem_threshold: float | None
+    block_rows: int
+    method: str = "feldman-zhang"
+
+
+@dataclass(frozen=True, eq=False)
 class CScoreResult:
     """Holdout C-scores (Jiang et al. 2021), one per training example.
 

@@ -5,9 +5,12 @@ fraction of the training labels, keeping the ground truth), train K models on
 random subsets of ratio r (Feldman & Zhang), more subset models at the other
 C-score ratios (Jiang et al.), then estimate per example: memorization (with
 standard errors), influence on every test example, the holdout C-score, the
-learning-speed, kernel-density and relative-distance proxies, out-of-fold
-probabilities and a label-issue score; write ``examples.parquet``,
-``influence.parquet`` and ``report.html``.
+learning-speed, kernel-density (in input space and in the hidden space of
+the first memorization model: the inputs of its last linear layer) and
+relative-distance proxies, out-of-fold probabilities and a label-issue score;
+write ``examples.parquet``, ``influence.parquet`` and ``report.html``. Influence
+is computed in blocks of training rows and only the high-influence pairs are
+kept, so no ``n_train x n_test`` matrix is ever held.
 
 Units of work: every ratio's models are split into chunks of ``chunk`` models,
 each trained as one batched ensemble and stored in the run as soon as it
@@ -16,7 +19,8 @@ killed audit resumes with ``resume=True`` and trains only the missing chunks.
 A unit stores only what the estimators need: the subset masks, final
 correctness on train and test examples (bool), train logits (float16), the
 per-epoch correctness (bit-packed) and the mean margin over epochs, not the
-models.
+models; the first memorization unit also stores the hidden features of its
+first model (``(n, D)`` float32).
 
 Executors: the missing units run as tasks of :func:`fitscope.runs.make_executor`
 (``executor="local"``: in this process, one after another; ``"ray"``: Ray
@@ -24,14 +28,19 @@ tasks on a local Ray or, with ``address``, a cluster), each computed by the
 pure module-level :func:`train_unit_task` with the data arrays shared and
 stored as it finishes. ``threads`` (torch threads per task) is part of the
 config: the same seeds and ``threads`` give the same bits with either
-executor. ``executor`` and ``address`` are not part of the config hash, so a
-run started locally can be resumed on Ray and vice versa; ``run.json``
-records them per attempt (``attempts[-1]["executor"]``).
+executor. Left unset it is resolved by :func:`resolve_threads` before the run
+starts: ``FITSCOPE_NUM_THREADS`` if set, else on ``--resume`` the value the run
+was made with, else every core of this machine for the ``local`` executor and
+1 per task for ``ray``; the resolved value is what ``run.json`` stores.
+``executor`` and ``address`` are not part of the config hash, so a run
+started locally can be resumed on Ray and vice versa; ``run.json`` records
+them per attempt (``attempts[-1]["executor"]``).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,14 +48,18 @@ from typing import Callable, Literal
 
 import numpy as np
 import pandas as pd
+import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fitscope.data import Dataset, flip_labels, load
 from fitscope.errors import ConfigError, RunError
 from fitscope.models import check_input_shape, parse_spec
-from fitscope.runs.executors import Executor, default_threads_per_task, make_executor
+from fitscope.runs.executors import Executor, machine_cpus, make_executor
 from fitscope.seeding import derive_seed
 from fitscope.train import TrainConfig, train_ensemble, unpack_correct
+
+# Rows per forward pass when reading hidden features (activations of a few MB).
+_FEATURE_ROWS = 1024
 
 #: Config fields that say *where* units train, not *what* they compute: left out of the config hash
 #: (so ``--resume`` may switch executor) and recorded per attempt in ``run.json`` instead.
@@ -88,8 +101,8 @@ class AuditConfig(BaseModel):
     chunk: int = Field(50, gt=0, description="models per batched ensemble (unit of work)")
     executor: Literal["local", "ray"] = Field("local", description="where units train (not in the config hash)")
     address: str | None = Field(None, description="Ray cluster HOST:PORT (ray only; not in the config hash)")
-    threads: int = Field(default_factory=default_threads_per_task, gt=0,
-                         description="torch threads per unit (results are bitwise identical for the same value)")
+    threads: int | None = Field(None, gt=0, description="torch threads per unit (results are bitwise identical "
+                                "for the same value); None: see resolve_threads")
 
     @model_validator(mode="after")
     def _address_needs_ray(self) -> "AuditConfig":
@@ -120,6 +133,18 @@ class AuditConfig(BaseModel):
                                  f"got {self.cscore_models}")
         return self
 
+    @classmethod
+    def quick(cls, **overrides) -> "AuditConfig":
+        """The ``--quick`` setting of ``make demo``: 48 memorization models, 3 C-score ratios, 12 epochs.
+
+        80 models, 960 model-epochs of ``mlp:512x2`` on digits: about 1-2 minutes on 2 cores,
+        with label-issue AUROC near 0.999 at 10% noise. ``overrides`` (None values
+        ignored) replace any field.
+        """
+        base = dict(models=48, chunk=24, cscore_ratios=[0.3, 0.5, 0.7], cscore_models=16, epochs=12)
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        return make_config(**base)
+
 
 def make_config(**values) -> AuditConfig:
     """Build an :class:`AuditConfig`, turning validation errors into one-line ConfigErrors."""
@@ -134,6 +159,32 @@ def make_config(**values) -> AuditConfig:
             raise ConfigError(f"audit config: {msg}") from None
         name = ".".join(str(p) for p in first["loc"])
         raise ConfigError(f"audit config '{name}': {msg} (got {first.get('input')!r})") from None
+
+
+def resolve_threads(cfg: AuditConfig, out: str | Path | None = None, *, resume: bool = False) -> AuditConfig:
+    """``cfg`` with ``threads`` set: torch threads per unit, which the config (and its hash) records.
+
+    Given: kept. Else ``FITSCOPE_NUM_THREADS`` if set; else, resuming a run in
+    ``out``, the value that run was made with (so a plain ``--resume`` matches
+    its config whichever executor or machine resumes it); else every CPU this
+    process may use for the ``local`` executor, and 1 per task for ``ray``
+    (one task per core is the most throughput for batched ensembles).
+    """
+    if cfg.threads is not None:
+        return cfg
+    from fitscope.runs.executors import default_threads_per_task
+    from fitscope.runs.run import RUN_JSON, read_meta
+
+    threads = None
+    if os.environ.get("FITSCOPE_NUM_THREADS"):
+        threads = default_threads_per_task()
+    elif resume and out is not None and (Path(out) / RUN_JSON).is_file():
+        stored = read_meta(out).get("config", {}).get("threads")
+        if isinstance(stored, int) and not isinstance(stored, bool) and stored > 0:
+            threads = stored
+    if threads is None:
+        threads = machine_cpus() if cfg.executor == "local" else 1
+    return cfg.model_copy(update={"threads": int(threads)})
 
 
 # --------------------------------------------------------------------------- planning
@@ -188,6 +239,7 @@ class Unit:
     ratio: float
     masks: np.ndarray  # (k, n) bool
     seeds: list[int]
+    features: bool = False  # also return the hidden features of the unit's first model
 
 
 def plan_units(cfg: AuditConfig, n: int) -> list[Unit]:
@@ -206,7 +258,8 @@ def plan_units(cfg: AuditConfig, n: int) -> list[Unit]:
         for c, start in enumerate(range(0, count, cfg.chunk)):
             stop = min(start + cfg.chunk, count)
             key = f"mem-{c:03d}" if part == "mem" else f"cscore-{rkey}-{c:03d}"
-            units.append(Unit(key, part, ratio, masks[start:stop], seeds[start:stop]))
+            units.append(Unit(key, part, ratio, masks[start:stop], seeds[start:stop],
+                              features=part == "mem" and c == 0))
     return units
 
 
@@ -253,7 +306,7 @@ def _train_unit_arrays(unit: Unit, cfg: AuditConfig, n_classes: int, x_train: np
     t0 = time.perf_counter()
     result = train_ensemble(cfg.model, x_train, labels, config=_train_config(cfg, record), seeds=unit.seeds,
                             masks=unit.masks, x_test=x_test, y_test=y_test, progress=progress,
-                            n_classes=n_classes)
+                            n_classes=n_classes, keep_model=unit.features)
     out = {
         "masks": unit.masks,
         "seeds": np.asarray(unit.seeds, np.int64),
@@ -261,13 +314,50 @@ def _train_unit_arrays(unit: Unit, cfg: AuditConfig, n_classes: int, x_train: np
         "subset_acc": result.train_acc[:, -1].astype(np.float32),
         "test_acc": result.test_acc[:, -1].astype(np.float32),
         "seconds": np.asarray(time.perf_counter() - t0),
+        "threads": np.asarray(torch.get_num_threads()),  # what the task actually ran with
     }
+    if unit.features:
+        out["hidden_features"] = penultimate_features(result.model, x_train, model_index=0)
     if record:
         out["test_correct"] = result.test_logits.argmax(-1) == y_test
         out["train_logits"] = result.train_logits.astype(np.float16)
         out["records_correct"] = result.records.correct  # (E, k, ceil(n/8)) bit-packed
         out["margin_mean"] = result.records.margin.astype(np.float32).mean(axis=0)  # (k, n)
     return out
+
+
+def penultimate_features(model, x: np.ndarray, *, model_index: int = 0) -> np.ndarray:
+    """The hidden representation of ``x`` in one model of a trained ensemble: the input of its last layer.
+
+    Every ensemble family of :mod:`fitscope.models` ends in ``model.out``, a linear layer on
+    ``(K, B, D)`` features (the last hidden layer of an MLP, the pooled features of a CNN);
+    a forward pre-hook on it reads them during an eval-mode pass, so no model code changes.
+
+    Args:
+        model: a trained :class:`fitscope.models.EnsembleModel` (``train_ensemble(keep_model=True)``).
+        x: ``(n, *input_shape)`` inputs.
+        model_index: which of the K models.
+
+    Returns:
+        ``(n, D)`` float32 features.
+    """
+    rows: list[np.ndarray] = []
+
+    def grab(module, inputs):
+        rows.append(inputs[0][model_index].float().cpu().numpy().copy())
+
+    handle = model.out.register_forward_pre_hook(grab)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+            for start in range(0, len(xt), _FEATURE_ROWS):
+                model.forward_shared(xt[start:start + _FEATURE_ROWS])
+    finally:
+        handle.remove()
+        model.train(was_training)
+    return np.concatenate(rows).reshape(len(x), -1)
 
 
 @dataclass
@@ -284,6 +374,7 @@ class AuditArrays:
     test_acc: np.ndarray  # (K,)
     cscore_pairs: dict  # {ratio: (correct, masks)}
     seconds: dict = field(default_factory=dict)  # part -> training seconds (summed over units)
+    hidden_features: np.ndarray | None = None  # (n, D) of the first memorization model (None: not stored)
 
 
 def _gather(units: list[Unit], stored: dict[str, dict], cfg: AuditConfig, n: int) -> AuditArrays:
@@ -307,6 +398,8 @@ def _gather(units: list[Unit], stored: dict[str, dict], cfg: AuditConfig, n: int
         train_logits=cat("train_logits"), records_correct=unpack_correct(cat("records_correct", axis=1), n),
         margin_mean=cat("margin_mean"), subset_acc=cat("subset_acc"), test_acc=cat("test_acc"),
         cscore_pairs=cscore_pairs, seconds=seconds,
+        hidden_features=next((stored[u.key]["hidden_features"] for u in units
+                              if u.features and "hidden_features" in stored[u.key]), None),
     )
 
 
@@ -334,7 +427,8 @@ def _train_units(cfg: AuditConfig, run, todo: list[Unit], stored: dict[str, dict
             run.timings[name] = round(run.timings.get(name, 0.0) + now - last, 3)  # wall time, split by arrival
             last = now
             run.save_unit(unit.key, arrays, info=dict(models=len(unit.seeds), ratio=unit.ratio,
-                                                      seconds=round(float(arrays["seconds"]), 3)))
+                                                      seconds=round(float(arrays["seconds"]), 3),
+                                                      threads=int(arrays["threads"])))
             stored[unit.key] = arrays
             done += len(unit.seeds) * cfg.epochs
             train_acc.append(arrays["subset_acc"])
@@ -365,6 +459,10 @@ class AuditOutcome:
     reused_units: list[str] = field(default_factory=list)
     mem_in_label_score: bool = False
     cleanlab: dict | None = None  # find_label_issues's mask: precision, recall, flagged, k (ground truth known)
+    # the keyword arguments the label-issue score was computed from (labels, pred_probs, signals), so that a
+    # benchmark can recompute it with other weights: label_issue_scores(**label_signals, weights=...)
+    label_signals: dict = field(default_factory=dict)
+    label_issue_signals: tuple = ()  # the signals the score used (those given with a positive weight)
 
 
 def _nanmean(values) -> float:
@@ -382,8 +480,7 @@ def estimate(arrays: AuditArrays, data: Dataset, labels: np.ndarray, flipped: np
         cleanlab_issues,
         cscore_holdout,
         detection_metrics,
-        high_influence_pairs,
-        influence_scores,
+        high_influence_pairs_streamed,
         kernel_density,
         label_issue_scores,
         learning_speed,
@@ -395,20 +492,26 @@ def estimate(arrays: AuditArrays, data: Dataset, labels: np.ndarray, flipped: np
 
     n = len(labels)
     mem = memorization_scores(arrays.correct, arrays.masks)
-    infl = influence_scores(arrays.test_correct, arrays.masks)
-    pairs = high_influence_pairs(infl, mem)
+    infl = high_influence_pairs_streamed(arrays.test_correct, arrays.masks, mem)  # no (n, m) matrix
+    pairs = infl.pairs
     cscore = cscore_holdout(arrays.cscore_pairs)
     speed = learning_speed(arrays.records_correct, in_subset=arrays.masks)
     x = data.x_train.reshape(n, -1)
     density = kernel_density(x, labels)
+    if arrays.hidden_features is not None:
+        hidden_density = kernel_density(arrays.hidden_features, labels).scores
+    else:  # a unit stored before hidden features were kept
+        hidden_density = np.full(n, np.nan)
     rel = relative_distance(x, labels)
     oof = out_of_fold_probs(arrays.train_logits, arrays.masks)
     in_count = arrays.masks.sum(axis=0)
     margin = np.where(arrays.masks, arrays.margin_mean, 0.0).sum(axis=0) / np.maximum(in_count, 1)
     subset_fit = float(arrays.subset_acc.mean())
     use_mem = subset_fit >= FIT_THRESHOLD
-    issues = label_issue_scores(labels, oof, mem=mem if use_mem else None, cscore=cscore,
-                                learning_speed=speed, margin=margin)
+    label_signals = dict(labels=labels, pred_probs=oof, mem=mem.mem if use_mem else None, cscore=cscore.cscore,
+                         learning_speed=speed.scores, margin=margin,
+                         hidden_density=hidden_density if np.isfinite(hidden_density).any() else None)
+    issues = label_issue_scores(**label_signals)
 
     examples = pd.DataFrame({"index": np.arange(n, dtype=np.int64), "label": labels.astype(np.int64)})
     if flipped is not None:
@@ -421,6 +524,7 @@ def estimate(arrays: AuditArrays, data: Dataset, labels: np.ndarray, flipped: np
     examples["cscore"] = cscore.cscore
     examples["learning_speed"] = speed.scores
     examples["density"] = density.scores
+    examples["hidden_density"] = hidden_density
     examples["rel_distance"] = rel.scores
     examples["oof_confidence"] = issues.given_label_prob
     examples["label_issue"] = issues.scores
@@ -430,6 +534,7 @@ def estimate(arrays: AuditArrays, data: Dataset, labels: np.ndarray, flipped: np
 
     rows = []
     for name, values in (("learning speed", speed.scores), ("input-space kernel density", density.scores),
+                         ("hidden-space kernel density", hidden_density),
                          ("relative distance", rel.scores), ("out-of-fold confidence", issues.given_label_prob),
                          ("memorization (negated)", -mem.mem)):
         ok = np.isfinite(values) & np.isfinite(cscore.cscore)
@@ -443,12 +548,13 @@ def estimate(arrays: AuditArrays, data: Dataset, labels: np.ndarray, flipped: np
         "test accuracy": float(arrays.test_acc.mean()),
         "mean mem": _nanmean(mem.mem),
         "mean mem_se": _nanmean(mem.mem_se),
-        "mean infl_se": _nanmean(infl.se),
+        "mean infl_se": float(infl.mean_se),
         "high-influence pairs": int(len(pairs)),
         "learning speed vs C-score rho": float(spearman.spearman_rho.iloc[0]),
     }
     outcome = AuditOutcome(examples=examples, influence=pairs, summary=summary, spearman=spearman,
-                           mem_in_label_score=use_mem)
+                           mem_in_label_score=use_mem, label_signals=label_signals,
+                           label_issue_signals=issues.signals)
     if flipped is not None and 0 < len(flipped) < n:
         corrupted = examples["corrupted"].to_numpy()
         scored = {"label_issue (ours)": issues.scores, "out-of-fold self-confidence": 1.0 - issues.given_label_prob,
@@ -504,6 +610,7 @@ def run_audit(
             "train_acc_mean": ..., "test_acc_mean": ...}`` (units train in parallel, so progress is per unit).
         executor: where the units train; default: one made from ``cfg`` (and closed) here.
     """
+    cfg = resolve_threads(cfg)
     n = len(labels)
     units = plan_units(cfg, n)
     stored: dict[str, dict] = {}
@@ -556,6 +663,7 @@ def audit(
     from fitscope.runs import Run
 
     t0 = time.perf_counter()
+    cfg = resolve_threads(cfg, out, resume=resume)
     data = load(cfg.data, label_column=cfg.label_column, seed=cfg.data_seed)
     load_seconds = time.perf_counter() - t0
     check_input_shape(parse_spec(cfg.model), data.input_shape)  # a bad --model fails before anything is written

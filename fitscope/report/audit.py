@@ -25,9 +25,9 @@ def _draw(ax, x: np.ndarray, kind: str, limits: tuple[float, float] | None = Non
         if x.shape[0] == 3:
             img = np.transpose(x, (1, 2, 0))
             low, high = float(img.min()), float(img.max())
-            ax.imshow((img - low) / (high - low) if high > low else np.zeros_like(img))
+            ax.imshow((img - low) / (high - low) if high > low else np.zeros_like(img), aspect="equal")
         else:
-            ax.imshow(x[0], cmap="gray_r", interpolation="nearest")
+            ax.imshow(x[0], cmap="gray_r", interpolation="nearest", aspect="equal")
         ax.set_xticks([])
         ax.set_yticks([])
     elif kind == "signal":
@@ -51,6 +51,25 @@ def _limits(data) -> tuple[float, float]:
     return low - pad, high + pad
 
 
+# Height of one line of a 7-point panel title, and the padding under a title, in inches.
+_TITLE_LINE = 0.125
+_TITLE_PAD = 0.1
+
+
+def _panel_size(data, title_lines: int) -> tuple[float, float]:
+    """``(width, height)`` in inches of one panel: the drawing at its own aspect plus its title lines.
+
+    Images keep their height/width ratio (an 8x8 digit is drawn square), so the
+    figure is as tall as the images and their titles, with no slack that would
+    stretch the panels.
+    """
+    if data.kind == "image":
+        height, width = data.input_shape[-2:]
+        size = 1.35
+        return size, size * height / width + title_lines * _TITLE_LINE + _TITLE_PAD
+    return 1.8, 1.8 + title_lines * _TITLE_LINE + _TITLE_PAD
+
+
 def _class_name(classes, label) -> str:
     return str(classes[int(label)]) if 0 <= int(label) < len(classes) else str(label)
 
@@ -62,10 +81,10 @@ def gallery_figure(data, examples: pd.DataFrame, indices, score: str, *, columns
         return None
     rows = (len(indices) + columns - 1) // columns
     kind = data.kind
-    size = 1.35 if kind == "image" else 1.8
-    fig = new_figure(columns * size, rows * (size + 0.35))
-    axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
     has_truth = "true_label" in examples.columns
+    width, height = _panel_size(data, 3 if has_truth else 2)
+    fig = new_figure(columns * width, rows * height)
+    axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
     limits = None if kind == "image" else _limits(data)
     for ax, i in zip(axes, indices):
         row = examples.iloc[i]
@@ -90,8 +109,8 @@ def pairs_figure(data, pairs: pd.DataFrame, labels: np.ndarray) -> str | None:
         return None
     per_row = 4  # pairs per figure row
     rows = (len(top) + per_row - 1) // per_row
-    size = 1.35 if data.kind == "image" else 1.8
-    fig = new_figure(per_row * 2 * size, rows * (size + 0.45))
+    width, height = _panel_size(data, 2)
+    fig = new_figure(per_row * 2 * width, rows * height)
     axes = np.atleast_2d(fig.subplots(rows, per_row * 2)).reshape(rows, per_row * 2)
     limits = None if data.kind == "image" else _limits(data)
     for p, pair in enumerate(top.itertuples(index=False)):
@@ -192,6 +211,7 @@ def report_context(cfg, data, outcome) -> dict:
         summary_table=[{"quantity": k, "value": format_number(v)} for k, v in summary.items()],
         other_ratios=[r for r in cfg.cscore_ratios if r != cfg.ratio],
         mem_in_label_score=outcome.mem_in_label_score,
+        hidden_in_label_score="hidden_density" in getattr(outcome, "label_issue_signals", ()),
         memorized_png=gallery_figure(data, examples, _top(examples, "mem", ascending=False), "mem"),
         atypical_png=gallery_figure(data, examples, _top(examples, "cscore", ascending=True), "cscore"),
         mislabeled_png=gallery_figure(data, examples, _top(examples, "label_issue", ascending=False), "label_issue"),

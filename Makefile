@@ -13,10 +13,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,ray,federated]'
 	@touch $(STAMP)
 
-## make demo: quick randomization study on built-in digits; prints the report path
+## make demo: quick data audit of built-in digits with 10% flipped labels; prints the report path
 demo: $(STAMP)
-	rm -rf runs/demo-randomization
-	$(BIN)/fitscope randomization --data digits --quick --out runs/demo-randomization
+	rm -rf runs/demo-audit
+	$(BIN)/fitscope audit --data digits --noise 0.1 --quick --out runs/demo-audit
 
 ## make test: the whole test suite (what CI runs)
 test: $(STAMP)

@@ -49,10 +49,11 @@ from typing import Callable, Literal
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fitscope.data import Dataset, flip_labels, load
 from fitscope.errors import ConfigError, RunError
+from fitscope.experiments.config_errors import build_config
 from fitscope.models import check_input_shape, parse_spec
 from fitscope.runs.executors import Executor, machine_cpus, make_executor
 from fitscope.seeding import derive_seed
@@ -148,17 +149,7 @@ class AuditConfig(BaseModel):
 
 def make_config(**values) -> AuditConfig:
     """Build an :class:`AuditConfig`, turning validation errors into one-line ConfigErrors."""
-    try:
-        return AuditConfig(**values)
-    except ValidationError as err:
-        first = err.errors()[0]
-        msg = first["msg"]
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
-        if not first["loc"]:  # a check across fields: its message names the flag
-            raise ConfigError(f"audit config: {msg}") from None
-        name = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"audit config '{name}': {msg} (got {first.get('input')!r})") from None
+    return build_config(AuditConfig, "audit", values)
 
 
 def resolve_threads(cfg: AuditConfig, out: str | Path | None = None, *, resume: bool = False) -> AuditConfig:

@@ -34,14 +34,13 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fitscope.data import Dataset, load
 from fitscope.errors import ConfigError
+from fitscope.experiments.config_errors import build_config
 from fitscope.models import check_input_shape, parse_spec
 from fitscope.privacy.federated import (
-    ALGORITHMS,
-    PARTITIONS,
     FederatedResult,
     check_settings,
     clients_per_round,
@@ -85,15 +84,7 @@ class FederatedConfig(BaseModel):
 
 def make_config(**values) -> FederatedConfig:
     """Build a :class:`FederatedConfig`, turning validation errors into one-line ConfigErrors."""
-    try:
-        return FederatedConfig(**values)
-    except ValidationError as err:
-        first = err.errors()[0]
-        msg = first["msg"]
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
-        name = ".".join(str(p) for p in first["loc"] if not isinstance(p, int))
-        raise ConfigError(f"federated config '{name}': {msg} (got {first.get('input')!r})") from None
+    return build_config(FederatedConfig, "federated", values)
 
 
 def setting_keys(cfg: FederatedConfig) -> list[tuple[str, str, str]]:

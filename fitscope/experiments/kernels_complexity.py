@@ -30,10 +30,11 @@ from typing import Callable, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fitscope.data import Dataset, corrupt, load
 from fitscope.errors import ConfigError
+from fitscope.experiments.config_errors import build_config
 from fitscope.seeding import derive_seed
 
 
@@ -86,13 +87,7 @@ class ComplexityConfig(BaseModel):
 
 def make_config(**values) -> ComplexityConfig:
     """Build a :class:`ComplexityConfig`, turning validation errors into one-line ConfigErrors."""
-    try:
-        return ComplexityConfig(**values)
-    except ValidationError as err:
-        first = err.errors()[0]
-        msg = first["msg"].removeprefix("Value error, ")
-        name = ".".join(str(p) for p in first["loc"]) or "config"
-        raise ConfigError(f"kernels complexity config '{name}': {msg} (got {first.get('input')!r})") from None
+    return build_config(ComplexityConfig, "kernels complexity", values)
 
 
 # --------------------------------------------------------------------------- data

@@ -39,10 +39,11 @@ from typing import Callable, Iterator, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fitscope.data import Dataset, load
 from fitscope.errors import ConfigError
+from fitscope.experiments.config_errors import build_config
 from fitscope.seeding import derive_seed
 
 #: Kernel variants -> the pooling of the CNTK readout they use. ``+patches`` adds the random-patch
@@ -124,15 +125,7 @@ class SmallDataConfig(BaseModel):
 
 def make_config(**values) -> SmallDataConfig:
     """Build a :class:`SmallDataConfig`, turning validation errors into one-line ConfigErrors."""
-    try:
-        return SmallDataConfig(**values)
-    except ValidationError as err:
-        first = err.errors()[0]
-        msg = first["msg"].removeprefix("Value error, ")
-        if not first["loc"]:  # a check across fields
-            raise ConfigError(f"kernels small-data config: {msg}") from None
-        name = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"kernels small-data config '{name}': {msg} (got {first.get('input')!r})") from None
+    return build_config(SmallDataConfig, "kernels small-data", values)
 
 
 # --------------------------------------------------------------------------- subsets

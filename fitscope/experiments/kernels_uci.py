@@ -39,10 +39,11 @@ from typing import Callable, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fitscope.data import builtin_names, load
 from fitscope.errors import ConfigError, DataError
+from fitscope.experiments.config_errors import build_config
 from fitscope.seeding import derive_seed
 
 METHODS = ("NTK-SVM", "random forest", "Gaussian SVM")
@@ -124,13 +125,7 @@ class UCIConfig(BaseModel):
 
 def make_config(**values) -> UCIConfig:
     """Build a :class:`UCIConfig`, turning validation errors into one-line ConfigErrors."""
-    try:
-        return UCIConfig(**values)
-    except ValidationError as err:
-        first = err.errors()[0]
-        msg = first["msg"].removeprefix("Value error, ")
-        name = ".".join(str(p) for p in first["loc"]) or "config"
-        raise ConfigError(f"kernels uci config '{name}': {msg} (got {first.get('input')!r})") from None
+    return build_config(UCIConfig, "kernels uci", values)
 
 
 # --------------------------------------------------------------------------- data

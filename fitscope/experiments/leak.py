@@ -34,9 +34,10 @@ from typing import Callable, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fitscope.errors import ConfigError, DataError, RunError
+from fitscope.experiments.config_errors import build_config
 from fitscope.estimators.membership import (
     MIN_MODELS,
     MembershipMetrics,
@@ -100,17 +101,7 @@ class LeakConfig(BaseModel):
 
 def make_config(**values) -> LeakConfig:
     """Build a :class:`LeakConfig`, turning validation errors into one-line ConfigErrors."""
-    try:
-        return LeakConfig(**values)
-    except ValidationError as err:
-        first = err.errors()[0]
-        msg = first["msg"]
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
-        if not first["loc"]:
-            raise ConfigError(f"leak config: {msg}") from None
-        name = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"leak config '{name}': {msg} (got {first.get('input')!r})") from None
+    return build_config(LeakConfig, "leak", values)
 
 
 # --------------------------------------------------------------------------- the models' outputs

@@ -33,10 +33,11 @@ import numpy as np
 import pandas as pd
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fitscope.data import Dataset, load
 from fitscope.errors import ConfigError
+from fitscope.experiments.config_errors import build_config
 from fitscope.experiments.privacy_defenses import Defense, Settings, Trained, parse_defense, train_defended
 from fitscope.models import check_input_shape, parse_spec
 from fitscope.seeding import derive_seed
@@ -108,17 +109,7 @@ class PrivacyStudyConfig(BaseModel):
 
 def make_config(**values) -> PrivacyStudyConfig:
     """Build a :class:`PrivacyStudyConfig`, turning validation errors into one-line ConfigErrors."""
-    try:
-        return PrivacyStudyConfig(**values)
-    except ConfigError:
-        raise
-    except ValidationError as err:
-        first = err.errors()[0]
-        msg = first["msg"].removeprefix("Value error, ")
-        if not first["loc"]:  # a check across fields: its message names the flag
-            raise ConfigError(f"privacy-study config: {msg}") from None
-        name = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"privacy-study config field {name!r}: {msg}; got {first.get('input')!r}") from None
+    return build_config(PrivacyStudyConfig, "privacy-study", values)
 
 
 @dataclass

@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 from typing import Callable, Literal
 
-import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fitscope.data import load
 from fitscope.errors import ConfigError
+from fitscope.experiments.config_errors import build_config
 from fitscope.models import check_input_shape, parse_spec
 from fitscope.seeding import derive_seed
 
@@ -66,15 +66,7 @@ class PrivateTrainingConfig(BaseModel):
 
 def make_config(**values) -> PrivateTrainingConfig:
     """Build a :class:`PrivateTrainingConfig`, turning validation errors into one-line ConfigErrors."""
-    try:
-        return PrivateTrainingConfig(**values)
-    except ValidationError as err:
-        first = err.errors()[0]
-        msg = first["msg"].removeprefix("Value error, ")
-        if not first["loc"]:
-            raise ConfigError(f"train config: {msg}") from None
-        name = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"train config field {name!r}: {msg}; got {first.get('input')!r}") from None
+    return build_config(PrivateTrainingConfig, "train", values)
 
 
 def _train(cfg: PrivateTrainingConfig, x, y, x_test, y_test, n_classes: int,

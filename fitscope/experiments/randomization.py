@@ -27,10 +27,10 @@ from typing import Callable, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fitscope.data import Dataset, corrupt, load
-from fitscope.errors import ConfigError
+from fitscope.experiments.config_errors import build_config
 from fitscope.models import check_input_shape, parse_spec
 from fitscope.seeding import derive_seed
 from fitscope.train import EnsembleResult, TrainConfig, train_ensemble
@@ -107,12 +107,7 @@ class RandomizationConfig(BaseModel):
 
 def make_config(**values) -> RandomizationConfig:
     """Build a :class:`RandomizationConfig`, turning validation errors into one-line ConfigErrors."""
-    try:
-        return RandomizationConfig(**values)
-    except ValidationError as err:
-        first = err.errors()[0]
-        name = ".".join(str(p) for p in first["loc"]) or "config"
-        raise ConfigError(f"randomization config '{name}': {first['msg']} (got {first.get('input')!r})") from None
+    return build_config(RandomizationConfig, "randomization", values)
 
 
 @dataclass(frozen=True)

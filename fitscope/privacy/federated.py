@@ -53,7 +53,6 @@ import contextlib
 import logging
 import math
 import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field

@@ -17,18 +17,19 @@ from pathlib import Path
 import torch
 
 
-def matmul_peak(sizes: tuple[int, ...] = (1024, 2048), runs: int = 5, min_seconds: float = 0.2) -> dict:
-    """Best fp32 GFLOP/s of square ``torch.mm`` over ``runs`` timed runs per size, at torch's current thread count.
+def matmul_peak(sizes: tuple[int, ...] = (1024, 2048), runs: int = 5, min_seconds: float = 0.2,
+                dtype: torch.dtype = torch.float32) -> dict:
+    """Best GFLOP/s of square ``torch.mm`` in ``dtype`` (fp32 by default) over ``runs`` timed runs per size.
 
-    Each run multiplies two random ``s x s`` float32 matrices enough times to
+    At torch's current thread count. Each run multiplies two random ``s x s`` matrices enough times to
     last about ``min_seconds``; a matmul counts ``2 s^3`` FLOPs. Returns
     ``dict(gflops=best over sizes, per_size={s: best}, runs=..., threads=...)``.
     """
     per_size: dict[int, float] = {}
     for s in sizes:
-        a = torch.randn(s, s)
-        b = torch.randn(s, s)
-        out = torch.empty(s, s)
+        a = torch.randn(s, s, dtype=dtype)
+        b = torch.randn(s, s, dtype=dtype)
+        out = torch.empty(s, s, dtype=dtype)
         torch.mm(a, b, out=out)  # warm-up
         t0 = time.perf_counter()
         torch.mm(a, b, out=out)

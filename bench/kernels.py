@@ -79,31 +79,6 @@ NT_PYTHON = ROOT / ".venv-nt" / "bin" / "python"
 RELU_STEP_OPS = 19  # elementwise torch ops in fitscope.kernels.relu.relu_step
 
 
-# --------------------------------------------------------------------------- peak
-
-
-def matmul_peak_dtype(dtype: torch.dtype, sizes=(1024, 2048), runs: int = 5, min_seconds: float = 0.2) -> dict:
-    """Best GFLOP/s of square ``torch.mm`` in ``dtype``; ``_peak.matmul_peak`` is fp32 only, so fp64 is measured here the same way."""
-    if dtype == torch.float32:
-        return matmul_peak(sizes, runs, min_seconds)
-    per_size = {}
-    for s in sizes:
-        a, b = torch.randn(s, s, dtype=dtype), torch.randn(s, s, dtype=dtype)
-        out = torch.empty(s, s, dtype=dtype)
-        torch.mm(a, b, out=out)
-        t0 = time.perf_counter()
-        torch.mm(a, b, out=out)
-        reps = max(1, int(min_seconds / max(time.perf_counter() - t0, 1e-6)))
-        best = 0.0
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            for _ in range(reps):
-                torch.mm(a, b, out=out)
-            best = max(best, 2.0 * s**3 * reps / (time.perf_counter() - t0) / 1e9)
-        per_size[s] = best
-    return dict(gflops=max(per_size.values()), per_size=per_size, runs=runs, threads=torch.get_num_threads())
-
-
 # --------------------------------------------------------------------------- data
 
 
@@ -382,7 +357,7 @@ def main(argv=None) -> int:
     quiet = wait_for_quiet_cpu(timeout=args.wait_quiet) if args.wait_quiet > 0 else None
     tdtype = getattr(torch, args.dtype)
     with CpuMonitor() as mon:
-        peak = matmul_peak_dtype(tdtype)
+        peak = matmul_peak(dtype=tdtype)
     print(f"{args.dtype} matmul peak: {peak['gflops']:.1f} GFLOP/s ({peak['threads']} threads, other load during "
           f"it {None if mon.other_load is None else round(mon.other_load, 2)})", flush=True)
     results = {}

@@ -89,7 +89,8 @@ def test_conv_dispatch_passes_the_contract(monkeypatch):
 
 @pytest.mark.parametrize("x1, kwargs, pattern", [
     (np.ones((3, 12)), {}, r"x1: expected images \(N, C, H, W\) or signals \(N, C, L\) for arch='conv', got shape "
-                           r"\(3, 12\); for flat vectors use arch='fc'"),
+                           r"\(3, 12\); for 1-channel signals add a channel axis with x1\[:, None\], "
+                           r"for flat vectors use arch='fc'"),
     (np.ones((3, 1, 8)), {"pool": "max"}, r"pool: expected one of none, gap, lap, got 'max'"),
     (np.ones((3, 1, 8)), {"filter_size": 0}, r"filter_size: expected an integer >= 1, got 0"),
     (np.ones((3, 1, 8)), {"pool": "lap", "lap_window": 0}, r"lap_window: expected None or an integer >= 1, got 0"),

@@ -130,7 +130,9 @@ def check_array(name: str, value, *, arch: str = "fc") -> np.ndarray:
                             + (f"; for one example use {name}.reshape(1, -1)" if arr.ndim == 1 else ""))
     else:
         if arr.ndim not in (3, 4):
-            hint = "; for flat vectors use arch='fc'" if arr.ndim == 2 else ""
+            hint = {2: f"; for 1-channel signals add a channel axis with {name}[:, None], for flat vectors "
+                       "use arch='fc'",
+                    }.get(arr.ndim, "")
             raise DataError(f"{name}: expected images (N, C, H, W) or signals (N, C, L) for arch='conv', "
                             f"got shape {arr.shape}{hint}")
     if 0 in arr.shape:

@@ -123,6 +123,22 @@ def uci(
     typer.echo(f"report: {run.path / 'report.html'}")
 
 
+def _run_with_progress(study, cfg, out: Path, resume: bool, console: Console):
+    """Run a study that trains networks: its steps as log lines, one progress bar per trained unit.
+
+    Returns what ``study`` returns, ``(run, outcome)``.
+    """
+    log = _StepLog(console)
+    with EnsembleProgress(console) as bar:
+        def start_unit(key: str, n_models: int, epochs: int) -> None:
+            log.close()
+            bar.start_unit(key, n_models, epochs)
+
+        result = study(cfg, out, resume=resume, on_step=log, on_unit_start=start_unit, progress=bar.update)
+    log.close()
+    return result
+
+
 @kernels_app.command("small-data")
 def small_data(
     data: str = typer.Option("digits", help="Built-in image set or an image file/folder (see `fitscope data list`)."),
@@ -156,15 +172,7 @@ def small_data(
     values = {k: v for k, v in values.items() if v is not None}
     cfg = SmallDataConfig.quick(**values) if quick else make_config(**values)
     console = Console(stderr=True)
-    log = _StepLog(console)
-    with EnsembleProgress(console) as bar:
-        def start_unit(key: str, n_models: int, epochs: int) -> None:
-            log.close()
-            bar.start_unit(key, n_models, epochs)
-
-        run, outcome = small_data_study(cfg, out, resume=resume, on_step=log, on_unit_start=start_unit,
-                                        progress=bar.update)
-    log.close()
+    run, outcome = _run_with_progress(small_data_study, cfg, out, resume, console)
     if outcome.reused:
         console.print(f"reused {len(outcome.reused)} finished units, computed {len(outcome.computed)}")
     _print_summary(console, run)
@@ -203,15 +211,7 @@ def complexity(
         values["classes"] = class_list
     cfg = make_config(**values)
     console = Console(stderr=True)
-    log = _StepLog(console)
-    with EnsembleProgress(console) as bar:
-        def start_unit(key: str, n_models: int, epochs_: int) -> None:
-            log.close()
-            bar.start_unit(key, n_models, epochs_)
-
-        run, outcome = complexity_study(cfg, out, resume=resume, on_step=log, on_unit_start=start_unit,
-                                        progress=bar.update)
-    log.close()
+    run, outcome = _run_with_progress(complexity_study, cfg, out, resume, console)
     if outcome.reused:
         console.print(f"reused {', '.join(outcome.reused)}; computed {', '.join(outcome.computed) or 'nothing'}")
     _print_summary(console, run)

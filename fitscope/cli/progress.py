@@ -76,3 +76,61 @@ class EnsembleProgress:
             train="-" if train is None else f"{train:.3f}",
             test="-" if test is None or test != test else f"{test:.3f}",
         )
+
+
+class StudyBar:
+    """The study runner's progress as one rich bar: work done (e.g. model-epochs), units stored, time left.
+
+    Implements :class:`fitscope.experiments.study.Progress` (duck-typed, so the CLI layer need not
+    subclass an experiments class). The bar starts with the first unit, so an error raised before
+    any training is the only line a user sees.
+    """
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+        self._progress = Progress(
+            TextColumn("{task.description:<22}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[units]}"),
+            TimeRemainingColumn(elapsed_when_finished=True),
+            console=console,
+            transient=False,
+        )
+        self._task = None
+        self._of = 0
+
+    def __enter__(self) -> "StudyBar":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._task is not None:
+            self._progress.stop()
+
+    def start(self, *, total: int, units: int, reused: int, where: str) -> None:
+        """Open the bar for ``total`` work over ``units`` units."""
+        self._of = units + reused
+        self._progress.start()
+        self._task = self._progress.add_task(f"training ({where})", total=max(int(total), 1),
+                                             units=f"units {reused}/{self._of}")
+
+    def advance(self, done: int) -> None:
+        """Move the bar to ``done``."""
+        if self._task is not None:
+            self._progress.update(self._task, completed=done)
+
+    def unit_done(self, key: str, *, stored: int, of: int) -> None:
+        """Count a stored unit."""
+        if self._task is not None:
+            self._progress.update(self._task, units=f"units {stored}/{of}")
+
+    def phase(self, name: str) -> None:
+        """Close the bar and say which step runs."""
+        if self._task is not None:
+            self._progress.stop()
+            self._task = None
+        self._console.print(f"{name}...")
+
+    def message(self, text: str) -> None:
+        """One line above the bar."""
+        self._console.print(text)

@@ -32,6 +32,7 @@ from fitscope.estimators.memorization import (
     influence_scores,
     memorization_scores,
 )
+from fitscope.estimators.subsets import min_models, subset_masks
 from fitscope.estimators.proxies import kernel_density, learning_speed, median_bandwidth, relative_distance
 from fitscope.estimators.results import (
     CScoreResult,
@@ -43,6 +44,8 @@ from fitscope.estimators.results import (
 )
 
 __all__ = [
+    "min_models",
+    "subset_masks",
     "DEFAULT_WEIGHTS",
     "CScoreResult",
     "CleanlabResult",

@@ -22,25 +22,15 @@ per-epoch correctness (bit-packed) and the mean margin over epochs, not the
 models; the first memorization unit also stores the hidden features of its
 first model (``(n, D)`` float32).
 
-Executors: the missing units run as tasks of :func:`fitscope.runs.make_executor`
-(``executor="local"``: in this process, one after another; ``"ray"``: Ray
-tasks on a local Ray or, with ``address``, a cluster), each computed by the
-pure module-level :func:`train_unit_task` with the data arrays shared and
-stored as it finishes. ``threads`` (torch threads per task) is part of the
-config: the same seeds and ``threads`` give the same bits with either
-executor. Left unset it is resolved by :func:`resolve_threads` before the run
-starts: ``FITSCOPE_NUM_THREADS`` if set, else on ``--resume`` the value the run
-was made with, else every core of this machine for the ``local`` executor and
-1 per task for ``ray``; the resolved value is what ``run.json`` stores.
-``executor`` and ``address`` are not part of the config hash, so a run
-started locally can be resumed on Ray and vice versa; ``run.json`` records
-them per attempt (``attempts[-1]["executor"]``).
+The study runs on :mod:`fitscope.experiments.study` (``STUDY``): the runner owns
+the run directory, ``--resume``, the executor (``local`` or ``ray``), progress
+and the report; this module supplies ``prepare`` (load, flip, check), ``plan``
+(one unit per chunk, computed by the pure module-level :func:`train_unit_task`
+with the data arrays shared), ``estimate`` and the report context.
 """
 
 from __future__ import annotations
 
-import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,31 +42,20 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fitscope.data import Dataset, flip_labels, load
-from fitscope.errors import ConfigError, RunError
+from fitscope.data.support import check_supports_study
+from fitscope.estimators.subsets import min_models, subset_masks
 from fitscope.experiments.config_errors import build_config
+from fitscope.experiments.study import Outcome, Prepared, Study, StudyResult, Unit, run_study
 from fitscope.models import check_input_shape, parse_spec
-from fitscope.runs.executors import Executor, machine_cpus, make_executor
 from fitscope.seeding import derive_seed
 from fitscope.train import TrainConfig, train_ensemble, unpack_correct
 
 # Rows per forward pass when reading hidden features (activations of a few MB).
 _FEATURE_ROWS = 1024
 
-#: Config fields that say *where* units train, not *what* they compute: left out of the config hash
-#: (so ``--resume`` may switch executor) and recorded per attempt in ``run.json`` instead.
-PLACEMENT_FIELDS = frozenset({"executor", "address"})
 #: Mean final accuracy of the subset models on their own subsets above which they count as fitting them;
 #: only then is memorization a label-issue signal (see ``fitscope/estimators/label_issues.py``).
 FIT_THRESHOLD = 0.99
-
-
-def min_models(ratio: float) -> int:
-    """Fewest subset models at ``ratio`` for which every example is in some subset and out of another.
-
-    ``ceil(1 / min(r, 1 - r))`` models are the least that can cover every
-    example both ways; twice that leaves the random draw room to do so.
-    """
-    return 2 * math.ceil(1.0 / min(ratio, 1.0 - ratio) - 1e-9)
 
 
 class AuditConfig(BaseModel):
@@ -100,16 +79,6 @@ class AuditConfig(BaseModel):
     lr: float = Field(0.003, gt=0)
     seed: int = Field(0, ge=0, description="seed of the label flips, the subsets and the models")
     chunk: int = Field(50, gt=0, description="models per batched ensemble (unit of work)")
-    executor: Literal["local", "ray"] = Field("local", description="where units train (not in the config hash)")
-    address: str | None = Field(None, description="Ray cluster HOST:PORT (ray only; not in the config hash)")
-    threads: int | None = Field(None, gt=0, description="torch threads per unit (results are bitwise identical "
-                                "for the same value); None: see resolve_threads")
-
-    @model_validator(mode="after")
-    def _address_needs_ray(self) -> "AuditConfig":
-        if self.address is not None and self.executor != "ray":
-            raise ValueError(f"--address: only used with --executor ray; got --executor {self.executor}")
-        return self
 
     @field_validator("cscore_ratios")
     @classmethod
@@ -136,15 +105,14 @@ class AuditConfig(BaseModel):
 
     @classmethod
     def quick(cls, **overrides) -> "AuditConfig":
-        """The ``--quick`` setting of ``make demo``: 48 memorization models, 3 C-score ratios, 12 epochs.
+        """The ``--quick`` setting (:data:`QUICK`) with ``overrides`` (None values ignored) on top."""
+        return make_config(**{**QUICK, **{k: v for k, v in overrides.items() if v is not None}})
 
-        80 models, 960 model-epochs of ``mlp:512x2`` on digits: about 1-2 minutes on 2 cores,
-        with label-issue AUROC near 0.999 at 10% noise. ``overrides`` (None values
-        ignored) replace any field.
-        """
-        base = dict(models=48, chunk=24, cscore_ratios=[0.3, 0.5, 0.7], cscore_models=16, epochs=12)
-        base.update({k: v for k, v in overrides.items() if v is not None})
-        return make_config(**base)
+
+#: ``--quick``, the setting of ``make demo``: 48 memorization models, 3 C-score ratios, 12 epochs
+#: (80 models, 960 model-epochs of ``mlp:512x2`` on digits: about a minute on 2 cores, with
+#: label-issue AUROC near 0.999 at 10% noise).
+QUICK = dict(models=48, chunk=24, cscore_ratios=[0.3, 0.5, 0.7], cscore_models=16, epochs=12)
 
 
 def make_config(**values) -> AuditConfig:
@@ -152,78 +120,12 @@ def make_config(**values) -> AuditConfig:
     return build_config(AuditConfig, "audit", values)
 
 
-def resolve_threads(cfg: AuditConfig, out: str | Path | None = None, *, resume: bool = False) -> AuditConfig:
-    """``cfg`` with ``threads`` set: torch threads per unit, which the config (and its hash) records.
-
-    Given: kept. Else ``FITSCOPE_NUM_THREADS`` if set; else, resuming a run in
-    ``out``, the value that run was made with (so a plain ``--resume`` matches
-    its config whichever executor or machine resumes it); else every CPU this
-    process may use for the ``local`` executor, and 1 per task for ``ray``
-    (one task per core is the most throughput for batched ensembles).
-    """
-    if cfg.threads is not None:
-        return cfg
-    from fitscope.runs.executors import default_threads_per_task
-    from fitscope.runs.run import RUN_JSON, read_meta
-
-    threads = None
-    if os.environ.get("FITSCOPE_NUM_THREADS"):
-        threads = default_threads_per_task()
-    elif resume and out is not None and (Path(out) / RUN_JSON).is_file():
-        stored = read_meta(out).get("config", {}).get("threads")
-        if isinstance(stored, int) and not isinstance(stored, bool) and stored > 0:
-            threads = stored
-    if threads is None:
-        threads = machine_cpus() if cfg.executor == "local" else 1
-    return cfg.model_copy(update={"threads": int(threads)})
-
-
 # --------------------------------------------------------------------------- planning
 
 
-def subset_masks(n: int, ratio: float, n_models: int, *, seed: int) -> np.ndarray:
-    """``(n_models, n)`` bool masks, each holding ``round(ratio * n)`` examples, every example in and out.
-
-    Each row is a uniform random subset drawn with ``numpy.random.default_rng(seed)``;
-    an example that lands in every subset (or in none) is then swapped with a
-    random example of a random model that can spare it, so that every example
-    is in at least one subset and out of at least one.
-
-    Raises:
-        ConfigError: ``n_models`` is below :func:`min_models` or the subset size is 0 or n.
-    """
-    size = int(round(ratio * n))
-    if not 0 < size < n:
-        raise ConfigError(f"ratio: a subset of {ratio:g} of {n} examples holds {size}; expected between 1 and {n - 1}")
-    if n_models < min_models(ratio):
-        raise ConfigError(f"models: expected at least {min_models(ratio)} models for ratio {ratio:g}, got {n_models}")
-    rng = np.random.default_rng(seed)
-    masks = np.zeros((n_models, n), bool)
-    for k in range(n_models):
-        masks[k, rng.choice(n, size, replace=False)] = True
-    n_in = masks.sum(axis=0)
-    for want_out in (True, False):  # examples never out, then examples never in
-        stuck = np.flatnonzero(n_in == (n_models if want_out else 0))
-        for i in stuck:
-            for k in rng.permutation(n_models):
-                # a partner j on the other side in model k that stays on that side in another model
-                side = ~masks[k] if want_out else masks[k]
-                spare = n_in < n_models - 1 if want_out else n_in > 1
-                partners = np.flatnonzero(side & spare)
-                if len(partners):
-                    j = int(rng.choice(partners))
-                    masks[k, i], masks[k, j] = not want_out, want_out
-                    n_in[i] += -1 if want_out else 1
-                    n_in[j] += 1 if want_out else -1
-                    break
-    if (n_in == 0).any() or (n_in == n_models).any():  # pragma: no cover - impossible above min_models
-        raise ConfigError(f"models: {n_models} subsets of ratio {ratio:g} cannot cover every example; use more")
-    return masks
-
-
 @dataclass(frozen=True)
-class Unit:
-    """One batched ensemble: a chunk of the subset models of one ratio."""
+class Chunk:
+    """One batched ensemble: a chunk of the subset models of one ratio (the task of one unit)."""
 
     key: str
     part: str  # "mem" (the memorization models, ratio cfg.ratio) or "cscore"
@@ -233,7 +135,7 @@ class Unit:
     features: bool = False  # also return the hidden features of the unit's first model
 
 
-def plan_units(cfg: AuditConfig, n: int) -> list[Unit]:
+def plan_units(cfg: AuditConfig, n: int) -> list[Chunk]:
     """Every ensemble the audit trains, in order: the memorization models, then the other C-score ratios.
 
     Masks derive from ``(seed, ratio)`` and model seeds from ``(seed, ratio, model index)``, so a
@@ -241,7 +143,7 @@ def plan_units(cfg: AuditConfig, n: int) -> list[Unit]:
     """
     plan: list[tuple[str, float, int]] = [("mem", cfg.ratio, cfg.models)]
     plan += [("cscore", r, cfg.cscore_models) for r in cfg.cscore_ratios if r != cfg.ratio]
-    units: list[Unit] = []
+    units: list[Chunk] = []
     for part, ratio, count in plan:
         rkey = f"{ratio:g}"
         masks = subset_masks(n, ratio, count, seed=derive_seed(cfg.seed, "masks", rkey))
@@ -249,7 +151,7 @@ def plan_units(cfg: AuditConfig, n: int) -> list[Unit]:
         for c, start in enumerate(range(0, count, cfg.chunk)):
             stop = min(start + cfg.chunk, count)
             key = f"mem-{c:03d}" if part == "mem" else f"cscore-{rkey}-{c:03d}"
-            units.append(Unit(key, part, ratio, masks[start:stop], seeds[start:stop],
+            units.append(Chunk(key, part, ratio, masks[start:stop], seeds[start:stop],
                               features=part == "mem" and c == 0))
     return units
 
@@ -272,25 +174,28 @@ def _train_config(cfg: AuditConfig, record: bool) -> TrainConfig:
                        schedule="constant", early_stop="none", record=record)
 
 
-def train_unit(unit: Unit, cfg: AuditConfig, data: Dataset, labels: np.ndarray,
+def train_unit(unit: Chunk, cfg: AuditConfig, data: Dataset, labels: np.ndarray,
                progress: Callable[[dict], None] | None = None) -> dict[str, np.ndarray]:
     """Train one unit and return the arrays the estimators need (what ``run.save_unit`` stores)."""
     return _train_unit_arrays(unit, cfg, data.n_classes, data.x_train, labels, data.x_test, data.y_test, progress)
 
 
-def train_unit_task(task: tuple[Unit, AuditConfig, int], *, x_train: np.ndarray, labels: np.ndarray,
-                    x_test: np.ndarray, y_test: np.ndarray) -> dict[str, np.ndarray]:
-    """The executor task of one unit: ``task = (unit, cfg, n_classes)``, the big arrays shared (read-only).
+def train_unit_task(task: tuple[Chunk, AuditConfig, int], *, x_train: np.ndarray, labels: np.ndarray,
+                    x_test: np.ndarray, y_test: np.ndarray,
+                    progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+    """The task of one unit: ``task = (chunk, cfg, n_classes)``, the big arrays shared (read-only).
 
     Module-level and pure (no globals, no writes to the run): what it returns follows from its
     arguments alone, so the ``local`` and ``ray`` executors give the same bits for the same
-    ``cfg.threads``. The caller stores the result with ``run.save_unit``.
+    threads per task. ``progress(model-epochs done)`` is called after every epoch.
     """
     unit, cfg, n_classes = task
-    return _train_unit_arrays(unit, cfg, n_classes, x_train, labels, x_test, y_test, None)
+    k = len(unit.seeds)
+    tick = None if progress is None else (lambda info: progress(k * int(info["epoch"])))
+    return _train_unit_arrays(unit, cfg, n_classes, x_train, labels, x_test, y_test, tick)
 
 
-def _train_unit_arrays(unit: Unit, cfg: AuditConfig, n_classes: int, x_train: np.ndarray, labels: np.ndarray,
+def _train_unit_arrays(unit: Chunk, cfg: AuditConfig, n_classes: int, x_train: np.ndarray, labels: np.ndarray,
                        x_test: np.ndarray, y_test: np.ndarray,
                        progress: Callable[[dict], None] | None) -> dict[str, np.ndarray]:
     record = unit.part == "mem"
@@ -368,7 +273,7 @@ class AuditArrays:
     hidden_features: np.ndarray | None = None  # (n, D) of the first memorization model (None: not stored)
 
 
-def _gather(units: list[Unit], stored: dict[str, dict], cfg: AuditConfig, n: int) -> AuditArrays:
+def _gather(units: list[Chunk], stored: dict[str, dict], cfg: AuditConfig, n: int) -> AuditArrays:
     mem = [stored[u.key] for u in units if u.part == "mem"]
 
     def cat(name, axis=0):
@@ -392,45 +297,6 @@ def _gather(units: list[Unit], stored: dict[str, dict], cfg: AuditConfig, n: int
         hidden_features=next((stored[u.key]["hidden_features"] for u in units
                               if u.features and "hidden_features" in stored[u.key]), None),
     )
-
-
-def _train_units(cfg: AuditConfig, run, todo: list[Unit], stored: dict[str, dict], *, data: Dataset,
-                 labels: np.ndarray, on_unit_start, progress, executor: Executor | None) -> None:
-    """Train ``todo`` with the executor, saving each unit (and its wall-time share) as it arrives."""
-    own = executor is None
-    ex = make_executor(cfg.executor, address=cfg.address, threads_per_task=cfg.threads) if own else executor
-    try:
-        if ex.threads_per_task != cfg.threads:
-            raise ConfigError(f"--threads: the executor runs {ex.threads_per_task} threads per task but the "
-                              f"config says {cfg.threads}")
-        run.meta.setdefault("attempts", [{}])[-1]["executor"] = ex.info  # where units trained: not in the hash
-        total = sum(len(u.seeds) for u in todo) * cfg.epochs
-        if on_unit_start is not None:
-            on_unit_start(f"{len(todo)} units ({ex.name})", 1, total)
-        tasks = [(unit, cfg, data.n_classes) for unit in todo]
-        shared = {"x_train": data.x_train, "labels": labels, "x_test": data.x_test, "y_test": data.y_test}
-        done, train_acc, test_acc = 0, [], []
-        last = time.perf_counter()
-        for i, arrays in ex.map_unordered(train_unit_task, tasks, shared=shared):
-            unit = todo[i]
-            now = time.perf_counter()
-            name = f"train {'memorization' if unit.part == 'mem' else 'C-score'} models"
-            run.timings[name] = round(run.timings.get(name, 0.0) + now - last, 3)  # wall time, split by arrival
-            last = now
-            run.save_unit(unit.key, arrays, info=dict(models=len(unit.seeds), ratio=unit.ratio,
-                                                      seconds=round(float(arrays["seconds"]), 3),
-                                                      threads=int(arrays["threads"])))
-            stored[unit.key] = arrays
-            done += len(unit.seeds) * cfg.epochs
-            train_acc.append(arrays["subset_acc"])
-            test_acc.append(arrays["test_acc"])
-            if progress is not None:
-                progress({"epoch": done, "epochs": total,
-                          "train_acc_mean": float(np.concatenate(train_acc).mean()),
-                          "test_acc_mean": float(np.concatenate(test_acc).mean())})
-    finally:
-        if own:
-            ex.close()
 
 
 # --------------------------------------------------------------------------- estimators
@@ -570,107 +436,82 @@ def estimate(arrays: AuditArrays, data: Dataset, labels: np.ndarray, flipped: np
     return outcome
 
 
-# --------------------------------------------------------------------------- the job
+# --------------------------------------------------------------------------- the study
 
 
-def run_audit(
-    cfg: AuditConfig,
-    run,
-    *,
-    data: Dataset,
-    labels: np.ndarray,
-    flipped: np.ndarray | None,
-    on_unit_start: Callable[[str, int, int], None] | None = None,
-    progress: Callable[[dict], None] | None = None,
-    executor: Executor | None = None,
-) -> AuditOutcome:
-    """Train (or reuse) every unit into ``run``, estimate, and write the two tables.
+@dataclass
+class AuditState:
+    """What ``prepare`` found: the data, the labels as given to training, the flipped rows."""
 
-    The units not yet stored run as tasks of ``executor`` (:func:`train_unit_task`), and each
-    is saved with ``run.save_unit`` as soon as it finishes, so a killed audit loses only the
-    units in flight.
-
-    Args:
-        cfg: the audit configuration.
-        run: a :class:`fitscope.runs.Run`; units already stored in it are reused.
-        data: the loaded dataset (true labels).
-        labels: the training labels as given to the models (flipped when ``cfg.noise``).
-        flipped: indices of the flipped labels, or None without injected noise.
-        on_unit_start: called once before training with ``(label, 1, model-epochs to train)``.
-        progress: called after each finished unit with ``{"epoch": model-epochs done, "epochs": total,
-            "train_acc_mean": ..., "test_acc_mean": ...}`` (units train in parallel, so progress is per unit).
-        executor: where the units train; default: one made from ``cfg`` (and closed) here.
-    """
-    cfg = resolve_threads(cfg)
-    n = len(labels)
-    units = plan_units(cfg, n)
-    stored: dict[str, dict] = {}
-    reused = []
-    todo: list[Unit] = []
-    for unit in units:
-        if run.has_unit(unit.key):
-            arrays = run.load_unit(unit.key)
-            if arrays.get("masks") is None or not np.array_equal(arrays["masks"], unit.masks):
-                raise RunError(f"--resume: unit {unit.key} of {run.path} was trained on other subsets; "
-                               "use another --out")
-            reused.append(unit.key)
-            stored[unit.key] = arrays
-        else:
-            todo.append(unit)
-    if todo:
-        _train_units(cfg, run, todo, stored, data=data, labels=labels, on_unit_start=on_unit_start,
-                     progress=progress, executor=executor)
-    trained = [u.key for u in todo]
-    with run.timer("estimators"):
-        gathered = _gather(units, stored, cfg, n)
-        del stored
-        outcome = estimate(gathered, data, labels, flipped)
-    outcome.summary = {"models": int(sum(len(u.seeds) for u in units)), **outcome.summary}
-    outcome.trained_units, outcome.reused_units = trained, reused
-    outcome.summary["training seconds (all units, summed)"] = float(sum(gathered.seconds.values()))
-    run.write_table("examples", outcome.examples)
-    run.write_table("influence", outcome.influence)
-    return outcome
+    data: Dataset
+    labels: np.ndarray
+    flipped: np.ndarray | None
 
 
-def audit(
-    cfg: AuditConfig,
-    out: str | Path,
-    *,
-    resume: bool = False,
-    on_unit_start: Callable[[str, int, int], None] | None = None,
-    progress: Callable[[dict], None] | None = None,
-):
+def prepare(cfg: AuditConfig) -> Prepared:
+    """Load the data, flip labels, check model and data; nothing is written yet."""
+    data = load(cfg.data, label_column=cfg.label_column, seed=cfg.data_seed)
+    check_input_shape(parse_spec(cfg.model), data.input_shape)  # a bad --model fails before anything is written
+    # each example must be in some subset and out of another, and out-of-fold probabilities need 2 per class
+    check_supports_study(data, study="the audit", min_per_class=2)
+    labels, flipped, noise_seed = noisy_labels(cfg, data)
+    plan_units(cfg, len(labels))  # a plan that cannot cover every example fails here
+    return Prepared(
+        seeds={"seed": cfg.seed, "data_seed": cfg.data_seed, "noise_seed": noise_seed},
+        shared={"x_train": data.x_train, "labels": labels, "x_test": data.x_test, "y_test": data.y_test},
+        state=AuditState(data, labels, flipped),
+    )
+
+
+def plan(cfg: AuditConfig, prepared: Prepared) -> list[Unit]:
+    """One unit per chunk of subset models (:func:`plan_units`), each run by :func:`train_unit_task`."""
+    state: AuditState = prepared.state
+    return [Unit(c.key, train_unit_task, (c, cfg, state.data.n_classes), work=len(c.seeds) * cfg.epochs,
+                 info=dict(models=len(c.seeds), ratio=c.ratio, part=c.part))
+            for c in plan_units(cfg, len(state.labels))]
+
+
+def estimate_study(cfg: AuditConfig, prepared: Prepared, units) -> Outcome:
+    """Every estimator from the stored units; the examples and influence tables."""
+    state: AuditState = prepared.state
+    chunks = plan_units(cfg, len(state.labels))
+    gathered = _gather(chunks, {c.key: units[c.key] for c in chunks}, cfg, len(state.labels))
+    outcome = estimate(gathered, state.data, state.labels, state.flipped)
+    outcome.summary = {"models": int(sum(len(c.seeds) for c in chunks)), **outcome.summary,
+                       "training seconds (all units, summed)": float(sum(gathered.seconds.values()))}
+    return Outcome(tables={"examples": outcome.examples, "influence": outcome.influence},
+                   summary=outcome.summary, detail=outcome)
+
+
+def report(cfg: AuditConfig, prepared: Prepared, outcome: Outcome) -> dict:
+    """The report context (:func:`fitscope.report.audit.report_context`)."""
+    from fitscope.report import audit as figures
+
+    return figures.report_context(cfg, prepared.state.data, outcome.detail)
+
+
+STUDY = Study(kind="audit", command="fitscope audit", config=AuditConfig, prepare=prepare, plan=plan,
+              estimate=estimate_study, report=report, template="audit.html.j2", quick=QUICK)
+
+
+def audit(cfg: AuditConfig, out: str | Path, *, resume: bool = False, **placement) -> tuple:
     """The whole audit: validate, train (or resume), estimate, write tables and ``report.html``.
 
     Data, model spec, label flips and subset plan are checked *before* the run
     directory is made, so bad input leaves nothing behind.
 
-    Returns:
-        ``(run, outcome)``: the finished :class:`fitscope.runs.Run` and the :class:`AuditOutcome`.
-    """
-    from fitscope.report import write_report
-    from fitscope.report import audit as figures
-    from fitscope.runs import Run
+    Args:
+        cfg: the audit configuration.
+        out: the run directory.
+        resume: continue the run in ``out`` (only missing units train).
+        placement: ``executor``, ``address``, ``threads``, ``progress`` of
+            :func:`fitscope.experiments.study.run_study`.
 
-    t0 = time.perf_counter()
-    cfg = resolve_threads(cfg, out, resume=resume)
-    data = load(cfg.data, label_column=cfg.label_column, seed=cfg.data_seed)
-    load_seconds = time.perf_counter() - t0
-    check_input_shape(parse_spec(cfg.model), data.input_shape)  # a bad --model fails before anything is written
-    labels, flipped, noise_seed = noisy_labels(cfg, data)
-    plan_units(cfg, len(labels))
-    seeds = {"seed": cfg.seed, "data_seed": cfg.data_seed, "noise_seed": noise_seed}
-    # executor and address say where units train, not what they compute: kept out of the config (and its
-    # hash) so that a run started locally resumes on Ray and vice versa; recorded per attempt instead.
-    config = cfg.model_dump(exclude=set(PLACEMENT_FIELDS))
-    # made before the run directory, so a bad --address leaves nothing behind
-    with make_executor(cfg.executor, address=cfg.address, threads_per_task=cfg.threads) as executor, \
-            Run.create(out, kind="audit", config=config, seeds=seeds, resume=resume) as run:
-        run.timings.setdefault("load data", round(load_seconds, 3))
-        outcome = run_audit(cfg, run, data=data, labels=labels, flipped=flipped,
-                            on_unit_start=on_unit_start, progress=progress, executor=executor)
-        run.finish(summary=outcome.summary)
-        with run.timer("report"):
-            write_report(run, "audit.html.j2", figures.report_context(cfg, data, outcome))
-    return run, outcome
+    Returns:
+        ``(run, outcome)``: the finished :class:`fitscope.runs.Run` and the :class:`AuditOutcome`
+        (``outcome.trained_units`` / ``reused_units`` say what this call trained).
+    """
+    result: StudyResult = run_study(STUDY, cfg, out, resume=resume, **placement)
+    detail: AuditOutcome = result.outcome.detail
+    detail.trained_units, detail.reused_units = result.trained, result.reused
+    return result.run, detail

@@ -77,7 +77,10 @@ digits (n ~ 1,300) take minutes; tens of thousands of models, or data sets of
 from __future__ import annotations
 
 import abc
+import contextlib
+import functools
 import inspect
+import time
 import os
 import sys
 import warnings
@@ -97,6 +100,18 @@ class TaskError(RuntimeError):
 
     Attributes:
         index: the index of the failed task in the ``tasks`` sequence.
+    """
+
+    def __init__(self, message: str, index: int) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+class TaskLost(FitscopeError):
+    """A task could not finish because the machinery under it failed (a Ray worker or node died), retries spent.
+
+    Not a bug in the task: its units are pure and idempotent, so running the job again
+    (``--resume``) finishes it. Attributes: ``index``, the failed task's index.
     """
 
     def __init__(self, message: str, index: int) -> None:
@@ -129,11 +144,27 @@ def default_threads_per_task() -> int:
         raise ConfigError(f"{_THREADS_ENV}: expected a positive integer, got {env!r}") from None
 
 
-def run_task(fn: Callable, threads: int, task: Any, /, **shared: Any) -> Any:
+def takes_progress(fn: Callable) -> bool:
+    """Whether ``fn`` accepts a ``progress`` keyword (then executors hand it a per-task progress callable)."""
+    try:
+        return "progress" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return False
+
+
+def _no_progress(done: int) -> None:
+    """The progress callable of a task nobody watches."""
+
+
+def run_task(fn: Callable, threads: int, task: Any, /, progress: Callable[[int], None] | None = None,
+             **shared: Any) -> Any:
     """Run ``fn(task, **shared)`` with torch pinned to ``threads`` intra-op threads, then restore them.
 
     This is what both executors run for every task (the Ray executor runs it
     as a Ray task), so a task sees the same thread count wherever it runs.
+    If ``fn`` takes a ``progress`` keyword it gets ``progress`` (or a no-op):
+    a callable of one int, the work done so far in this task (e.g. model-epochs).
+    Progress never changes what a task computes.
     """
     import torch  # lazily: fitscope.runs does not need torch otherwise
 
@@ -145,6 +176,8 @@ def run_task(fn: Callable, threads: int, task: Any, /, **shared: Any) -> Any:
         with warnings.catch_warnings():
             # Shared arrays are read-only on purpose (see the module docstring); torch warns when it wraps one.
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            if takes_progress(fn):
+                return fn(task, progress=progress or _no_progress, **shared)
             return fn(task, **shared)
     finally:
         torch.set_num_threads(before_threads)
@@ -170,6 +203,43 @@ def _task_failure(err: BaseException, index: int, n_tasks: int, fn: Callable) ->
 
 def _name(fn: Callable) -> str:
     return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
+
+
+def _non_negative_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ConfigError(f"{name}: expected an integer >= 0; got {value!r}")
+    return int(value)
+
+
+class ProgressBoard:
+    """A Ray actor's class: tasks post their progress here, the driver drains it (latest count per task)."""
+
+    def __init__(self) -> None:
+        self._latest: dict[int, int] = {}
+
+    def report(self, index: int, done: int) -> None:
+        """Record that task ``index`` has done ``done`` units of work."""
+        self._latest[index] = done
+
+    def drain(self) -> dict[int, int]:
+        """The counts posted since the last drain."""
+        out, self._latest = self._latest, {}
+        return out
+
+
+class RayTicker:
+    """The ``progress`` callable a Ray task gets: posts to a :class:`ProgressBoard`, at most twice a second."""
+
+    def __init__(self, board: Any, index: int) -> None:
+        self.board = board
+        self.index = index
+        self._last = 0.0
+
+    def __call__(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self._last >= 0.5:
+            self._last = now
+            self.board.report.remote(self.index, int(done))
 
 
 def _check_shared(shared: dict | None) -> dict:
@@ -230,8 +300,8 @@ class Executor(abc.ABC):
         return {"name": self.name, "threads_per_task": self.threads_per_task, "parallelism": self.parallelism}
 
     @abc.abstractmethod
-    def map_unordered(self, fn: Callable, tasks: Sequence, *, shared: dict | None = None
-                      ) -> Iterator[tuple[int, Any]]:
+    def map_unordered(self, fn: Callable, tasks: Sequence, *, shared: dict | None = None,
+                      progress: Callable[[int, int], None] | None = None) -> Iterator[tuple[int, Any]]:
         """Run ``fn(task, **shared)`` for every task; yield ``(index, result)`` as each finishes.
 
         Args:
@@ -239,6 +309,9 @@ class Executor(abc.ABC):
             tasks: the tasks; each is handed to ``fn`` as its first argument.
             shared: optional keyword arguments handed to every call (read-only);
                 the Ray executor stores each value once in the object store.
+            progress: optional ``progress(index, done)``, called in this process
+                while task ``index`` runs with the work it has done so far, when
+                ``fn`` takes a ``progress`` keyword (within a second or so under Ray).
 
         Yields:
             ``(index into tasks, result)``, one pair per task, in the order
@@ -283,18 +356,19 @@ class LocalExecutor(Executor):
 
     name = "local"
 
-    def map_unordered(self, fn: Callable, tasks: Sequence, *, shared: dict | None = None
-                      ) -> Iterator[tuple[int, Any]]:
+    def map_unordered(self, fn: Callable, tasks: Sequence, *, shared: dict | None = None,
+                      progress: Callable[[int, int], None] | None = None) -> Iterator[tuple[int, Any]]:
         """Run ``fn(task, **shared)`` for each task in order; see :meth:`Executor.map_unordered`."""
         if not callable(fn):
             raise ConfigError(f"task function: expected a callable; got {type(fn).__name__}")
         shared = {k: _read_only(v) for k, v in _check_shared(shared).items()}
-        return self._iterate(fn, list(tasks), shared)
+        return self._iterate(fn, list(tasks), shared, progress)
 
-    def _iterate(self, fn: Callable, tasks: list, shared: dict) -> Iterator[tuple[int, Any]]:
+    def _iterate(self, fn: Callable, tasks: list, shared: dict, progress) -> Iterator[tuple[int, Any]]:
         for index, task in enumerate(tasks):
+            tick = functools.partial(progress, index) if progress is not None else None
             try:
-                result = run_task(fn, self.threads_per_task, task, **shared)
+                result = run_task(fn, self.threads_per_task, task, tick, **shared)
             except Exception as err:
                 raise _task_failure(err, index, len(tasks), fn) from err
             yield index, result
@@ -337,6 +411,8 @@ class RayExecutor(Executor):
         max_in_flight: most tasks submitted at once (default: twice
             :attr:`parallelism`), which bounds the memory held by pending
             arguments and unread results.
+        max_retries: times a task lost with its worker or node (not one that
+            raised) is run again before :class:`TaskLost` is raised.
 
     If this process has already called ``ray.init`` (a test fixture, a
     notebook), that Ray is used whatever ``address`` says. Ray is shut down
@@ -356,6 +432,7 @@ class RayExecutor(Executor):
         num_cpus: int | None = None,
         threads_per_task: int | None = None,
         max_in_flight: int | None = None,
+        max_retries: int = 3,
     ) -> None:
         super().__init__(threads_per_task=threads_per_task)
         ray = _import_ray()
@@ -391,7 +468,11 @@ class RayExecutor(Executor):
             raise ConfigError(f"threads_per_task: {self.threads_per_task} is more than the {largest:g} CPUs of the "
                               "largest machine in the Ray cluster; no task could run")
         self._max_in_flight = max_in_flight
-        self._remote = ray.remote(run_task).options(num_cpus=self.threads_per_task, max_retries=0)
+        self._max_retries = _non_negative_int(max_retries, "max_retries")
+        # Units are pure and idempotent: a task lost with its worker or node is simply run again elsewhere.
+        # Exceptions raised by the task itself are not retried (retry_exceptions=False): they would recur.
+        self._remote = ray.remote(run_task).options(num_cpus=self.threads_per_task,
+                                                    max_retries=self._max_retries, retry_exceptions=False)
 
     @property
     def parallelism(self) -> int:
@@ -407,33 +488,44 @@ class RayExecutor(Executor):
         """Name, threads per task, parallelism and cluster address (None: a Ray on this machine)."""
         return {**super().info, "address": self.address}
 
-    def map_unordered(self, fn: Callable, tasks: Sequence, *, shared: dict | None = None
-                      ) -> Iterator[tuple[int, Any]]:
+    def map_unordered(self, fn: Callable, tasks: Sequence, *, shared: dict | None = None,
+                      progress: Callable[[int, int], None] | None = None) -> Iterator[tuple[int, Any]]:
         """Submit ``fn(task, **shared)`` as Ray tasks; yield ``(index, result)`` as they finish.
 
         ``shared`` values are ``ray.put`` once and resolved by Ray into every
-        task's keyword arguments. See :meth:`Executor.map_unordered`.
+        task's keyword arguments. A task lost with its worker or node is run
+        again (``max_retries`` times) on the machines still alive; once the
+        retries are spent, :class:`TaskLost` is raised. ``progress`` reaches
+        this process through a small Ray actor, polled about twice a second.
+        See :meth:`Executor.map_unordered`.
         """
         check_task_function(fn)
         shared = _check_shared(shared)
         if not self._ray.is_initialized():
             raise ConfigError("executor 'ray': used after close()")
         tasks = list(tasks)
-        return self._iterate(fn, tasks, shared)
+        return self._iterate(fn, tasks, shared, progress)
 
-    def _iterate(self, fn: Callable, tasks: list, shared: dict) -> Iterator[tuple[int, Any]]:
+    def _iterate(self, fn: Callable, tasks: list, shared: dict, progress) -> Iterator[tuple[int, Any]]:
         ray = self._ray
         refs_shared = {key: ray.put(value) for key, value in shared.items()}
+        board = None
+        if progress is not None and takes_progress(fn):
+            board = ray.remote(num_cpus=0)(ProgressBoard).remote()
         limit = self._max_in_flight or 2 * self.parallelism
         pending: dict[Any, int] = {}
         next_task = 0
         try:
             while next_task < len(tasks) or pending:
                 while next_task < len(tasks) and len(pending) < limit:
-                    ref = self._remote.remote(fn, self.threads_per_task, tasks[next_task], **refs_shared)
+                    ticker = RayTicker(board, next_task) if board is not None else None
+                    ref = self._remote.remote(fn, self.threads_per_task, tasks[next_task], ticker, **refs_shared)
                     pending[ref] = next_task
                     next_task += 1
-                done, _ = ray.wait(list(pending), num_returns=1)
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5 if board is not None else None)
+                if board is not None:
+                    for index, count in ray.get(board.drain.remote()).items():
+                        progress(int(index), int(count))
                 for ref in done:
                     index = pending.pop(ref)
                     try:
@@ -441,8 +533,11 @@ class RayExecutor(Executor):
                     except ray.exceptions.RayTaskError as err:
                         cause = err.cause if isinstance(err.cause, BaseException) else err
                         raise _task_failure(cause, index, len(tasks), fn) from cause
-                    except ray.exceptions.RayError as err:  # worker died, task cancelled, ...
-                        raise _task_failure(err, index, len(tasks), fn) from err
+                    except ray.exceptions.RayError as err:  # worker or node died, retries spent
+                        text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                        raise TaskLost(f"task {index} of {len(tasks)} was lost {self._max_retries} times "
+                                       f"({type(err).__name__}{': ' + text[:120] if text else ''})",
+                                       index) from None
                     del ref
                     yield index, result
         finally:
@@ -451,6 +546,9 @@ class RayExecutor(Executor):
                     ray.cancel(ref, force=True)
                 except Exception:  # noqa: BLE001 - best effort
                     pass
+            if board is not None:
+                with contextlib.suppress(Exception):
+                    ray.kill(board)
             del refs_shared
 
     def close(self) -> None:
@@ -470,6 +568,7 @@ def make_executor(
     num_cpus: int | None = None,
     threads_per_task: int | None = None,
     max_in_flight: int | None = None,
+    max_retries: int = 3,
 ) -> Executor:
     """The executor called ``name`` (``"local"`` or ``"ray"``), as ``--executor`` chooses it.
 
@@ -482,6 +581,7 @@ def make_executor(
             (default ``FITSCOPE_NUM_THREADS`` if set, else 1); record it: results
             are bitwise identical for the same value whichever executor ran them.
         max_in_flight: ``ray`` only: most tasks submitted at once.
+        max_retries: ``ray`` only: reruns of a task lost with its worker or node.
 
     Raises:
         ConfigError: an unknown name, ``address``/``num_cpus`` given to the
@@ -495,5 +595,5 @@ def make_executor(
         return LocalExecutor(threads_per_task=threads_per_task)
     if name == "ray":
         return RayExecutor(address=address, num_cpus=num_cpus, threads_per_task=threads_per_task,
-                           max_in_flight=max_in_flight)
+                           max_in_flight=max_in_flight, max_retries=max_retries)
     raise ConfigError(f"--executor: expected one of {', '.join(EXECUTORS)}; got {name!r}")

@@ -117,3 +117,62 @@ def test_ambiguous_prefix_lists_the_candidates(root, capsys, only_my_commands):
 def test_main_runs_a_command(root, capsys, only_my_commands):
     code, captured = _main(["runs", "list", "--root", str(root)], capsys)
     assert code in (0, None) and "randomization" in captured.out
+
+
+# -- faults: a catalog that cannot be written or read, a damaged run.json ------------------------
+def _catalog_writes_fail(monkeypatch):
+    """sqlite3.connect as on a full disk: read-only opens work, anything that would write fails."""
+    import sqlite3
+
+    real = sqlite3.connect
+
+    def connect(database, *args, uri=False, **kwargs):
+        if uri and str(database).endswith("?mode=ro"):
+            return real(database, *args, uri=uri, **kwargs)
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+
+
+def test_runs_list_when_the_catalog_cannot_be_written(root, capsys, monkeypatch, only_my_commands):
+    from fitscope.runs.atomic import atomic_write_json
+
+    first = Run.open(root / "first")
+    atomic_write_json(first.path / "run.json", dict(first.meta, status="failed"))  # refresh must write
+    _catalog_writes_fail(monkeypatch)
+    code, captured = _main(["runs", "list", "--root", str(root)], capsys)
+    assert code in (0, None), captured.err
+    assert first.id in captured.out and Run.open(root / "second").id in captured.out
+    assert "failed" in captured.out and "Traceback" not in captured.err
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "listed from the run directories" in lines[0]
+    assert "database or disk is full" in lines[0]
+
+
+def test_runs_list_with_nothing_to_write_reads_the_catalog_read_only(root, capsys, monkeypatch,
+                                                                     only_my_commands):
+    _catalog_writes_fail(monkeypatch)
+    code, captured = _main(["runs", "list", "--root", str(root)], capsys)
+    assert code in (0, None) and captured.err == ""
+    assert Run.open(root / "first").id in captured.out
+
+
+def test_runs_list_and_show_with_a_damaged_catalog(root, capsys, only_my_commands):
+    for extra in root.glob("catalog.sqlite*"):
+        extra.unlink()
+    (root / "catalog.sqlite").write_bytes(b"not a database" * 200)
+    code, captured = _main(["runs", "list", "--root", str(root)], capsys)
+    assert code in (0, None) and Run.open(root / "first").id in captured.out
+    assert "cannot be read" in captured.err and "Traceback" not in captured.err
+    result = runner.invoke(app, ["runs", "show", "randomization", "--root", str(root)])
+    assert result.exit_code == 0 and Run.open(root / "first").id in result.output
+
+
+def test_runs_show_of_a_run_with_a_damaged_run_json(root, capsys, only_my_commands):
+    (root / "first" / "run.json").write_text("{", encoding="utf-8")
+    code, captured = _main(["runs", "show", str(root / "first"), "--root", str(root)], capsys)
+    assert code == 2 and "Traceback" not in captured.err
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "cannot be read" in lines[0] and "--resume --rebuild-meta" in lines[0]
+    result = runner.invoke(app, ["runs", "list", "--root", str(root)])
+    assert result.exit_code == 0 and "damaged" in result.output

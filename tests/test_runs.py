@@ -121,9 +121,11 @@ def test_failed_rename_removes_temp(tmp_path, monkeypatch):
         raise PermissionError("read-only")
 
     monkeypatch.setattr(os, "replace", no_replace)
-    with pytest.raises(PermissionError):
+    with pytest.raises(OSError) as err:  # a WriteError: an OSError and a one-line RunError
         atomic_write_text(target, "new")
     monkeypatch.undo()
+    assert isinstance(err.value, RunError)
+    assert str(err.value) == f"cannot write {target} (read-only): check the disk, then run again"
     assert target.read_text() == "old" and _temps(tmp_path) == []
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import sqlite3
 from pathlib import Path
 from typing import Optional
 
@@ -27,7 +28,7 @@ runs_app = typer.Typer(
 app.add_typer(runs_app, name="runs")
 
 _STATUS_STYLE = {"done": "green", "running": "blue", "failed": "red", "killed": "red", "missing": "red",
-                 "interrupted": "yellow"}
+                 "damaged": "red", "interrupted": "yellow"}
 
 
 def _console() -> Console:
@@ -62,15 +63,28 @@ def _format_seconds(seconds: float | None) -> str:
 def list_runs(root: Path, kind: str | None = None) -> list[dict]:
     """The catalog rows under ``root`` (refreshed from the run directories first), newest first.
 
+    When the catalog cannot be read or brought up to date (a full disk, a
+    root we may not write, a damaged file), the rows are made from the run
+    directories themselves (:meth:`~fitscope.runs.Catalog.scan`).
+
     Raises:
         RunError: ``root`` is not a directory.
     """
+    return _list_rows(root, kind)[0]
+
+
+def _list_rows(root: Path, kind: str | None) -> tuple[list[dict], str | None]:
+    """The rows of :func:`list_runs` and, when they come from the directories, why (one line)."""
     root = Path(root)
     if not root.is_dir():
         raise RunError(f"--root {root}: no such directory; pass the folder that holds your run directories")
     catalog = Catalog(root)
-    catalog.refresh()
-    return catalog.list(kind)
+    try:
+        catalog.refresh()
+        return catalog.list(kind), None
+    except (RunError, sqlite3.Error, OSError) as err:
+        text = str(err).splitlines()[0] if str(err) else type(err).__name__
+        return catalog.scan(kind), f"note: listed from the run directories; {text}"
 
 
 def find_run(key: str, root: Path) -> Run:
@@ -101,8 +115,10 @@ def list_command(
 
     Example: fitscope runs list --root runs --kind randomization
     """
-    rows = list_runs(root, kind)
+    rows, note = _list_rows(root, kind)
     console = _console()
+    if note:
+        typer.echo(note, err=True)
     if not rows:
         what = f"{kind} runs" if kind else "runs"
         console.print(f"no {what} in {root}")

@@ -4,7 +4,10 @@
   tables and artifacts, ``report.html``); see :mod:`fitscope.runs.run`.
 - :class:`Catalog`: the SQLite index ``<root>/catalog.sqlite`` of the runs
   under a runs root.
-- ``atomic_*``: writes that leave either the old file or the complete new one.
+- ``atomic_*``: writes that leave either the old file or the complete new one;
+  a write the system refuses (e.g. a full disk) raises :class:`WriteError`.
+- :func:`recover_config`: the kind, config and seeds of a run, from its
+  ``run.json`` or, when that is lost, from the record inside its units.
 - :func:`make_executor`: where a job's tasks run, ``local`` (in this process)
   or ``ray`` (a local Ray or a cluster); see :mod:`fitscope.runs.executors`.
 - :func:`versions`: the versions recorded in every run and printed by
@@ -12,6 +15,7 @@
 """
 
 from fitscope.runs.atomic import (
+    WriteError,
     atomic_open,
     atomic_save_npz,
     atomic_write_bytes,
@@ -29,7 +33,7 @@ from fitscope.runs.executors import (
     check_task_function,
     make_executor,
 )
-from fitscope.runs.run import Run, config_hash, read_meta
+from fitscope.runs.run import Run, config_hash, read_meta, recover_config, try_read_meta
 from fitscope.runs.versions import versions
 
 __all__ = [
@@ -40,6 +44,7 @@ __all__ = [
     "RayExecutor",
     "TaskError",
     "Run",
+    "WriteError",
     "atomic_open",
     "atomic_save_npz",
     "atomic_write_bytes",
@@ -50,5 +55,7 @@ __all__ = [
     "config_hash",
     "make_executor",
     "read_meta",
+    "recover_config",
+    "try_read_meta",
     "versions",
 ]

@@ -7,12 +7,19 @@ writer raises, or the process dies, the target keeps its old content (or stays
 absent); a raising writer also removes its temporary file. Temporary names
 look like ``.<name>.<random>.fitscope-tmp`` so that leftovers of a killed
 process can be recognised and removed (:func:`remove_stale_temp_files`).
+
+A write the operating system refuses (a full disk, no permission, a
+read-only file system) raises :class:`WriteError`: one line naming the file
+and what to do, which is both a :class:`~fitscope.errors.RunError` (the CLI
+prints it without a traceback) and an :class:`OSError` (code that catches
+``OSError`` around a best-effort write keeps working).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno as _errno
 import json
 import os
 import tempfile
@@ -22,12 +29,70 @@ from typing import IO, Any
 
 import numpy as np
 
+from fitscope.errors import RunError
+
 TEMP_SUFFIX = ".fitscope-tmp"
 
 # Files made by mkstemp are 0600; give ours the mode an ordinary open() would.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 _FILE_MODE = 0o666 & ~_UMASK
+
+
+_DISK_FULL = frozenset({_errno.ENOSPC, getattr(_errno, "EDQUOT", _errno.ENOSPC)})
+_NOT_ALLOWED = frozenset({_errno.EACCES, _errno.EPERM, _errno.EROFS})
+
+
+class WriteError(RunError, OSError):
+    """A file could not be written: one line such as ``disk full while writing <path> (...): free space, then ...``.
+
+    Both a :class:`~fitscope.errors.RunError` and an :class:`OSError`.
+
+    Args:
+        path: the file being written.
+        reason: what the operating system said, e.g. ``"No space left on device"``.
+        errno: the error number (``errno.ENOSPC`` for a full disk), or None.
+        then: what to do once the cause is fixed, e.g. ``"run again with --resume"``.
+
+    Attributes:
+        path: the file being written (a :class:`~pathlib.Path`).
+        reason: what the operating system said.
+        errno: the error number, or None.
+        disk_full: whether the disk (or a disk quota) is full.
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str, *, errno: int | None = None,
+                 then: str = "run again") -> None:
+        self.path = Path(path)
+        self.reason = reason
+        self.disk_full = errno in _DISK_FULL
+        self.then = then
+        if self.disk_full:
+            message = f"disk full while writing {self.path} ({reason}): free space, then {then}"
+        elif errno in _NOT_ALLOWED:
+            message = f"cannot write {self.path} ({reason}): make it writable, then {then}"
+        else:
+            message = f"cannot write {self.path} ({reason}): check the disk, then {then}"
+        super().__init__(message)
+        self.errno = errno
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+    def __reduce__(self):
+        return (_rebuild_write_error, (str(self.path), self.reason, self.errno, self.then))
+
+    @classmethod
+    def from_os_error(cls, path: str | os.PathLike, err: OSError, *, then: str = "run again") -> WriteError:
+        """The :class:`WriteError` for ``err`` raised while writing ``path`` (a WriteError gets the new ``then``)."""
+        if isinstance(err, WriteError):
+            return cls(err.path, err.reason, errno=err.errno, then=then)
+        text = str(err).splitlines()[0] if str(err) else ""
+        return cls(path, err.strerror or text or type(err).__name__, errno=err.errno, then=then)
+
+
+def _rebuild_write_error(path: str, reason: str, errno: int | None, then: str) -> WriteError:
+    return WriteError(path, reason, errno=errno, then=then)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -56,12 +121,19 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     Yields:
         The open temporary file. If the block raises, the temporary file is
         removed and ``path`` is left as it was.
+
+    Raises:
+        WriteError: the file could not be written (an :class:`OSError` from
+            the operating system, the block included, e.g. a full disk).
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_open: mode must be 'wb' or 'w'; got {mode!r}")
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent)
+    except OSError as err:
+        raise WriteError.from_os_error(target, err) from None
     tmp = Path(tmp_name)
     try:
         kwargs = {"encoding": "utf-8", "newline": "\n"} if mode == "w" else {}
@@ -71,6 +143,10 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             os.fsync(handle.fileno())
         os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, target)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise WriteError.from_os_error(target, err) from None
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -79,7 +155,11 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically; returns ``path`` as a :class:`~pathlib.Path`."""
+    """Write ``data`` to ``path`` atomically; returns ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        WriteError: the file could not be written (e.g. a full disk).
+    """
     with atomic_open(path, "wb") as handle:
         handle.write(data)
     return Path(path)
@@ -154,7 +234,7 @@ def atomic_write_parquet(path: str | os.PathLike, df) -> Path:
     return Path(path)
 
 
-def atomic_save_npz(path: str | os.PathLike, **arrays) -> Path:
+def atomic_save_npz(path: str | os.PathLike, /, **arrays) -> Path:
     """Save ``arrays`` (name -> array) to an uncompressed ``.npz`` file atomically; returns the path.
 
     Object arrays are refused (they would need pickle to load back).

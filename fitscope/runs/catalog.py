@@ -7,6 +7,9 @@ updates its row itself; :meth:`Catalog.refresh` re-reads every ``run.json``
 (a killed job never wrote its final status) and adds run directories the
 catalog does not know yet. Several processes may write: each operation is
 one short transaction on a fresh connection with a busy timeout, in WAL mode.
+Reading opens the database read-only; a catalog that cannot be read or
+written raises a one-line :class:`~fitscope.errors.RunError`, and
+:meth:`Catalog.scan` lists the runs from their directories without it.
 """
 
 from __future__ import annotations
@@ -88,11 +91,24 @@ class Catalog:
         return f"Catalog({str(self.root)!r})"
 
     # -- connection -----------------------------------------------------
+    def _error(self, err: BaseException, *, write: bool) -> RunError:
+        text = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if write:
+            return RunError(f"catalog {self.path} cannot be written ({text}); free space or make {self.root} "
+                            "writable (the run directories hold everything; the catalog only lists them)")
+        return RunError(f"catalog {self.path} cannot be read ({text}); delete it and it is rebuilt from the "
+                        "run directories")
+
     @contextlib.contextmanager
     def _connect(self, *, write: bool) -> Iterator[sqlite3.Connection]:
-        if write:
-            self.root.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=30.0)
+        try:
+            if write:
+                self.root.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(self.path, timeout=30.0)
+            else:  # read-only: listing works on a full disk or a root we may not write
+                conn = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, timeout=30.0)
+        except (sqlite3.Error, OSError) as err:
+            raise self._error(err, write=write) from None
         try:
             conn.row_factory = sqlite3.Row
             if write:
@@ -101,6 +117,8 @@ class Catalog:
                 conn.execute(_SCHEMA)
             with conn:  # one transaction: commit on success, roll back on error
                 yield conn
+        except (sqlite3.Error, OSError) as err:
+            raise self._error(err, write=write) from None
         finally:
             conn.close()
 
@@ -134,19 +152,11 @@ class Catalog:
         except ValueError:
             return str(path)
 
-    # -- writing --------------------------------------------------------
-    def upsert(self, meta: dict, run_path: str | os.PathLike, *, status: str | None = None) -> None:
-        """Insert or update the row of the run whose ``run.json`` dict is ``meta``.
-
-        Args:
-            meta: the run's ``run.json`` content.
-            run_path: the run directory.
-            status: the status to store (default ``meta["status"]``).
-        """
+    def _row_from_meta(self, meta: dict, run_path: str | os.PathLike, status: str | None = None) -> tuple:
         from fitscope.runs.atomic import canonical_json
 
         summary = meta.get("summary")
-        row = (
+        return (
             meta["id"],
             meta.get("kind", ""),
             self._stored_path(run_path),
@@ -156,6 +166,20 @@ class Catalog:
             meta.get("config_hash"),
             None if summary is None else canonical_json(summary),
         )
+
+    # -- writing --------------------------------------------------------
+    def upsert(self, meta: dict, run_path: str | os.PathLike, *, status: str | None = None) -> None:
+        """Insert or update the row of the run whose ``run.json`` dict is ``meta``.
+
+        Args:
+            meta: the run's ``run.json`` content.
+            run_path: the run directory.
+            status: the status to store (default ``meta["status"]``).
+
+        Raises:
+            RunError: the catalog cannot be written (e.g. a full disk).
+        """
+        row = self._row_from_meta(meta, run_path, status)
         with self._connect(write=True) as conn:
             conn.execute(
                 "INSERT INTO runs (id, kind, path, status, created, finished, config_hash, summary) "
@@ -178,20 +202,52 @@ class Catalog:
 
     # -- reading --------------------------------------------------------
     def list(self, kind: str | None = None) -> list[dict]:
-        """All rows, newest first (by ``created``), optionally only those of one ``kind``."""
+        """All rows, newest first (by ``created``), optionally only those of one ``kind``.
+
+        Raises:
+            RunError: the catalog exists but cannot be read (:meth:`scan` can).
+        """
         if kind is None:
             return self._rows("SELECT * FROM runs ORDER BY created DESC, rowid DESC")
         return self._rows("SELECT * FROM runs WHERE kind = ? ORDER BY created DESC, rowid DESC", (kind,))
 
+    def scan(self, kind: str | None = None) -> list[dict]:
+        """Rows made from the ``run.json`` of each run directory under ``root``, newest first; no SQLite.
+
+        What :meth:`list` would give for a fresh catalog, for when the catalog
+        cannot be read or written. Directories whose ``run.json`` cannot be
+        read are left out.
+        """
+        from fitscope.runs.run import try_read_meta
+
+        found = []
+        if self.root.is_dir():
+            for entry in sorted(self.root.iterdir()):
+                if not (entry / "run.json").is_file():
+                    continue
+                meta = try_read_meta(entry)
+                if meta is None or (kind is not None and meta.get("kind") != kind):
+                    continue
+                found.append(self._from_row(dict(zip(COLUMNS, self._row_from_meta(meta, entry,
+                                                                                  effective_status(meta))))))
+        found.sort(key=lambda row: row["created"] or "", reverse=True)  # stable: same second, by name
+        return found
+
     def get(self, key: str | os.PathLike) -> dict:
         """The row of a run named by its id, a unique prefix of its id, or its directory.
+
+        Uses the run directories themselves (:meth:`scan`) when the catalog
+        cannot be read.
 
         Raises:
             RunError: no run matches, or a prefix matches several (the
                 message lists a few known ids).
         """
         text = os.fspath(key)
-        rows = self.list()
+        try:
+            rows = self.list()
+        except RunError:
+            rows = self.scan()
         for row in rows:
             if row["id"] == text:
                 return row
@@ -220,8 +276,13 @@ class Catalog:
         Re-reads ``run.json`` of every row: a changed status (e.g. a run
         still "running" in the catalog that finished, failed, or whose process
         was killed: "killed") is updated; a missing directory is marked
-        "missing", and one now holding another run "replaced". Run directories directly under ``root`` that the catalog
-        does not list are added.
+        "missing", one now holding another run "replaced", and one whose
+        ``run.json`` cannot be read "damaged". Run directories directly under
+        ``root`` that the catalog does not list are added.
+
+        Raises:
+            RunError: the catalog cannot be read or written (e.g. a full
+                disk); :meth:`scan` lists the runs without it.
         """
         from fitscope.runs.run import read_meta
 
@@ -238,6 +299,9 @@ class Catalog:
             try:
                 meta = read_meta(path)
             except RunError:
+                if row["status"] != "damaged":  # `--resume --rebuild-meta` rebuilds it
+                    self._set_status(row["id"], "damaged")
+                    changed.append(dict(row, status="damaged"))
                 continue
             if meta.get("id") != row["id"]:
                 # The directory was deleted and a new run made in its place (``make demo`` does this):

@@ -452,7 +452,8 @@ class RayExecutor(Executor):
                 if self.threads_per_task > num_cpus:
                     raise ConfigError(f"threads_per_task: {self.threads_per_task} is more than the {num_cpus} "
                                       "CPUs of the local Ray; use fewer threads per task")
-                ray.init(num_cpus=num_cpus, include_dashboard=False)
+                # address="local": always a Ray of our own, never one that some other job left running here
+                ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
             else:
                 _check_reachable(address)
                 try:
@@ -511,7 +512,11 @@ class RayExecutor(Executor):
         refs_shared = {key: ray.put(value) for key, value in shared.items()}
         board = None
         if progress is not None and takes_progress(fn):
-            board = ray.remote(num_cpus=0)(ProgressBoard).remote()
+            # on this (the driver's) node: a worker node that dies must not take the progress with it
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
+            board = ray.remote(num_cpus=0)(ProgressBoard).options(scheduling_strategy=here).remote()
         limit = self._max_in_flight or 2 * self.parallelism
         pending: dict[Any, int] = {}
         next_task = 0
@@ -524,7 +529,11 @@ class RayExecutor(Executor):
                     next_task += 1
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5 if board is not None else None)
                 if board is not None:
-                    for index, count in ray.get(board.drain.remote()).items():
+                    try:
+                        posted = ray.get(board.drain.remote())
+                    except ray.exceptions.RayError:  # progress lost; the work goes on
+                        posted, board = {}, None
+                    for index, count in posted.items():
                         progress(int(index), int(count))
                 for ref in done:
                     index = pending.pop(ref)

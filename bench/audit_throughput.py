@@ -53,10 +53,10 @@ def main() -> None:
 
     peak = matmul_peak()
     cfg = make_config(data="digits", model="mlp:512x2", ratio=0.7, cscore_ratios=[0.7], models=args.models,
-                      epochs=args.epochs, chunk=args.chunk, threads=threads)
+                      epochs=args.epochs, chunk=args.chunk)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        run, _ = audit(cfg, Path(tmp) / "audit")
+        run, _ = audit(cfg, Path(tmp) / "audit", threads=threads)
         audit_seconds = time.perf_counter() - t0
         timings = dict(run.timings)
     train_seconds = sum(v for k, v in timings.items() if k.startswith("train"))

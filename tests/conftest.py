@@ -15,6 +15,6 @@ def ray_session():
     """A local Ray of 2 CPUs for the module; executors use it and leave it running."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()

@@ -53,9 +53,40 @@ def test_audit_then_resume_and_other_config(tmp_path, capsys):
     code, captured = _run_main(ARGS + ["--out", str(out)], capsys)
     assert code == 2 and "--resume" in captured.err
     code, captured = _run_main(ARGS + ["--out", str(out), "--resume"], capsys)
-    assert code in (0, None) and "reused 3 finished units, trained 0" in captured.err
+    assert code in (0, None) and "reused 3 finished units, training 0" in captured.err
     units = sorted(p.name for p in (out / "units").iterdir())
     code, captured = _run_main(ARGS + ["--out", str(out), "--resume", "--epochs", "3"], capsys)
-    assert code == 2 and "different config" in captured.err
+    assert code == 2 and "--epochs 3 differs from the run's 2" in captured.err
     assert len(captured.err.strip().splitlines()) == 1
     assert sorted(p.name for p in (out / "units").iterdir()) == units
+    # --resume alone: every flag comes from the run (which was not made with the defaults)
+    code, captured = _run_main(["audit", "--out", str(out), "--resume"], capsys)
+    assert code in (0, None) and "reused 3 finished units, training 0" in captured.err, captured.err
+    # a flag given with --resume that agrees with the run is fine
+    code, captured = _run_main(["audit", "--out", str(out), "--resume", "--models", "8"], capsys)
+    assert code in (0, None), captured.err
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--executor", "dask"], "--executor: expected local or ray, got 'dask'"),
+        (["--executor", "ray", "--address", "127.0.0.1:1"], "--address 127.0.0.1:1: cannot connect"),
+        (["--resume"], "is not a run directory"),
+    ],
+)
+def test_bad_runner_input_is_one_line_and_writes_nothing(extra, needle, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, captured = _run_main(ARGS + ["--out", str(out)] + extra, capsys)
+    assert code == 2 and needle in captured.err, captured.err
+    assert len(captured.err.strip().splitlines()) == 1 and "Traceback" not in captured.err
+    assert not out.exists()
+
+
+def test_resume_on_a_directory_that_is_not_a_run_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "notes"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    code, captured = _run_main(ARGS + ["--out", str(out), "--resume"], capsys)
+    assert code == 2 and "is not a run directory" in captured.err
+    assert sorted(p.name for p in out.iterdir()) == ["mine.txt"]

@@ -133,7 +133,7 @@ def ray_cluster():
     ray = pytest.importorskip("ray")
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     # The workers cannot import this test module by name: ship its task functions by value.
     module = sys.modules[__name__]
     ray.cloudpickle.register_pickle_by_value(module)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fitscope.errors import ConfigError, RunError
+from fitscope.errors import ConfigError, FitscopeError, RunError
 from fitscope.experiments.audit import (
     AuditConfig,
     audit,
@@ -16,7 +16,6 @@ from fitscope.experiments.audit import (
     min_models,
     penultimate_features,
     plan_units,
-    resolve_threads,
     subset_masks,
 )
 from fitscope.runs.executors import machine_cpus
@@ -49,9 +48,7 @@ def small_audit(tmp_path_factory):
         (dict(cscore_ratios=[]), "cscore_ratios"),
         (dict(noise=1.0), "noise"),
         (dict(noise_mode="swap"), "noise_mode"),
-        (dict(address="10.0.0.1:6379"), "--address: only used with --executor ray"),
-        (dict(threads=0), "threads"),
-        (dict(executor="dask"), "executor"),
+        (dict(threads=1), "threads"),  # placement is not config: the runner takes it
         (dict(chunk=0), "chunk"),
         (dict(unknown=1), "unknown"),
     ],
@@ -123,7 +120,7 @@ def test_audit_writes_tables_and_report(small_audit):
     assert run.meta["status"] == "done" and run.meta["summary"]["models"] == 24 + 8
     assert run.seeds["noise_seed"] is not None
     assert sorted(run.unit_keys()) == ["cscore-0.3-000", "mem-000", "mem-001"]
-    for part in ("train memorization models", "train C-score models", "estimators", "report"):
+    for part in ("prepare", "train", "estimate", "report"):
         assert part in run.timings
     # a quality floor: even 24 tiny models for 5 epochs find most flipped labels
     assert outcome.summary["label-issue AUROC"] > 0.9
@@ -172,7 +169,7 @@ def test_resume_with_another_config_is_refused_and_keeps_the_run(small_audit, tm
 
 def test_bad_input_leaves_no_run_directory(tmp_path):
     for values in (dict(SMALL, data="no-such-set"), dict(SMALL, model="transformer:9")):
-        with pytest.raises(Exception, match="no-such-set|transformer"):
+        with pytest.raises(FitscopeError, match="no-such-set|transformer"):
             audit(make_config(**values), tmp_path / "bad")
         assert not (tmp_path / "bad").exists()
 
@@ -217,32 +214,25 @@ def test_audit_keeps_hidden_features_of_the_first_model(small_audit):
     assert "hidden-space kernel density" in set(outcome.spearman.proxy)
     assert np.isfinite(outcome.spearman.set_index("proxy").loc["hidden-space kernel density", "spearman_rho"])
     assert outcome.label_signals["hidden_density"] is not None
-    # threads resolved (all cores locally) and recorded: config, executor, each unit
-    assert run.config["threads"] == machine_cpus()
+    # threads resolved (all cores locally) and recorded per attempt and per unit, not in the config (hash)
+    assert "threads" not in run.config
     assert run.meta["attempts"][-1]["executor"]["threads_per_task"] == machine_cpus()
     assert {u["threads"] for u in run.meta["units"].values()} == {machine_cpus()}
 
 
-def test_resolve_threads(tmp_path, monkeypatch):
+def test_default_threads_all_cores_locally_one_per_ray_task(monkeypatch):
+    from fitscope.experiments.study import default_threads
+
     monkeypatch.delenv("FITSCOPE_NUM_THREADS", raising=False)
-    assert resolve_threads(make_config(threads=3)).threads == 3
-    assert resolve_threads(make_config()).threads == machine_cpus()
-    assert resolve_threads(make_config(executor="ray")).threads == 1
+    assert default_threads("local") == machine_cpus() and default_threads("ray") == 1
     monkeypatch.setenv("FITSCOPE_NUM_THREADS", "2")
-    assert resolve_threads(make_config(executor="ray")).threads == 2
-    monkeypatch.delenv("FITSCOPE_NUM_THREADS")
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    (run_dir / "run.json").write_text('{"id": "audit-x", "config": {"threads": 5}}')
-    assert resolve_threads(make_config(executor="ray"), run_dir, resume=True).threads == 5  # the run's own value
-    assert resolve_threads(make_config(executor="ray"), run_dir, resume=False).threads == 1
-    assert resolve_threads(make_config(threads=2), run_dir, resume=True).threads == 2  # given: kept (and checked)
+    assert default_threads("local") == 2 and default_threads("ray") == 2
 
 
 def test_quick_setting_and_overrides():
     quick = AuditConfig.quick(noise=0.1)
     assert (quick.models, quick.cscore_ratios, quick.cscore_models, quick.epochs) == (48, [0.3, 0.5, 0.7], 16, 12)
-    assert quick.noise == 0.1 and quick.threads is None
+    assert quick.noise == 0.1
     assert AuditConfig.quick(epochs=3, models=None).epochs == 3
     with pytest.raises(ConfigError, match="--models: expected at least 8"):
         AuditConfig.quick(models=4)

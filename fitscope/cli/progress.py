@@ -99,6 +99,7 @@ class StudyBar:
         )
         self._task = None
         self._of = 0
+        self._what = "steps"
 
     def __enter__(self) -> "StudyBar":
         return self
@@ -107,12 +108,13 @@ class StudyBar:
         if self._task is not None:
             self._progress.stop()
 
-    def start(self, *, total: int, units: int, reused: int, where: str) -> None:
-        """Open the bar for ``total`` work over ``units`` units."""
+    def start(self, *, total: int, units: int, reused: int, where: str, what: str = "steps") -> None:
+        """Open the bar for ``total`` work (``what``) over ``units`` units."""
         self._of = units + reused
+        self._what = what
         self._progress.start()
         self._task = self._progress.add_task(f"training ({where})", total=max(int(total), 1),
-                                             units=f"units {reused}/{self._of}")
+                                             units=f"{what}, units {reused}/{self._of}")
 
     def advance(self, done: int) -> None:
         """Move the bar to ``done``."""
@@ -122,7 +124,7 @@ class StudyBar:
     def unit_done(self, key: str, *, stored: int, of: int) -> None:
         """Count a stored unit."""
         if self._task is not None:
-            self._progress.update(self._task, units=f"units {stored}/{of}")
+            self._progress.update(self._task, units=f"{self._what}, units {stored}/{of}")
 
     def phase(self, name: str) -> None:
         """Close the bar and say which step runs."""
@@ -133,4 +135,4 @@ class StudyBar:
 
     def message(self, text: str) -> None:
         """One line above the bar."""
-        self._console.print(text)
+        self._console.print(text, soft_wrap=True, markup=False, highlight=False)

@@ -63,13 +63,13 @@ def run_command(study, values: dict, *, out: Path | None, resume: bool = False, 
             result = run_study(study, values, out, resume=resume, rebuild_meta=rebuild_meta, quick=quick,
                                executor=executor, address=address, threads=threads, progress=PrintProgress())
     except StudyInterrupted as err:
-        console.print(str(err))
+        console.print(str(err), soft_wrap=True, markup=False, highlight=False)
         raise typer.Exit(130) from None
     except KeyboardInterrupt:
-        console.print("interrupted before the run started; nothing was written")
+        console.print("interrupted before the run started; nothing was written", soft_wrap=True)
         raise typer.Exit(130) from None
     for name, value in (result.run.meta.get("summary") or {}).items():
-        console.print(f"  {name}: {format_value(value)}")
+        console.print(f"  {name}: {format_value(value)}", soft_wrap=True, markup=False, highlight=False)
     if result.report is not None:
         typer.echo(f"report: {result.report}")
     else:

@@ -491,7 +491,8 @@ def report(cfg: AuditConfig, prepared: Prepared, outcome: Outcome) -> dict:
 
 
 STUDY = Study(kind="audit", command="fitscope audit", config=AuditConfig, prepare=prepare, plan=plan,
-              estimate=estimate_study, report=report, template="audit.html.j2", quick=QUICK)
+              estimate=estimate_study, report=report, template="audit.html.j2", quick=QUICK,
+              work_name="model-epochs")
 
 
 def audit(cfg: AuditConfig, out: str | Path, *, resume: bool = False, **placement) -> tuple:

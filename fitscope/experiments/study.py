@@ -53,6 +53,7 @@ from pydantic import BaseModel
 
 from fitscope.errors import ConfigError, FitscopeError, RunError
 from fitscope.experiments.config_errors import build_config
+from fitscope.runs.atomic import WriteError
 from fitscope.runs.executors import TaskLost, machine_cpus, make_executor
 
 #: Set to N to make the runner stop after N stored units and wait to be killed (tests of kill and resume).
@@ -126,6 +127,7 @@ class Study:
         prepare, plan, estimate, report: the study's functions.
         template: the report's jinja2 template (in ``fitscope/report/templates``); None: no report.
         quick: the values of ``--quick`` (None: the study has no quick setting).
+        work_name: what the units' ``work`` counts, for the progress display (``"model-epochs"``).
     """
 
     kind: str
@@ -137,6 +139,7 @@ class Study:
     report: Callable[[Any, Prepared, Outcome], dict] | None = None
     template: str | None = None
     quick: dict | None = None
+    work_name: str = "steps"
 
     def make_config(self, values: Mapping[str, Any], *, quick: bool = False) -> BaseModel:
         """The config from ``values`` (``quick``: on top of the quick setting); bad values -> ConfigError."""
@@ -160,8 +163,8 @@ class Progress:
     to :func:`run_study` to watch from Python.
     """
 
-    def start(self, *, total: int, units: int, reused: int, where: str) -> None:
-        """Training starts: ``total`` work (in units' ``work`` counts) over ``units`` units to train."""
+    def start(self, *, total: int, units: int, reused: int, where: str, what: str = "steps") -> None:
+        """Training starts: ``total`` work (``what``: the units' ``work`` counts) over ``units`` units to train."""
 
     def advance(self, done: int) -> None:
         """``done`` of ``total`` work is finished (monotone)."""
@@ -193,10 +196,10 @@ class PrintProgress(Progress):
     def _print(self, text: str) -> None:
         print(text, file=self._stream or sys.stderr, flush=True)
 
-    def start(self, *, total: int, units: int, reused: int, where: str) -> None:
+    def start(self, *, total: int, units: int, reused: int, where: str, what: str = "steps") -> None:
         """Print what will train."""
         self._t0, self._total = time.perf_counter(), max(int(total), 1)
-        self._print(f"training {units} units ({where}); {reused} reused from earlier attempts")
+        self._print(f"training {units} units, {self._total} {what} ({where}); {reused} reused from earlier attempts")
 
     def advance(self, done: int) -> None:
         """Print the fraction done and the time left, at most every ``every`` seconds."""
@@ -446,10 +449,11 @@ def run_study(
     # The executor is made before the run directory, so a bad --address leaves nothing behind.
     with make_executor(executor, address=address, threads_per_task=threads) as ex, \
             Run.create(out, kind=study.kind, config=cfg.model_dump(mode="json"), seeds=prepared.seeds,
-                       resume=resume, **({"rebuild_meta": True} if rebuild_meta else {})) as run:
+                       resume=resume, rebuild_meta=rebuild_meta) as run:
         damaged = list(getattr(run, "damaged_units", []) or [])
         for key in damaged:
-            progress.message(f"unit {key} was damaged (its file does not match its checksum); training it again")
+            why = (getattr(run, "unit_damage", {}) or {}).get(key, "damaged")
+            progress.message(f"unit {key} was damaged ({why}); training it again")
         attempt = run.meta.setdefault("attempts", [{}])[-1]
         attempt["executor"] = ex.info
         run.timings["prepare"] = round(run.timings.get("prepare", 0.0) + prepare_seconds, 3)
@@ -471,6 +475,9 @@ def run_study(
             run.fail("interrupted (Ctrl-C)", status="interrupted")
             raise StudyInterrupted(f"interrupted: {saved} of {len(units)} units are saved in {out}; "
                                    f"resume with: {resume_hint(study, out)}") from None
+        except WriteError as err:  # disk full, or not writable: say exactly how to continue
+            run_failed(run, str(err))
+            raise RunError(f"{err}; resume with: {resume_hint(study, out)}") from None
         except TaskLost as err:
             saved = sum(run.has_unit(u.key) for u in units)
             run.fail(str(err))
@@ -479,6 +486,14 @@ def run_study(
         run.finish(summary=outcome.summary)
     return StudyResult(run=run, config=cfg, outcome=outcome, trained=attempt["trained_units"], reused=reused,
                        damaged=damaged)
+
+
+def run_failed(run, message: str) -> None:
+    """Mark ``run`` failed with ``message`` if its run.json can still be written (a full disk may refuse)."""
+    try:
+        run.fail(message)
+    except FitscopeError:
+        pass
 
 
 def _check_units(units: list[Unit]) -> None:
@@ -491,7 +506,8 @@ def _check_units(units: list[Unit]) -> None:
 def _train(study: Study, run, ex, units: list[Unit], todo: list[Unit], prepared: Prepared, progress: Progress,
            pause: int | None) -> None:
     total = sum(max(int(u.work), 1) for u in todo)
-    progress.start(total=total, units=len(todo), reused=len(units) - len(todo), where=ex.name)
+    progress.start(total=total, units=len(todo), reused=len(units) - len(todo), where=ex.name,
+                   what=study.work_name)
     inside = [0] * len(todo)  # work reported so far by each running unit
     finished_work = 0
 

@@ -19,18 +19,18 @@ from fitscope.experiments import get_study
 from fitscope.experiments.study import Progress, run_study
 from fitscope.runs import executors
 
-# 4 units of 2 tiny models, long enough (40 epochs) that both nodes are busy when the worker node dies
-VALUES = dict(model="mlp:16x1", models=8, ratio=0.5, cscore_ratios=[0.5], epochs=40, noise=0.1, chunk=2)
+# 4 units of 2 tiny models (120 model-epochs each), long enough that both nodes are busy when the worker dies
+VALUES = dict(model="mlp:16x1", models=8, ratio=0.5, cscore_ratios=[0.5], epochs=60, noise=0.1, chunk=2)
 
 
 class KillNodeOnFirstTick(Progress):
-    """Removes a cluster node the first time a unit reports progress."""
+    """Removes a cluster node once the units have reported some progress (both nodes are training by then)."""
 
     def __init__(self, cluster, node) -> None:
         self.cluster, self.node, self.killed = cluster, node, False
 
     def advance(self, done: int) -> None:
-        if not self.killed and done > 0:
+        if not self.killed and done >= 40:
             self.killed = True
             self.cluster.remove_node(self.node, allow_graceful=False)
 

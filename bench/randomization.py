@@ -19,13 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from fitscope.data import load
-from fitscope.experiments.randomization import RandomizationConfig, findings, make_config, plan_units, randomization_study
+from fitscope.experiments.randomization import (
+    RandomizationConfig, findings, make_config, model_seeds, plan_units, randomization_study,
+)
 from fitscope.runs.atomic import atomic_write_json
-from fitscope.seeding import derive_seed
 from fitscope.train import train_ensemble
 
 
@@ -40,18 +40,17 @@ def main() -> None:
         run, outcome = randomization_study(cfg, Path(tmp) / "rand")
         study_seconds = time.perf_counter() - t0
         timings = dict(run.timings)
-        units = {k: v for k, v in run.meta.get("units", {}).items()}
+        noise_arrays = run.load_unit("noise")  # the stored EnsembleResult of the noise ensemble
 
     data = load(cfg.data, seed=cfg.data_seed)
     noise_unit = next(u for u in plan_units(cfg, data) if u.key == "noise")
-    batched_seconds = units["noise"]["seconds"]
+    batched_seconds = round(float(noise_arrays["seconds"]), 2)
     # The batched unit stops once every model fits; give each single model the same epoch budget.
-    epochs = int(units["noise"]["epochs"])
+    epochs = int(noise_arrays["epochs_run"])
     single_cfg = noise_unit.train.model_copy(update=dict(epochs=epochs, early_stop="none"))
     t0 = time.perf_counter()
-    for i, row in enumerate(noise_unit.rows):
-        train_ensemble(cfg.model, data.x_train, noise_unit.labels[i], config=single_cfg,
-                       seeds=[derive_seed(row["seed"], noise_unit.key, i)],
+    for i, seed in enumerate(model_seeds(noise_unit)):
+        train_ensemble(cfg.model, data.x_train, noise_unit.labels[i], config=single_cfg, seeds=[seed],
                        x_test=data.x_test, y_test=data.y_test)
     sequential_seconds = time.perf_counter() - t0
 

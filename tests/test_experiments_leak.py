@@ -8,7 +8,8 @@ import pytest
 
 from fitscope.errors import ConfigError, DataError, RunError
 from fitscope.experiments import audit as audit_study
-from fitscope.experiments.leak import ATTACKS, estimate, LeakArrays, leak, make_config, read_audit
+from fitscope.experiments.leak import ATTACKS, STUDY, estimate, LeakArrays, leak, make_config, read_audit
+from fitscope.experiments.study import run_study
 from fitscope.runs import Run
 
 SMALL = dict(model="mlp:32x1", models=8, epochs=3, chunk=4)
@@ -72,6 +73,7 @@ def test_leak_trains_resumes_and_writes_the_report(tmp_path):
     (out / "units" / "leak-001.npz").unlink()
     run2, outcome2 = leak(make_config(**SMALL), out, resume=True)
     assert outcome2.reused_units == ["leak-000"] and outcome2.trained_units == ["leak-001"]
+    assert "Resumed run" in (out / "report.html").read_text() and "Resumed run" not in html
     # same seeds: the retrained unit gives the same attack numbers
     pd.testing.assert_frame_equal(outcome.metrics, outcome2.metrics)
 
@@ -87,8 +89,14 @@ def test_from_audit_reuses_the_audit_models(small_audit, tmp_path):
     np.testing.assert_array_equal(table["mem"].to_numpy(), audit_outcome.examples["mem"].to_numpy())
     np.testing.assert_array_equal(table["label"].to_numpy(), audit_outcome.examples["label"].to_numpy())
     assert "corrupted" in table.columns
-    assert run.config["audit_id"] == audit_run.id
+    assert run.seeds["audit_id"] == audit_run.id and run.config["from_audit"] == str(audit_run.path)
+    assert run.meta["summary"]["source"] == f"audit {audit_run.id}"
+    assert outcome.trained_units == [] and outcome.reused_units == [] and run.meta["status"] == "done"
     assert "Leakage and memorization" in (tmp_path / "leak" / "report.html").read_text()
+    # resumed with its config from run.json (where the training fields sit at their defaults): the same tables
+    again = run_study(STUDY, {}, tmp_path / "leak", resume=True)
+    assert again.config.from_audit == str(audit_run.path) and again.trained == []
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "leak" / "leak.parquet"), table)
 
 
 def test_from_audit_without_the_arrays_is_one_line(tmp_path):

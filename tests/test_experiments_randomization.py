@@ -6,14 +6,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fitscope.data import load
+from fitscope.data import corrupt, load
 from fitscope.errors import ConfigError
 from fitscope.experiments.randomization import (
     findings,
     make_config,
+    model_seeds,
     plan_units,
     randomization_study,
+    train_ensemble_task,
 )
+from fitscope.seeding import derive_seed
+from fitscope.train import train_ensemble
 
 SMALL = dict(
     model="mlp:64x1",
@@ -42,6 +46,25 @@ def test_plan_covers_every_part_and_records_ground_truth():
     # corruptions are a function of the config only
     again = plan_units(cfg, data)
     assert all(np.array_equal(a.labels, b.labels) for a, b in zip(units, again))
+
+
+def test_an_input_corruption_is_drawn_inside_the_task_from_its_seed():
+    cfg = make_config(**dict(SMALL, model="mlp:16x1", epochs=2, corruptions=["shuffled_pixels"], parts=["curves"]))
+    data = load("digits", seed=0)
+    (unit,) = plan_units(cfg, data)
+    assert unit.inputs == ("shuffled_pixels", derive_seed(cfg.data_seed, "curves", "shuffled_pixels"))
+    ticks = []
+    got = train_ensemble_task((unit, cfg.model, data.n_classes), x_train=data.x_train, y_train=data.y_train,
+                              x_test=data.x_test, y_test=data.y_test, progress=ticks.append)
+    shuffled = corrupt(data, "shuffled_pixels", noise=1.0, seed=unit.inputs[1]).dataset
+    want = train_ensemble(cfg.model, shuffled.x_train, unit.labels, config=unit.train, seeds=model_seeds(unit),
+                          x_test=shuffled.x_test, y_test=shuffled.y_test, n_classes=data.n_classes)
+    np.testing.assert_array_equal(got["train_logits"], want.train_logits)
+    np.testing.assert_array_equal(got["test_acc"], want.test_acc)
+    clean = train_ensemble(cfg.model, data.x_train, unit.labels, config=unit.train, seeds=model_seeds(unit),
+                           x_test=data.x_test, y_test=data.y_test, n_classes=data.n_classes)
+    assert not np.array_equal(got["train_logits"], clean.train_logits)
+    assert ticks == [len(unit.rows) * e for e in range(1, int(got["epochs_run"]) + 1)]
 
 
 def test_study_writes_tables_and_report(tmp_path):
@@ -73,6 +96,7 @@ def test_resume_reuses_units_and_refuses_other_config(tmp_path):
     randomization_study(cfg, tmp_path / "r")
     _, again = randomization_study(cfg, tmp_path / "r", resume=True)
     assert again.trained_units == [] and len(again.reused_units) == 3
+    assert "Resumed run" in (tmp_path / "r" / "report.html").read_text()
     other = make_config(**dict(SMALL, parts=["curves"], epochs=5))
     with pytest.raises(Exception, match="different config"):
         randomization_study(other, tmp_path / "r", resume=True)

@@ -6,17 +6,17 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 
 from fitscope.cli import app
-from fitscope.cli.progress import EnsembleProgress
+from fitscope.cli.study_command import (
+    AddressOpt, ExecutorOpt, OutOpt, RebuildOpt, ResumeOpt, ThreadsOpt, run_command,
+)
 
 
 @app.command("leak")
 def leak(
     data: Optional[str] = typer.Option(None, help="Built-in name or a data file/folder (default digits)."),
     model: Optional[str] = typer.Option(None, help="Model spec (default mlp:512x2)."),
-    out: Path = typer.Option(Path("runs/leak"), help="Run directory to create."),
     models: Optional[int] = typer.Option(None, help="Subset (shadow) models to train (default 64, at least 8)."),
     ratio: Optional[float] = typer.Option(None, help="Subset ratio (default 0.5)."),
     epochs: Optional[int] = typer.Option(None, help="Epochs per model, a fixed budget so they overfit (default 40)."),
@@ -31,27 +31,27 @@ def leak(
     from_audit: Optional[Path] = typer.Option(
         None, help="Attack the memorization models of this audit run (its stored masks and train logits); "
                    "no training."),
-    resume: bool = typer.Option(False, "--resume", help="Continue a killed run in --out, training only missing models."),
+    out: OutOpt = None,
+    resume: ResumeOpt = False,
+    rebuild_meta: RebuildOpt = False,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Membership inference: LiRA online/offline and the loss threshold, ROC at low FPR, the examples that leak.
 
     Example: fitscope leak --data digits --models 64 --out runs/leak
 
     Reusing an audit's models: fitscope leak --from-audit runs/audit --out runs/leak-audit
+
+    On a Ray cluster: fitscope leak --models 256 --executor ray --address 10.0.0.1:6379 --out runs/leak
+    (a run started with one executor can be resumed with --resume on the other).
     """
-    from fitscope.experiments.leak import leak as run_leak
-    from fitscope.experiments.leak import make_config
+    from fitscope.experiments import get_study
 
     values = dict(data=data, model=model, models=models, ratio=ratio, epochs=epochs, lr=lr, optimizer=optimizer,
                   batch_size=batch_size, weight_decay=weight_decay, seed=seed, data_seed=data_seed,
                   label_column=label_column, chunk=chunk,
                   from_audit=str(from_audit) if from_audit is not None else None)
-    cfg = make_config(**{k: v for k, v in values.items() if v is not None})
-    console = Console(stderr=True)
-    with EnsembleProgress(console) as bar:
-        run, outcome = run_leak(cfg, out, resume=resume, on_unit_start=bar.start_unit, progress=bar.update)
-    if outcome.reused_units:
-        console.print(f"reused {len(outcome.reused_units)} finished units, trained {len(outcome.trained_units)}")
-    for name, value in run.meta.get("summary", {}).items():
-        console.print(f"  {name}: {value:.4g}" if isinstance(value, float) else f"  {name}: {value}")
-    typer.echo(f"report: {run.path / 'report.html'}")
+    run_command(get_study("leak"), values, out=out, resume=resume, rebuild_meta=rebuild_meta,
+                executor=executor, address=address, threads=threads)

@@ -2,29 +2,30 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 
 from fitscope.cli import app
-from fitscope.cli.progress import EnsembleProgress
 from fitscope.cli.lists import parse_floats, parse_ints, parse_names
+from fitscope.cli.study_command import (
+    AddressOpt, ExecutorOpt, OutOpt, RebuildOpt, ResumeOpt, ThreadsOpt, run_command,
+)
 
 
 @app.command("randomization")
 def randomization(
-    data: str = typer.Option("digits", help="Built-in name (see `fitscope data list`) or a data file/folder."),
-    model: str = typer.Option("mlp:512x2", help="Model spec (see `fitscope models list`)."),
-    out: Path = typer.Option(Path("runs/randomization"), help="Run directory to create."),
+    data: Optional[str] = typer.Option(
+        None, help="Built-in name (see `fitscope data list`) or a data file/folder (default digits)."),
+    model: Optional[str] = typer.Option(None, help="Model spec (see `fitscope models list`; default mlp:512x2)."),
     corruptions: Optional[str] = typer.Option(
-        None, help="Comma list of none, random_labels, shuffled_pixels, random_pixels, gaussian."),
+        None, help="Comma list of none, random_labels, shuffled_pixels, random_pixels, gaussian (default: all)."),
     noise: Optional[str] = typer.Option(None, help="Label-noise levels p, e.g. 0,0.2,0.4,0.6,0.8,1."),
     regularizers: Optional[str] = typer.Option(
-        None, help="Comma list of none, wd, dropout, augment, wd+dropout+augment."),
-    seeds: Optional[str] = typer.Option(None, help="Model seeds, e.g. 0,1,2."),
-    epochs: Optional[int] = typer.Option(None, help="Epoch budget per ensemble (stops early once all models fit)."),
+        None, help="Comma list of none, wd, dropout, augment, wd+dropout+augment (default: all)."),
+    seeds: Optional[str] = typer.Option(None, help="Model seeds, e.g. 0,1,2 (default 0,1)."),
+    epochs: Optional[int] = typer.Option(
+        None, help="Epoch budget per ensemble (default 150; stops early once all models fit)."),
     lr: Optional[float] = typer.Option(None, help="Learning rate."),
     optimizer: Optional[str] = typer.Option(None, help="sgd or adam."),
     batch_size: Optional[int] = typer.Option(None, help="Minibatch size."),
@@ -33,14 +34,27 @@ def randomization(
     parts: Optional[str] = typer.Option(None, help="Comma list of curves, noise, regularizers (default: all)."),
     label_column: Optional[str] = typer.Option(None, help="Label column of a CSV file."),
     data_seed: Optional[int] = typer.Option(None, help="Seed of the train/test split and the corruptions."),
-    quick: bool = typer.Option(False, "--quick", help="A small setting for a demo (one seed, 60-epoch budget)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue a killed run in --out, reusing finished units."),
+    quick: bool = typer.Option(
+        False, "--quick",
+        help="A small setting for a demo: seed 0 only, regularizers none,wd,dropout,augment, and a budget of "
+             "100 epochs per ensemble (stops early once all models fit)."),
+    out: OutOpt = None,
+    resume: ResumeOpt = False,
+    rebuild_meta: RebuildOpt = False,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Train on true labels, random labels, shuffled/random pixels and gaussian inputs; measure fit and generalization.
 
     Example: fitscope randomization --data digits --model mlp:512x2 --out runs/rand
+
+    A quick demo: fitscope randomization --quick --out runs/demo-rand
+
+    On a Ray cluster: fitscope randomization --executor ray --address 10.0.0.1:6379 --out runs/rand
+    (a run started with one executor can be resumed with --resume on the other).
     """
-    from fitscope.experiments.randomization import RandomizationConfig, make_config, randomization_study
+    from fitscope.experiments import get_study
 
     values = dict(
         data=data, model=model, label_column=label_column, data_seed=data_seed,
@@ -51,16 +65,5 @@ def randomization(
         epochs=epochs, lr=lr, optimizer=optimizer, batch_size=batch_size,
         weight_decay=weight_decay, dropout=dropout, parts=parse_names(parts) if parts else None,
     )
-    values = {k: v for k, v in values.items() if v is not None}
-    cfg = RandomizationConfig.quick(**values) if quick else make_config(**values)
-
-    console = Console(stderr=True)
-    with EnsembleProgress(console) as bar:
-        run, outcome = randomization_study(
-            cfg, out, resume=resume, on_unit_start=bar.start_unit, progress=bar.update
-        )
-    if outcome.reused_units:
-        console.print(f"reused {len(outcome.reused_units)} finished units, trained {len(outcome.trained_units)}")
-    for row in run.meta.get("summary", {}).items():
-        console.print(f"  {row[0]}: {row[1]:.3f}")
-    typer.echo(f"report: {run.path / 'report.html'}")
+    run_command(get_study("randomization"), values, out=out, quick=quick, resume=resume, rebuild_meta=rebuild_meta,
+                executor=executor, address=address, threads=threads)

@@ -22,7 +22,15 @@ Reads like the LiRA evaluation of Carlini et al. (2022), METHODS section 6:
 Units: the models train in chunks of ``chunk`` (one batched ensemble each),
 stored as ``units/leak-000.npz`` ... (masks, seeds, float16 train logits,
 subset and test accuracy) as they finish, so ``resume=True`` trains only the
-missing chunks.
+missing chunks. With ``from_audit`` there are no units: the study reads the
+audit's run (:func:`read_audit`) and goes straight to the attacks.
+
+The study runs on :mod:`fitscope.experiments.study` (``STUDY``): the runner owns
+the run directory, ``--resume``, the executor (``local`` or ``ray``), progress
+and the report; this module supplies ``prepare`` (load the data or read the
+audit, check), ``plan`` (one unit per chunk, trained by the pure module-level
+:func:`train_unit_task` with the data arrays shared), ``estimate_study`` and
+the report context.
 """
 
 from __future__ import annotations
@@ -34,10 +42,9 @@ from typing import Callable, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fitscope.errors import ConfigError, DataError, RunError
-from fitscope.experiments.config_errors import build_config
 from fitscope.estimators.membership import (
     MIN_MODELS,
     MembershipMetrics,
@@ -46,6 +53,10 @@ from fitscope.estimators.membership import (
     loss_threshold_scores,
     membership_metrics,
 )
+from fitscope.estimators.subsets import min_models, subset_masks
+from fitscope.experiments.config_errors import build_config
+from fitscope.experiments.study import Outcome, Prepared, Study, StudyResult, Unit, run_study
+from fitscope.seeding import derive_seed
 
 #: Fewest models ``fitscope leak`` trains: LiRA's leave-one-out needs >= 2 "in" and 2 "out" shadows
 #: per example on average; 8 models at ratio 0.5 give about 3.5 of each.
@@ -62,7 +73,7 @@ class LeakConfig(BaseModel):
     """Everything that determines a leakage study; stored in run.json. Unknown keys are rejected.
 
     With ``from_audit`` the models, data and labels come from that audit run and the training
-    fields must be left at their defaults.
+    fields must be left at their defaults; the audit's path is stored absolute.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -82,16 +93,21 @@ class LeakConfig(BaseModel):
     chunk: int = Field(32, gt=0, description="models per batched ensemble (unit of work)")
     from_audit: str | None = Field(None, description="an audit run directory whose memorization models to attack")
 
+    @field_validator("from_audit")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        return None if value is None else str(Path(value).absolute())
+
     @model_validator(mode="after")
     def _check(self) -> "LeakConfig":
         if self.from_audit is not None:
-            given = sorted(set(self.model_fields_set) & set(_TRAINING_FIELDS))
+            # A training field away from its default: given (a run.json repeats the defaults, which is fine).
+            given = [name for name in _TRAINING_FIELDS
+                     if getattr(self, name) != type(self).model_fields[name].get_default(call_default_factory=True)]
             if given:
                 raise ValueError(f"--{given[0].replace('_', '-')}: not used with --from-audit (the audit's models, "
                                  "data and labels are attacked as they are)")
             return self
-        from fitscope.experiments.audit import min_models
-
         need = max(MIN_LEAK_MODELS, min_models(self.ratio))
         if self.models < need:
             raise ValueError(f"--models: LiRA needs at least {need} models at ratio {self.ratio:g} (each example "
@@ -132,24 +148,35 @@ class LeakUnit:
 
 def plan_units(cfg: LeakConfig, n: int) -> list[LeakUnit]:
     """The ensembles to train: masks from ``(seed, "leak-masks")``, model seeds from ``(seed, "leak-model", k)``."""
-    from fitscope.experiments.audit import subset_masks
-    from fitscope.seeding import derive_seed
-
     masks = subset_masks(n, cfg.ratio, cfg.models, seed=derive_seed(cfg.seed, "leak-masks"))
     seeds = [derive_seed(cfg.seed, "leak-model", k) for k in range(cfg.models)]
     return [LeakUnit(f"leak-{c:03d}", masks[s:s + cfg.chunk], seeds[s:s + cfg.chunk])
             for c, s in enumerate(range(0, cfg.models, cfg.chunk))]
 
 
-def train_unit(unit: LeakUnit, cfg: LeakConfig, data, progress: Callable[[dict], None] | None = None) -> dict:
-    """Train one unit and return what ``run.save_unit`` stores (no per-epoch records)."""
+def train_unit_task(task: tuple[LeakUnit, LeakConfig, int], *, x_train: np.ndarray, y_train: np.ndarray,
+                    x_test: np.ndarray, y_test: np.ndarray,
+                    progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+    """The task of one unit: ``task = (unit, cfg, n_classes)``, the data arrays shared (read-only).
+
+    Module-level and pure (no globals, no writes to the run): the result follows from the
+    arguments alone, so the ``local`` and ``ray`` executors give the same bits for the same
+    threads per task. ``progress(model-epochs done)`` is called after every epoch.
+
+    Returns:
+        What the unit stores (no per-epoch records): masks, seeds, float16 train logits, final
+        subset and test accuracy, and the training seconds.
+    """
     from fitscope.train import TrainConfig, train_ensemble
 
+    unit, cfg, n_classes = task
+    k = len(unit.seeds)
+    tick = None if progress is None else (lambda info: progress(k * int(info["epoch"])))
     tc = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer=cfg.optimizer, lr=cfg.lr,
                      weight_decay=cfg.weight_decay, schedule="constant", early_stop="none", record=False)
     t0 = time.perf_counter()
-    result = train_ensemble(cfg.model, data.x_train, data.y_train, config=tc, seeds=unit.seeds, masks=unit.masks,
-                            x_test=data.x_test, y_test=data.y_test, progress=progress, n_classes=data.n_classes)
+    result = train_ensemble(cfg.model, x_train, y_train, config=tc, seeds=unit.seeds, masks=unit.masks,
+                            x_test=x_test, y_test=y_test, progress=tick, n_classes=n_classes)
     return {"masks": unit.masks, "seeds": np.asarray(unit.seeds, np.int64),
             "train_logits": result.train_logits.astype(np.float16),
             "subset_acc": result.train_acc[:, -1].astype(np.float32),
@@ -315,99 +342,116 @@ def estimate(arrays: LeakArrays) -> LeakOutcome:
                        score_in=score_in)
 
 
-# --------------------------------------------------------------------------- the job
+# --------------------------------------------------------------------------- the study
 
 
-def _train(cfg: LeakConfig, run, data, on_unit_start, progress) -> tuple[LeakArrays, list[str], list[str]]:
-    units = plan_units(cfg, len(data.y_train))
-    stored, trained, reused = {}, [], []
-    for unit in units:
-        if run.has_unit(unit.key):
-            arrays = run.load_unit(unit.key)
-            if not np.array_equal(arrays.get("masks"), unit.masks):
-                raise RunError(f"--resume: unit {unit.key} of {run.path} was trained on other subsets; "
-                               "use another --out")
-            stored[unit.key] = arrays
-            reused.append(unit.key)
-            continue
-        if on_unit_start is not None:
-            on_unit_start(unit.key, len(unit.seeds), cfg.epochs)
-        with run.timer("train models"):
-            arrays = train_unit(unit, cfg, data, progress)
-        run.save_unit(unit.key, arrays, info=dict(models=len(unit.seeds), seconds=round(float(arrays["seconds"]), 3)))
-        stored[unit.key] = arrays
-        trained.append(unit.key)
+@dataclass
+class LeakState:
+    """What ``prepare`` found: the data, the model spec, and the audit's arrays (``from_audit``) or None."""
 
-    def cat(name):
-        return np.concatenate([stored[u.key][name] for u in units])
-
-    arrays = LeakArrays(masks=cat("masks"), train_logits=cat("train_logits"), labels=data.y_train.astype(np.int64),
-                        subset_acc=cat("subset_acc"), test_acc=cat("test_acc"))
-    return arrays, trained, reused
+    data: object  # fitscope.data.Dataset
+    model: str
+    audit: LeakArrays | None = None
 
 
-def leak(
-    cfg: LeakConfig,
-    out: str | Path,
-    *,
-    resume: bool = False,
-    on_unit_start: Callable[[str, int, int], None] | None = None,
-    progress: Callable[[dict], None] | None = None,
-):
+def prepare(cfg: LeakConfig) -> Prepared:
+    """Load the data (or read the audit run and its data), check them; nothing is written yet."""
+    from fitscope.data import load
+    from fitscope.data.support import check_supports_study
+    from fitscope.models import check_input_shape, parse_spec
+
+    if cfg.from_audit is not None:
+        arrays, audit_meta = read_audit(cfg.from_audit)
+        acfg = audit_meta.get("config", {})
+        data = load(acfg.get("data", "digits"), label_column=acfg.get("label_column"),
+                    seed=int(acfg.get("data_seed", 0)))
+        if len(data.y_train) != arrays.masks.shape[1]:
+            raise DataError(f"--from-audit: the audit's data {acfg.get('data')!r} now has {len(data.y_train)} "
+                            f"training examples, its models {arrays.masks.shape[1]}")
+        if arrays.masks.shape[0] < MIN_LEAK_MODELS:
+            raise ConfigError(f"--from-audit: LiRA needs at least {MIN_LEAK_MODELS} models, the audit stored "
+                              f"{arrays.masks.shape[0]}")
+        return Prepared(seeds={"audit_id": audit_meta.get("id"), "audit_seeds": audit_meta.get("seeds", {})},
+                        state=LeakState(data, acfg.get("model", "?"), arrays))
+    data = load(cfg.data, label_column=cfg.label_column, seed=cfg.data_seed)
+    check_input_shape(parse_spec(cfg.model), data.input_shape)  # a bad --model fails before anything is written
+    # every example must be in some subsets and out of others
+    check_supports_study(data, study="the leakage study", min_per_class=2)
+    plan_units(cfg, len(data.y_train))
+    return Prepared(
+        seeds={"seed": cfg.seed, "data_seed": cfg.data_seed},
+        shared={"x_train": data.x_train, "y_train": data.y_train.astype(np.int64), "x_test": data.x_test,
+                "y_test": data.y_test},
+        state=LeakState(data, cfg.model),
+    )
+
+
+def plan(cfg: LeakConfig, prepared: Prepared) -> list[Unit]:
+    """One unit per chunk of models (:func:`plan_units`), trained by :func:`train_unit_task`; none with ``from_audit``."""
+    state: LeakState = prepared.state
+    if state.audit is not None:
+        return []
+    return [Unit(u.key, train_unit_task, (u, cfg, state.data.n_classes), work=len(u.seeds) * cfg.epochs,
+                 info=dict(models=len(u.seeds)))
+            for u in plan_units(cfg, len(state.data.y_train))]
+
+
+def estimate_study(cfg: LeakConfig, prepared: Prepared, units) -> Outcome:
+    """The attacks on the stored units (or the audit's models): the ``leak`` and ``metrics`` tables."""
+    state: LeakState = prepared.state
+    arrays = state.audit
+    if arrays is None:
+        planned = plan_units(cfg, len(state.data.y_train))
+        stored = {u.key: units[u.key] for u in planned}
+        for u in planned:
+            if not np.array_equal(stored[u.key].get("masks"), u.masks):
+                raise RunError(f"unit {u.key} was trained on other subsets than this config's; use another --out")
+
+        def cat(name):
+            return np.concatenate([stored[u.key][name] for u in planned])
+
+        arrays = LeakArrays(masks=cat("masks"), train_logits=cat("train_logits"),
+                            labels=state.data.y_train.astype(np.int64), subset_acc=cat("subset_acc"),
+                            test_acc=cat("test_acc"))
+    outcome = estimate(arrays)
+    outcome.summary["source"] = arrays.source
+    return Outcome(tables={"leak": outcome.examples, "metrics": outcome.metrics}, summary=outcome.summary,
+                   detail=outcome)
+
+
+def report(cfg: LeakConfig, prepared: Prepared, outcome: Outcome) -> dict:
+    """The report context (:func:`fitscope.report.leak.report_context`)."""
+    from fitscope.report import leak as figures
+
+    state: LeakState = prepared.state
+    detail: LeakOutcome = outcome.detail
+    detail.trained_units, detail.reused_units = list(outcome.trained), list(outcome.reused)
+    return figures.report_context(state.data, outcome.detail, model=state.model, from_audit=cfg.from_audit)
+
+
+STUDY = Study(kind="leak", command="fitscope leak", config=LeakConfig, prepare=prepare, plan=plan,
+              estimate=estimate_study, report=report, template="leak.html.j2",
+              work_name="model-epochs")
+
+
+def leak(cfg: LeakConfig, out: str | Path, *, resume: bool = False, **placement):
     """The whole study: validate, train (or read the audit), attack, write tables and ``report.html``.
 
     Bad input (data, model spec, an audit without the arrays LiRA needs) fails before the run
     directory is made.
 
-    Returns:
-        ``(run, outcome)``: the finished :class:`fitscope.runs.Run` and the :class:`LeakOutcome`.
-    """
-    from fitscope.data import load
-    from fitscope.models import check_input_shape, parse_spec
-    from fitscope.report import write_report
-    from fitscope.report import leak as figures
-    from fitscope.runs import Run
+    Args:
+        cfg: the study configuration.
+        out: the run directory.
+        resume: continue the run in ``out`` (only missing chunks train).
+        placement: ``executor``, ``address``, ``threads``, ``progress`` of
+            :func:`fitscope.experiments.study.run_study`.
 
-    t0 = time.perf_counter()
-    config = cfg.model_dump()
-    seeds = {"seed": cfg.seed, "data_seed": cfg.data_seed}
-    audit_arrays = None
-    if cfg.from_audit is not None:
-        audit_arrays, audit_meta = read_audit(cfg.from_audit)
-        acfg = audit_meta.get("config", {})
-        data = load(acfg.get("data", "digits"), label_column=acfg.get("label_column"),
-                    seed=int(acfg.get("data_seed", 0)))
-        if len(data.y_train) != audit_arrays.masks.shape[1]:
-            raise DataError(f"--from-audit: the audit's data {acfg.get('data')!r} now has {len(data.y_train)} "
-                            f"training examples, its models {audit_arrays.masks.shape[1]}")
-        if audit_arrays.masks.shape[0] < MIN_LEAK_MODELS:
-            raise ConfigError(f"--from-audit: LiRA needs at least {MIN_LEAK_MODELS} models, the audit stored "
-                              f"{audit_arrays.masks.shape[0]}")
-        config = {"from_audit": str(Path(cfg.from_audit).absolute()), "audit_id": audit_meta.get("id"),
-                  "audit_config": acfg}
-        seeds = {"audit_seeds": audit_meta.get("seeds", {})}
-        model_spec = acfg.get("model", "?")
-    else:
-        data = load(cfg.data, label_column=cfg.label_column, seed=cfg.data_seed)
-        check_input_shape(parse_spec(cfg.model), data.input_shape)
-        plan_units(cfg, len(data.y_train))
-        model_spec = cfg.model
-    load_seconds = time.perf_counter() - t0
-    with Run.create(out, kind="leak", config=config, seeds=seeds, resume=resume) as run:
-        run.timings.setdefault("load data", round(load_seconds, 3))
-        trained, reused = [], []
-        if audit_arrays is None:
-            arrays, trained, reused = _train(cfg, run, data, on_unit_start, progress)
-        else:
-            arrays = audit_arrays
-        with run.timer("attacks"):
-            outcome = estimate(arrays)
-        outcome.trained_units, outcome.reused_units = trained, reused
-        outcome.summary["source"] = arrays.source
-        run.write_table("leak", outcome.examples)
-        run.write_table("metrics", outcome.metrics)
-        run.finish(summary=outcome.summary)
-        with run.timer("report"):
-            write_report(run, "leak.html.j2", figures.report_context(data, outcome, model=model_spec,
-                                                                     from_audit=cfg.from_audit))
-    return run, outcome
+    Returns:
+        ``(run, outcome)``: the finished :class:`fitscope.runs.Run` and the :class:`LeakOutcome`
+        (``trained_units`` / ``reused_units`` say what this call trained).
+    """
+    result: StudyResult = run_study(STUDY, cfg, out, resume=resume, **placement)
+    detail: LeakOutcome = result.outcome.detail
+    detail.trained_units, detail.reused_units = list(result.trained), list(result.reused)
+    return result.run, detail

@@ -4,23 +4,32 @@ Reads like section 1 of METHODS.md: load data, corrupt it, train until the
 network fits (or the epoch budget runs out), record how long fitting took and
 what the fit generalizes to, write tables, then a report.
 
-Three parts, each a list of *units* (one batched ensemble each, stored in the
-run as soon as it finishes so a killed study resumes where it stopped):
+Three parts, each a list of *ensembles* (one batched ensemble each, one unit
+of the run, stored as soon as it finishes so a killed study resumes where it
+stopped):
 
-- ``curves``: one unit per corruption (true labels, random labels, shuffled
-  pixels, random pixels, gaussian), ``len(seeds)`` models each, full
+- ``curves``: one ensemble per corruption (true labels, random labels,
+  shuffled pixels, random pixels, gaussian), ``len(seeds)`` models each, full
   learning curves (Zhang et al. figure 1a).
-- ``noise``: one unit holding every label-noise level x seed as one ensemble
-  (the inputs are shared, only the labels differ per model): epochs to fit
-  and test error against the noise level p (figures 1b, 1c).
-- ``regularizers``: one unit per regularizer setting (none, weight decay,
+- ``noise``: one ensemble holding every label-noise level x seed (the inputs
+  are shared, only the labels differ per model): epochs to fit and test error
+  against the noise level p (figures 1b, 1c).
+- ``regularizers``: one ensemble per regularizer setting (none, weight decay,
   dropout, augmentation, all three), true and random labels side by side
   (table 1).
+
+The study runs on :mod:`fitscope.experiments.study` (``STUDY``): the runner owns
+the run directory, ``--resume``, the executor (``local`` or ``ray``), progress
+and the report; this module supplies ``prepare`` (load, check, plan the label
+corruptions), ``plan`` (one unit per ensemble, trained by the pure
+module-level :func:`train_ensemble_task` with the clean data arrays shared;
+input corruptions are drawn inside the task from their seed), ``estimate``
+(the ``results`` and ``curves`` tables and the findings) and the report
+context.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
@@ -30,13 +39,17 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fitscope.data import Dataset, corrupt, load
+from fitscope.data.support import check_supports_study
 from fitscope.experiments.config_errors import build_config
+from fitscope.experiments.study import Outcome, Prepared, Study, StudyResult, Unit, run_study
 from fitscope.models import check_input_shape, parse_spec
 from fitscope.seeding import derive_seed
 from fitscope.train import EnsembleResult, TrainConfig, train_ensemble
 
 CORRUPTIONS = ("none", "random_labels", "shuffled_pixels", "random_pixels", "gaussian")
 REGULARIZERS = ("none", "wd", "dropout", "augment", "wd+dropout+augment")
+#: Corruptions of the inputs (the labels stay): drawn inside the unit's task from their seed.
+INPUT_CORRUPTIONS = ("shuffled_pixels", "random_pixels", "gaussian")
 
 
 class RandomizationConfig(BaseModel):
@@ -94,15 +107,13 @@ class RandomizationConfig(BaseModel):
 
     @classmethod
     def quick(cls, **overrides) -> "RandomizationConfig":
-        """The ``--quick`` setting of ``make demo``: one seed, fewer levels, a smaller epoch budget."""
-        base = dict(
-            seeds=[0],
-            noise_levels=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
-            regularizers=["none", "wd", "dropout", "augment"],
-            epochs=100,
-        )
-        base.update({k: v for k, v in overrides.items() if v is not None})
-        return make_config(**base)
+        """The ``--quick`` setting (:data:`QUICK`) with ``overrides`` (None values ignored) on top."""
+        return make_config(**{**QUICK, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+#: ``--quick``, the setting of ``make demo``: one seed, four regularizer settings and a budget of
+#: 100 epochs (every ensemble stops once all its models fit); the other values are the defaults.
+QUICK = dict(seeds=[0], regularizers=["none", "wd", "dropout", "augment"], epochs=100)
 
 
 def make_config(**values) -> RandomizationConfig:
@@ -110,25 +121,39 @@ def make_config(**values) -> RandomizationConfig:
     return build_config(RandomizationConfig, "randomization", values)
 
 
+# --------------------------------------------------------------------------- planning
+
+
 @dataclass(frozen=True)
-class Unit:
-    """One batched ensemble of the study: what to train and how to label its rows."""
+class Ensemble:
+    """One batched ensemble of the study (one unit of the run): what to train and how to label its rows.
+
+    Attributes:
+        key: the unit's key (``"curves-gaussian"``, ``"noise"``, ``"reg-wd"``...).
+        part: ``"curves"``, ``"noise"`` or ``"regularizers"``.
+        rows: one dict of descriptive columns per model (corruption, noise, regularizers, seed, labels_changed).
+        labels: ``(K, n)`` per-model training labels (the label corruptions already applied).
+        train: how to train.
+        dropout: the dropout rate of the models.
+        inputs: ``(corruption, seed)`` of an input corruption drawn inside the task, or None (clean inputs).
+    """
 
     key: str
     part: str
-    rows: list[dict]  # one dict of descriptive columns per model (corruption, noise, regularizers, seed)
-    dataset: Dataset
-    labels: np.ndarray  # (K, n) per-model training labels
+    rows: list[dict]
+    labels: np.ndarray
     train: TrainConfig
     dropout: float
+    inputs: tuple[str, int] | None = None
 
 
 @dataclass
 class StudyOutcome:
-    """What :func:`run_randomization` did: the tables and which units it trained or reused."""
+    """What the study computed: the tables, the findings and which units it trained or reused."""
 
     results: pd.DataFrame
     curves: pd.DataFrame
+    findings: list[dict] = field(default_factory=list)
     trained_units: list[str] = field(default_factory=list)
     reused_units: list[str] = field(default_factory=list)
 
@@ -149,33 +174,36 @@ def _train_config(cfg: RandomizationConfig, *, weight_decay: float = 0.0, augmen
     )
 
 
-def plan_units(cfg: RandomizationConfig, data: Dataset) -> list[Unit]:
+def plan_units(cfg: RandomizationConfig, data: Dataset) -> list[Ensemble]:
     """Every ensemble the study trains, in order, with the seeds of every corruption.
 
     Corruption seeds derive from ``(data_seed, corruption, noise, seed)`` so
-    that a unit's data never depends on which other units are in the study.
+    that an ensemble's data never depends on which other ensembles are in the
+    study. Label corruptions are drawn here (``Ensemble.labels``); input
+    corruptions only name their seed (``Ensemble.inputs``) and are drawn by
+    the task that trains the ensemble.
     """
-    units: list[Unit] = []
+    units: list[Ensemble] = []
     base_train = _train_config(cfg)
     n = len(data.y_train)
 
     if "curves" in cfg.parts:
         for kind in cfg.corruptions:
-            # One corrupted dataset per corruption; label corruptions differ per seed, so
-            # the per-model label matrix carries them. Input corruptions use the first seed's draw.
-            first = corrupt(data, kind, noise=1.0, seed=derive_seed(cfg.data_seed, "curves", kind))
+            # Label corruptions differ per seed, so the per-model label matrix carries them;
+            # input corruptions use one draw (the corruption's own seed) for every model.
             labels = np.stack(
                 [
                     corrupt(data, kind, noise=1.0, seed=derive_seed(cfg.data_seed, "curves", kind, s)).dataset.y_train
                     if kind == "random_labels"
-                    else first.dataset.y_train
+                    else data.y_train.astype(np.int64)
                     for s in cfg.seeds
                 ]
             )
+            inputs = (kind, derive_seed(cfg.data_seed, "curves", kind)) if kind in INPUT_CORRUPTIONS else None
             # ``noise`` is the fraction of labels redrawn: 1 for random labels, 0 where only inputs change.
             rows = [dict(part="curves", corruption=kind, noise=1.0 if kind == "random_labels" else 0.0,
                          regularizers="none", seed=s) for s in cfg.seeds]
-            units.append(Unit(f"curves-{kind}", "curves", rows, first.dataset, labels, base_train, 0.0))
+            units.append(Ensemble(f"curves-{kind}", "curves", rows, labels, base_train, 0.0, inputs))
 
     if "noise" in cfg.parts:
         rows, labels = [], []
@@ -184,7 +212,7 @@ def plan_units(cfg: RandomizationConfig, data: Dataset) -> list[Unit]:
                 c = corrupt(data, "labels", noise=p, seed=derive_seed(cfg.data_seed, "noise", int(round(p * 1000)), s))
                 labels.append(c.dataset.y_train)
                 rows.append(dict(part="noise", corruption="labels", noise=p, regularizers="none", seed=s))
-        units.append(Unit("noise", "noise", rows, data, np.stack(labels), base_train, 0.0))
+        units.append(Ensemble("noise", "noise", rows, np.stack(labels), base_train, 0.0))
 
     if "regularizers" in cfg.parts:
         for reg in cfg.regularizers:
@@ -201,8 +229,8 @@ def plan_units(cfg: RandomizationConfig, data: Dataset) -> list[Unit]:
                     labels.append(c.dataset.y_train)
                     rows.append(dict(part="regularizers", corruption=kind, noise=0.0 if kind == "none" else 1.0,
                                      regularizers=reg, seed=s))
-            units.append(Unit(f"reg-{reg.replace('+', '_')}", "regularizers", rows, data, np.stack(labels),
-                              train, cfg.dropout if "dropout" in parts else 0.0))
+            units.append(Ensemble(f"reg-{reg.replace('+', '_')}", "regularizers", rows, np.stack(labels),
+                                  train, cfg.dropout if "dropout" in parts else 0.0))
     for unit in units:
         # Ground truth of the label corruption, per model: the fraction of labels that differ from the
         # given ones (about p * (1 - 1/C) for a redraw with probability p, as in Zhang et al.).
@@ -212,23 +240,43 @@ def plan_units(cfg: RandomizationConfig, data: Dataset) -> list[Unit]:
     return units
 
 
-def _train_unit(unit: Unit, cfg: RandomizationConfig, progress: Callable[[dict], None] | None) -> EnsembleResult:
-    seeds = [derive_seed(row["seed"], unit.key, i) for i, row in enumerate(unit.rows)]
-    return train_ensemble(
-        cfg.model,
-        unit.dataset.x_train,
-        unit.labels,
-        config=unit.train,
-        seeds=seeds,
-        x_test=unit.dataset.x_test,
-        y_test=unit.dataset.y_test,
-        dropout=unit.dropout,
-        progress=progress,
-        n_classes=unit.dataset.n_classes,
-    )
+def model_seeds(unit: Ensemble) -> list[int]:
+    """The seeds of the ensemble's models: from ``(row seed, unit key, model index)``."""
+    return [derive_seed(row["seed"], unit.key, i) for i, row in enumerate(unit.rows)]
 
 
-def _tables(unit: Unit, result: EnsembleResult) -> tuple[pd.DataFrame, pd.DataFrame]:
+# --------------------------------------------------------------------------- training
+
+
+def train_ensemble_task(task: tuple[Ensemble, str, int], *, x_train: np.ndarray, y_train: np.ndarray,
+                        x_test: np.ndarray, y_test: np.ndarray,
+                        progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+    """The task of one unit: ``task = (ensemble, model spec, n_classes)``, the clean data shared (read-only).
+
+    Module-level and pure: an input corruption is drawn here from its seed, so
+    the result follows from the arguments alone and the ``local`` and ``ray``
+    executors give the same bits for the same threads per task.
+    ``progress(model-epochs done)`` is called after every epoch.
+
+    Returns:
+        :meth:`fitscope.train.EnsembleResult.to_arrays` of the trained ensemble.
+    """
+    unit, spec, n_classes = task
+    if unit.inputs is not None:
+        kind, seed = unit.inputs
+        clean = Dataset(name="shared", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
+                        classes=tuple(str(c) for c in range(n_classes)), source="")
+        corrupted = corrupt(clean, kind, noise=1.0, seed=seed).dataset
+        x_train, x_test = corrupted.x_train, corrupted.x_test
+    k = len(unit.rows)
+    tick = None if progress is None else (lambda info: progress(k * int(info["epoch"])))
+    result = train_ensemble(spec, x_train, unit.labels, config=unit.train, seeds=model_seeds(unit),
+                            x_test=x_test, y_test=y_test, dropout=unit.dropout, progress=tick,
+                            n_classes=n_classes)
+    return result.to_arrays()
+
+
+def _tables(unit: Ensemble, result: EnsembleResult) -> tuple[pd.DataFrame, pd.DataFrame]:
     last = result.epochs_run - 1
     # Epochs to 90% training accuracy: a few near-duplicate images with conflicting labels decide
     # when the last example is fit; the 90% point shows how the bulk of the memorization scales.
@@ -260,63 +308,6 @@ def _tables(unit: Unit, result: EnsembleResult) -> tuple[pd.DataFrame, pd.DataFr
                 )
             )
     return pd.DataFrame(rows), pd.DataFrame(curves)
-
-
-def run_randomization(
-    cfg: RandomizationConfig,
-    run,
-    *,
-    data: Dataset | None = None,
-    units: list[Unit] | None = None,
-    on_unit_start: Callable[[str, int, int], None] | None = None,
-    progress: Callable[[dict], None] | None = None,
-) -> StudyOutcome:
-    """Run (or resume) the study into ``run`` and write its tables.
-
-    Args:
-        cfg: the study configuration.
-        run: a :class:`fitscope.runs.Run`; units already stored in it are reused.
-        data: the loaded dataset (loaded from ``cfg`` when None).
-        units: the study's units as :func:`plan_units` made them for ``data`` (planned here when None).
-        on_unit_start: called with ``(unit key, n_models, epoch budget)`` before each unit trains.
-        progress: per-epoch callback handed to the trainer.
-
-    Returns:
-        A :class:`StudyOutcome` with ``results`` (one row per corruption,
-        noise, regularizers and seed) and ``curves`` (one row per epoch too).
-    """
-    if data is None:
-        with run.timer("load data"):
-            data = load(cfg.data, label_column=cfg.label_column, seed=cfg.data_seed)
-    if units is None:
-        units = plan_units(cfg, data)
-    outcome = StudyOutcome(results=pd.DataFrame(), curves=pd.DataFrame())
-    results, curves = [], []
-    for unit in units:
-        if run.has_unit(unit.key):
-            result = EnsembleResult.from_arrays(run.load_unit(unit.key))
-            outcome.reused_units.append(unit.key)
-        else:
-            if on_unit_start is not None:
-                on_unit_start(unit.key, len(unit.rows), unit.train.epochs)
-            with run.timer(f"train {unit.part}"):
-                t0 = time.perf_counter()
-                result = _train_unit(unit, cfg, progress)
-            run.save_unit(
-                unit.key,
-                result.to_arrays(),
-                info=dict(models=len(unit.rows), epochs=int(result.epochs_run),
-                          seconds=round(time.perf_counter() - t0, 3)),
-            )
-            outcome.trained_units.append(unit.key)
-        r, c = _tables(unit, result)
-        results.append(r)
-        curves.append(c)
-    outcome.results = pd.concat(results, ignore_index=True)
-    outcome.curves = pd.concat(curves, ignore_index=True)
-    run.write_table("results", outcome.results)
-    run.write_table("curves", outcome.curves)
-    return outcome
 
 
 def findings(results: pd.DataFrame, n_classes: int) -> list[dict]:
@@ -355,62 +346,102 @@ def findings(results: pd.DataFrame, n_classes: int) -> list[dict]:
     return out
 
 
-def randomization_study(
-    cfg: RandomizationConfig,
-    out: str | Path,
-    *,
-    resume: bool = False,
-    on_unit_start: Callable[[str, int, int], None] | None = None,
-    progress: Callable[[dict], None] | None = None,
-):
+# --------------------------------------------------------------------------- the study
+
+
+@dataclass
+class RandomizationState:
+    """What ``prepare`` found: the data and the planned ensembles."""
+
+    data: Dataset
+    ensembles: list[Ensemble]
+
+
+def prepare(cfg: RandomizationConfig) -> Prepared:
+    """Load the data, check model and data, plan the corruptions; nothing is written yet."""
+    data = load(cfg.data, label_column=cfg.label_column, seed=cfg.data_seed)
+    check_input_shape(parse_spec(cfg.model), data.input_shape)  # a bad --model fails before anything is written
+    check_supports_study(data, study="the randomization study", min_per_class=1)
+    ensembles = plan_units(cfg, data)
+    return Prepared(
+        seeds={"data_seed": cfg.data_seed, "model_seeds": list(cfg.seeds)},
+        shared={"x_train": data.x_train, "y_train": data.y_train.astype(np.int64), "x_test": data.x_test,
+                "y_test": data.y_test},
+        state=RandomizationState(data, ensembles),
+    )
+
+
+def plan(cfg: RandomizationConfig, prepared: Prepared) -> list[Unit]:
+    """One unit per ensemble (:func:`plan_units`), each trained by :func:`train_ensemble_task`."""
+    state: RandomizationState = prepared.state
+    return [Unit(e.key, train_ensemble_task, (e, cfg.model, state.data.n_classes), work=len(e.rows) * cfg.epochs,
+                 info=dict(models=len(e.rows), part=e.part))
+            for e in state.ensembles]
+
+
+def estimate(cfg: RandomizationConfig, prepared: Prepared, units) -> Outcome:
+    """The ``results`` and ``curves`` tables from the stored ensembles, and the findings as the summary."""
+    state: RandomizationState = prepared.state
+    results, curves = [], []
+    for ensemble in state.ensembles:
+        r, c = _tables(ensemble, EnsembleResult.from_arrays(units[ensemble.key]))
+        results.append(r)
+        curves.append(c)
+    detail = StudyOutcome(results=pd.concat(results, ignore_index=True),
+                          curves=pd.concat(curves, ignore_index=True))
+    detail.findings = findings(detail.results, state.data.n_classes)
+    return Outcome(tables={"results": detail.results, "curves": detail.curves},
+                   summary={c["check"]: c["value"] for c in detail.findings}, detail=detail)
+
+
+def report(cfg: RandomizationConfig, prepared: Prepared, outcome: Outcome) -> dict:
+    """The context of ``randomization.html.j2`` (figures and tables of :mod:`fitscope.report.randomization`)."""
+    from fitscope.report import randomization as figures
+
+    data: Dataset = prepared.state.data
+    detail: StudyOutcome = outcome.detail
+    detail.trained_units, detail.reused_units = list(outcome.trained), list(outcome.reused)
+    return dict(
+        title=f"Randomization study: {cfg.model} on {data.name}",
+        data=dict(name=data.name, source=data.source, n_train=len(data.y_train),
+                  n_test=len(data.y_test), n_classes=data.n_classes,
+                  input_shape="x".join(map(str, data.input_shape))),
+        cfg=cfg.model_dump(),
+        findings=detail.findings,
+        corruption_table=figures.corruption_table(detail.results) if "curves" in cfg.parts else None,
+        regularizer_table=figures.regularizer_table(detail.results) if "regularizers" in cfg.parts else None,
+        curves_png=figures.learning_curves_figure(detail.curves) if "curves" in cfg.parts else None,
+        fit_png=figures.fit_time_figure(detail.results, cfg.epochs) if "noise" in cfg.parts else None,
+        error_png=figures.test_error_figure(detail.results, data.n_classes) if "noise" in cfg.parts else None,
+        trained_units=detail.trained_units,
+        reused_units=detail.reused_units,
+        n_models=len(detail.results),
+    )
+
+
+STUDY = Study(kind="randomization", command="fitscope randomization", config=RandomizationConfig,
+              prepare=prepare, plan=plan, estimate=estimate, report=report, template="randomization.html.j2",
+              quick=QUICK, work_name="model-epochs", flags={"noise_levels": "--noise"})
+
+
+def randomization_study(cfg: RandomizationConfig, out: str | Path, *, resume: bool = False, **placement):
     """The whole study: validate, train (or resume), write tables and ``report.html``.
 
-    The data are loaded and checked *before* the run directory is made, so a
-    bad ``--data`` leaves nothing behind.
+    The data, model spec and corruptions are checked *before* the run
+    directory is made, so bad input leaves nothing behind.
 
     Args:
         cfg: the study configuration.
         out: the run directory to create (or resume with ``resume=True``).
         resume: continue a killed run with the same config, reusing its finished units.
-        on_unit_start: called with ``(unit key, n_models, epoch budget)`` before a unit trains.
-        progress: per-epoch callback handed to the trainer.
+        placement: ``executor``, ``address``, ``threads``, ``progress`` of
+            :func:`fitscope.experiments.study.run_study`.
 
     Returns:
         ``(run, outcome)``: the finished :class:`fitscope.runs.Run` and the
-        :class:`StudyOutcome`.
+        :class:`StudyOutcome` (``trained_units`` / ``reused_units`` say what this call trained).
     """
-    from fitscope.report import write_report
-    from fitscope.report import randomization as figures
-    from fitscope.runs import Run
-
-    t0 = time.perf_counter()
-    data = load(cfg.data, label_column=cfg.label_column, seed=cfg.data_seed)
-    load_seconds = time.perf_counter() - t0
-    check_input_shape(parse_spec(cfg.model), data.input_shape)  # a bad --model fails before anything is written
-    units = plan_units(cfg, data)  # bad corruptions fail here, before the run exists; planned once
-    seeds = {"data_seed": cfg.data_seed, "model_seeds": cfg.seeds}
-    with Run.create(out, kind="randomization", config=cfg.model_dump(), seeds=seeds, resume=resume) as run:
-        run.timings.setdefault("load data", round(load_seconds, 3))
-        outcome = run_randomization(cfg, run, data=data, units=units, on_unit_start=on_unit_start, progress=progress)
-        checks = findings(outcome.results, data.n_classes)
-        # Finished before the report is written, so the report shows the final status and timings.
-        run.finish(summary={c["check"]: c["value"] for c in checks})
-        with run.timer("report"):
-            context = dict(
-                title=f"Randomization study: {cfg.model} on {data.name}",
-                data=dict(name=data.name, source=data.source, n_train=len(data.y_train),
-                          n_test=len(data.y_test), n_classes=data.n_classes,
-                          input_shape="x".join(map(str, data.input_shape))),
-                cfg=cfg.model_dump(),
-                findings=checks,
-                corruption_table=figures.corruption_table(outcome.results) if "curves" in cfg.parts else None,
-                regularizer_table=figures.regularizer_table(outcome.results) if "regularizers" in cfg.parts else None,
-                curves_png=figures.learning_curves_figure(outcome.curves) if "curves" in cfg.parts else None,
-                fit_png=figures.fit_time_figure(outcome.results, cfg.epochs) if "noise" in cfg.parts else None,
-                error_png=figures.test_error_figure(outcome.results, data.n_classes) if "noise" in cfg.parts else None,
-                trained_units=outcome.trained_units,
-                reused_units=outcome.reused_units,
-                n_models=len(outcome.results),
-            )
-            write_report(run, "randomization.html.j2", context)
-    return run, outcome
+    result: StudyResult = run_study(STUDY, cfg, out, resume=resume, **placement)
+    detail: StudyOutcome = result.outcome.detail
+    detail.trained_units, detail.reused_units = list(result.trained), list(result.reused)
+    return result.run, detail

@@ -12,7 +12,12 @@ finished runs under ``--root`` with ``--resume``), then prints and records in
   the smallest sizes (target: > 0);
 - the complexity measure and test error against label noise.
 
-Usage: python bench/kernel_studies.py [--root runs/bench-kernels] [--quick]
+Each study runs on the study runner, so ``--executor ray`` (with ``--address``)
+spreads its units (data sets, kernels, networks) over a Ray cluster, and
+``--threads`` sets the torch threads per unit (results are bitwise identical
+for the same value, whichever executor ran them).
+
+Usage: python bench/kernel_studies.py [--root runs/bench-kernels] [--quick] [--executor ray] [--threads N]
 """
 
 from __future__ import annotations
@@ -42,17 +47,26 @@ def _run(argv: list[str]) -> float:
 
 
 def main_bench() -> None:
+    """Run (or resume) the three studies, print their headline numbers and record them in :data:`RESULTS`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default="runs/bench-kernels", help="where the study runs go (reused with --resume)")
     parser.add_argument("--quick", action="store_true", help="the studies' --quick settings")
+    parser.add_argument("--executor", default="local", choices=["local", "ray"], help="where the units run")
+    parser.add_argument("--address", default=None, help="HOST:PORT of a Ray cluster (with --executor ray)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per unit")
     args = parser.parse_args()
     root = Path(args.root)
     quick = ["--quick"] if args.quick else []
+    placement = ["--executor", args.executor]
+    placement += ["--address", args.address] if args.address else []
+    placement += ["--threads", str(args.threads)] if args.threads else []
     seconds = {}
-    for name, argv in (("uci", ["kernels", "uci"]), ("small_data", ["kernels", "small-data", "--data", "digits"]),
-                       ("complexity", ["kernels", "complexity", "--data", "digits"])):
+    for name, argv in (("uci", ["kernels", "uci", *quick]),
+                       ("small_data", ["kernels", "small-data", "--data", "digits", *quick]),
+                       ("complexity", ["kernels", "complexity", "--data", "digits"])):  # complexity has no --quick
         out = root / name
-        seconds[name] = _run([*argv, *quick, "--out", str(out), *(["--resume"] if (out / "run.json").exists() else [])])
+        seconds[name] = _run([*argv, *placement, "--out", str(out),
+                              *(["--resume"] if (out / "run.json").exists() else [])])
 
     uci = pd.read_parquet(root / "uci" / "results.parquet")
     uci["rank"] = uci.groupby("dataset").accuracy.rank(ascending=False, method="average")
@@ -79,7 +93,9 @@ def main_bench() -> None:
     print(f"\nwall seconds: {({k: round(v, 1) for k, v in seconds.items()})}")
 
     record = {
-        "benchmark": "kernel_studies", "command": "python bench/kernel_studies.py" + (" --quick" if quick else ""),
+        "benchmark": "kernel_studies",
+        "command": "python bench/kernel_studies.py" + (" --quick" if quick else "") + f" --executor {args.executor}"
+                   + (f" --threads {args.threads}" if args.threads else ""),
         "date": time.strftime("%Y-%m-%d"),
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},
         "uci": {"summary": uci_summary.round(4).reset_index().to_dict("records"),

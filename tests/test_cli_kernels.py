@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -70,7 +72,14 @@ def test_uci_with_a_csv_dir_writes_a_report_and_resumes(tmp_path, capsys):
     code, captured = run_main(argv, capsys)
     assert code == 2 and "--resume" in captured.err
     code, captured = run_main(argv + ["--resume"], capsys)
-    assert code in (0, None) and "reused 1 finished data sets, evaluated 0" in captured.err
+    assert code in (0, None) and "reused 1 finished units, training 0" in captured.err
+    # --resume alone takes the run's config; a flag that disagrees with it is a one-line error
+    code, captured = run_main(["kernels", "uci", "--out", str(out), "--resume"], capsys)
+    assert code in (0, None) and "reused 1 finished units, training 0" in captured.err, captured.err
+    code, captured = run_main(["kernels", "uci", "--out", str(out), "--resume", "--trees", "6"], capsys)
+    _one_line_error(code, captured, "--rf-trees 6 differs")
+    code, captured = run_main(["kernels", "uci", "--out", str(out), "--resume", "--rf-trees", "5"], capsys)
+    assert code in (0, None), captured.err  # the flag the message names is a real one
 
 
 @pytest.mark.slow
@@ -79,15 +88,34 @@ def test_small_data_and_complexity_run_from_the_command_line(tmp_path, capsys):
     assert code in (0, None), captured.err
     assert (tmp_path / "sd" / "report.html").exists() and (tmp_path / "sd" / "results.parquet").exists()
     code, captured = run_main(SMALL + ["--out", str(tmp_path / "sd"), "--resume"], capsys)
-    assert code in (0, None) and "reused 2 finished units, computed 0" in captured.err
+    assert code in (0, None) and "reused 2 finished units, training 0" in captured.err  # the kernel, the network
     code, captured = run_main(COMPLEXITY + ["--out", str(tmp_path / "cx")], capsys)
     assert code in (0, None), captured.err
     assert (tmp_path / "cx" / "report.html").exists()
     assert "complexity measure against noise" in captured.err
+    assert "training 3 units" in captured.err  # the measure and one ensemble per noise level
+
+
+def test_complexity_all_classes_from_the_command_line_is_stored_and_resumes(tmp_path, capsys):
+    out = tmp_path / "cx"
+    argv = ["kernels", "complexity", "--classes", "all", "--noise", "0", "--seeds", "0", "--max-examples", "40",
+            "--model", "mlp:8x1", "--epochs", "1", "--out", str(out)]
+    code, captured = run_main(argv, capsys)
+    assert code in (0, None), captured.err
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["config"]["classes"] is None and meta["status"] == "done"
+    code, captured = run_main(argv + ["--resume"], capsys)
+    assert code in (0, None) and "reused 2 finished units, training 0" in captured.err, captured.err
+    code, captured = run_main(["kernels", "complexity", "--classes", "0,1", "--out", str(out), "--resume"], capsys)
+    _one_line_error(code, captured, "--classes")
 
 
 def test_help_shows_an_example_for_every_command(capsys):
+    code, captured = run_main(["kernels", "--help"], capsys)
+    assert code in (0, None) and "Example: fitscope kernels" in captured.out
     for command in ("uci", "small-data", "complexity"):
         code, captured = run_main(["kernels", command, "--help"], capsys)
         assert code in (0, None)
         assert "Example: fitscope kernels" in captured.out
+        for flag in ("--out", "--resume", "--executor", "--address", "--threads"):  # the runner's flags
+            assert flag in captured.out, (command, flag)

@@ -12,6 +12,29 @@ from fitscope.errors import ConfigError, DataError
 from fitscope.experiments import kernels_complexity as kc
 from fitscope.experiments import kernels_small_data as ksd
 from fitscope.experiments import kernels_uci as ku
+from fitscope.experiments.study import Progress
+
+
+class Recorder(Progress):
+    """Records what the runner reports: the work done after each step, and the units stored."""
+
+    def __init__(self) -> None:
+        self.total, self.done, self.units = 0, [], []
+
+    def start(self, *, total: int, **facts) -> None:
+        self.total = total
+
+    def advance(self, done: int) -> None:
+        self.done.append(done)
+
+    def unit_done(self, key: str, *, stored: int, of: int) -> None:
+        self.units.append(key)
+
+
+def assert_moves_inside_units(progress: Recorder) -> None:
+    """The bar moved between units (more distinct values than units), monotonically, up to the total."""
+    assert progress.done == sorted(progress.done) and progress.done[-1] == progress.total
+    assert len(set(progress.done)) > len(progress.units) + 1, progress.done
 
 
 def write_uci_csv(path, n=48, seed=0):
@@ -66,8 +89,16 @@ def test_uci_study_on_a_builtin_set_and_a_csv_folder(tmp_path):
     write_uci_csv(folder / "toy.csv")
     (folder / "notes.txt").write_text("not a table")
     cfg = ku.make_config(datasets=["iris"], csv_dir=str(folder), **TINY_UCI)
-    run, outcome = ku.uci_study(cfg, tmp_path / "run")
+    progress = Recorder()
+    run, outcome = ku.uci_study(cfg, tmp_path / "run", progress=progress)
+    # one unit per data set, and the bar moves after every kernel and grid fit inside it
+    assert sorted(progress.units) == ["csv-toy", "uci-iris"]
+    assert progress.total == 2 * ku.evaluation_steps(cfg) == 2 * (4 + 1 + 1 + 3)
+    assert_moves_inside_units(progress)
     results = pd.read_parquet(run.path / "results.parquet")
+    assert "seconds" not in results  # wall times vary between runs: they go to timings.json
+    timings = json.loads((run.path / "timings.json").read_text())["seconds per data set and method"]
+    assert sorted(timings) == ["iris", "toy"] and sorted(timings["iris"]) == sorted(ku.METHODS)
     assert sorted(results.dataset.unique()) == ["iris", "toy"]
     assert sorted(results.method.unique()) == sorted(ku.METHODS)
     assert results.accuracy.between(0, 1).all()
@@ -83,7 +114,7 @@ def test_uci_study_on_a_builtin_set_and_a_csv_folder(tmp_path):
     assert (grid[grid.dataset == "iris"].method.value_counts().to_dict()
             == {"NTK-SVM": 8, "random forest": 1, "Gaussian SVM": 2})
     html = (run.path / "report.html").read_text()
-    assert "mean rank" in html.replace("_", " ") and html.count("data:image/png;base64,") == 1
+    assert "mean rank" in html.replace("_", " ") and "data:image/png;base64," in html
     assert run.meta["status"] == "done" and sorted(outcome.computed) == ["iris", "toy"]
 
     _, again = ku.uci_study(cfg, tmp_path / "run", resume=True)
@@ -162,7 +193,9 @@ def test_small_data_study_with_real_cntk_and_a_network(tmp_path):
     data = write_bars_npz(tmp_path / "bars.npz")
     cfg = ksd.make_config(data=str(data), sizes=[2, 6], seeds=[0], kernels=["cntk", "cntk-lap+patches"], depth=1,
                           lap_window=2, patches=8, models=["cnn:8"], steps=30)
-    run, outcome = ksd.small_data_study(cfg, tmp_path / "sd")
+    progress = Recorder()
+    run, outcome = ksd.small_data_study(cfg, tmp_path / "sd", progress=progress)
+    assert_moves_inside_units(progress)
     results = pd.read_parquet(run.path / "results.parquet")
     assert len(results) == 3 * 2  # (2 kernels + 1 network) x 2 sizes x 1 seed
     assert set(results.kind) == {"kernel", "network"}
@@ -172,12 +205,35 @@ def test_small_data_study_with_real_cntk_and_a_network(tmp_path):
     at6 = kernels[kernels["size"] == 6].set_index("method").test_acc
     assert (at6 > 0.6).all() and at6.filter(like="patches").iloc[0] >= 0.75
     assert results.test_acc.between(0, 1).all()
-    assert sorted(outcome.computed) == ["kernel-lap", "kernel-none", "train-cnn_8-n2", "train-cnn_8-n6"]
+    # one unit per readout, one per network (model, size, seed)
+    assert sorted(outcome.computed) == ["kernel-lap", "kernel-none", "train-cnn_8-n2-s0", "train-cnn_8-n6-s0"]
+    nets = results[results.kind == "network"].set_index("size")
+    assert nets.loc[6, "epochs"] == ksd.train_config(cfg, 6).epochs == 30  # one step per epoch: the step budget
+    assert "seconds" not in results
+    timings = json.loads((run.path / "timings.json").read_text())["seconds per unit"]
+    assert sorted(timings) == sorted(outcome.computed) and all(v > 0 for v in timings.values())
     html = (run.path / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 1 and "n = 2" in html
+    assert "data:image/png;base64," in html and "n = 2" in html
     _, again = ksd.small_data_study(cfg, tmp_path / "sd", resume=True)
     assert again.computed == [] and len(again.reused) == 4
-    pd.testing.assert_frame_equal(again.results.drop(columns="seconds"), outcome.results.drop(columns="seconds"))
+    pd.testing.assert_frame_equal(again.results, outcome.results)
+
+
+def test_base_kernel_in_pieces_matches_whole_matrices_and_reports_progress(monkeypatch):
+    from fitscope.kernels import ntk
+
+    rng = np.random.default_rng(0)
+    x_union, x_test = rng.random((5, 1, 6, 6)), rng.random((7, 1, 6, 6))
+    cfg = ksd.make_config(depth=1, models=[])
+    monkeypatch.setattr(ksd, "CROSS_ROWS", 3)  # 3 pieces of the cross matrix: 3 + 3 + 1 test rows
+    seen = []
+    base = ksd.base_kernel("gap", x_union, x_test, cfg, progress=seen.append)
+    assert seen == [15, 30, 45, 50, 57] and seen[-1] == ksd.kernel_work(5, 7)
+    whole = ntk(x_test, x_union, arch="conv", depth=1, pool="gap", filter_size=3)
+    np.testing.assert_allclose(base["cross"], whole, rtol=1e-12)
+    np.testing.assert_allclose(base["gram"], ntk(x_union, arch="conv", depth=1, pool="gap"), rtol=1e-12)
+    assert base["test_diag"].shape == (7,)
+    np.testing.assert_allclose(base["test_diag"], np.diag(ntk(x_test, arch="conv", depth=1, pool="gap")), rtol=1e-10)
 
 
 def test_small_data_rejects_vectors_and_bad_sizes(tmp_path):
@@ -212,16 +268,24 @@ def test_complexity_data_is_binary_unit_norm_and_subsampled():
 @pytest.mark.slow
 def test_complexity_study_measure_grows_with_noise(tmp_path):
     cfg = kc.make_config(max_examples=120, noise_levels=[0.0, 1.0], seeds=[0], model="mlp:128x1", epochs=150)
-    run, outcome = kc.complexity_study(cfg, tmp_path / "c")
+    progress = Recorder()
+    run, outcome = kc.complexity_study(cfg, tmp_path / "c", progress=progress)
+    # the measure, then one ensemble per noise level; the bar moves per label vector and per epoch
+    assert progress.units == ["measure", "train-p0", "train-p1"]
+    assert_moves_inside_units(progress)
     results = pd.read_parquet(run.path / "results.parquet")
     assert list(results.noise) == [0.0, 1.0]
     true, rand = results.measure.to_numpy()
     assert rand > true > 0  # random labels are harder to fit with a small-norm solution
     assert results.test_error.iloc[0] < 0.1 and results.test_error.iloc[1] > results.test_error.iloc[0] + 0.1
     html = (run.path / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 1
+    assert "data:image/png;base64," in html and "Measure, test error" in html
+    # each level stops once its own models fit: true labels fit sooner than random ones
+    fit = results.set_index("noise").epochs_to_fit
+    assert fit[0.0] > 0 and (fit[1.0] == -1 or fit[1.0] > fit[0.0]), fit.to_dict()
+    assert (results.epochs_run >= results.epochs_to_fit).all()
     _, again = kc.complexity_study(cfg, tmp_path / "c", resume=True)
-    assert again.computed == [] and sorted(again.reused) == ["measure", "train"]
+    assert again.computed == [] and sorted(again.reused) == ["measure", "train-p0", "train-p1"]
     pd.testing.assert_frame_equal(again.results, outcome.results)
 
 
@@ -230,3 +294,25 @@ def test_complexity_noise_outside_unit_interval_is_rejected():
         kc.make_config(noise_levels=[0.0, 1.5])
     with pytest.raises(ConfigError, match="classes"):
         kc.make_config(classes=[1])
+
+
+def test_complexity_all_classes_and_no_thread_setting_of_its_own():
+    assert kc.make_config(classes="all").classes is None and kc.make_config(classes=None).classes is None
+    assert kc.make_config(classes=[1, 0]).classes == [0, 1]
+    # torch threads are the runner's (--threads), not a study setting
+    with pytest.raises(ConfigError, match="threads"):
+        kc.make_config(threads=2)
+    with pytest.raises(ConfigError, match="threads"):
+        ksd.make_config(threads=2)
+
+
+def test_complexity_plan_splits_training_by_noise_level():
+    cfg = kc.make_config(max_examples=30, noise_levels=[0.0, 0.5, 1.0], seeds=[3, 4], epochs=7)
+    prepared = kc.prepare(cfg)
+    units = kc.plan(cfg, prepared)
+    assert [u.key for u in units] == ["measure", "train-p0", "train-p0.5", "train-p1"]
+    assert units[0].work == 6 and all(u.work == 2 * 7 for u in units[1:])
+    job = units[2].task
+    assert [prepared.state.rows[i]["noise"] for i in job.index] == [0.5, 0.5]
+    assert [prepared.state.rows[i]["seed"] for i in job.index] == [3, 4]
+    assert prepared.shared["labels"].shape == (6, 30)

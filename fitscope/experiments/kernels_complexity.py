@@ -14,16 +14,19 @@ Reads like the last part of METHODS section 5:
    arccos(x_i.x_j)) / (2 pi)`` (:func:`fitscope.kernels.complexity_measure`),
    on exactly the labels the network trains on.
 4. **Network**: a two-layer ReLU MLP (``mlp:512x1`` by default) per noise
-   level and seed, all trained as one ensemble until each fits its labels
-   (or the budget runs out): epochs to fit, and test error on the true test labels.
+   level and seed; the seeds of a noise level train as one ensemble until
+   each fits its labels (or the budget runs out): epochs to fit, and test
+   error on the true test labels.
 
-Units: ``measure`` (every measure value) and ``train`` (the ensemble's
-results); a resumed run reuses whichever is stored.
+The study runs on :mod:`fitscope.experiments.study` (``STUDY``). Units:
+``measure`` (every measure value, :func:`measure_task`, progress per label
+vector) and ``train-p<noise>`` (the ensemble of one noise level,
+:func:`train_task`, progress per epoch); a resumed run reuses whichever are
+stored. The inputs and every label vector are the shared arrays.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
@@ -33,8 +36,10 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fitscope.data import Dataset, corrupt, load
+from fitscope.data.support import check_supports_study
 from fitscope.errors import ConfigError
 from fitscope.experiments.config_errors import build_config
+from fitscope.experiments.study import Outcome, Prepared, Study, StudyResult, Unit, run_study
 from fitscope.seeding import derive_seed
 
 
@@ -47,7 +52,7 @@ class ComplexityConfig(BaseModel):
     label_column: str | None = None
     data_seed: int = Field(0, ge=0, description="seed of the train/test split and the subsample")
     classes: list[int] | None = Field(default_factory=lambda: [0, 1],
-                                      description="classes kept (None: all); the paper's setting is binary")
+                                      description="classes kept (None or 'all': all); the paper's setting is binary")
     max_examples: int = Field(1000, ge=2, description="largest number of training rows (the measure inverts H)")
     noise_levels: list[float] = Field(default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
@@ -58,7 +63,6 @@ class ComplexityConfig(BaseModel):
     # Adam at 1e-2 fits random binary labels of ~300 unit-norm digits in ~160 epochs; at 1e-3 the
     # random-label models were still at 62% training accuracy after 60 epochs.
     lr: float = Field(1e-2, gt=0)
-    threads: int = Field(1, gt=0, description="torch threads while training (tiny batches: 1 is fastest)")
     jitter: float = Field(0.0, ge=0, description="ridge on H relative to its mean diagonal (for duplicate inputs)")
 
     @field_validator("noise_levels")
@@ -74,6 +78,11 @@ class ComplexityConfig(BaseModel):
         if not value or len(set(value)) != len(value) or any(s < 0 for s in value):
             raise ValueError(f"expected distinct non-negative integer seeds; got {value}")
         return value
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _all_classes(cls, value):
+        return None if isinstance(value, str) and value.strip().lower() == "all" else value
 
     @field_validator("classes")
     @classmethod
@@ -148,15 +157,77 @@ def noisy_labels(data: Dataset, cfg: ComplexityConfig) -> tuple[list[dict], np.n
     return rows, np.stack(labels)
 
 
-def measure_values(x: np.ndarray, labels: np.ndarray, *, jitter: float = 0.0) -> np.ndarray:
+def measure_values(x: np.ndarray, labels: np.ndarray, *, jitter: float = 0.0,
+                   progress: Callable[[int], None] | None = None) -> np.ndarray:
     """``(M,)`` complexity measure of each label vector of ``labels`` ``(M, n)`` on inputs ``x`` ``(n, D)``.
 
     ``jitter`` is handed to :func:`fitscope.kernels.complexity_measure` (a ridge on H, relative to its
-    mean diagonal; 0 raises on a singular H, e.g. duplicate inputs).
+    mean diagonal; 0 raises on a singular H, e.g. duplicate inputs). ``progress`` gets the number of
+    label vectors done after each one.
     """
     from fitscope.kernels import complexity_measure
 
-    return np.asarray([complexity_measure(x, y, jitter=jitter).true_measure for y in labels], dtype=np.float64)
+    values = []
+    for y in labels:
+        values.append(complexity_measure(x, y, jitter=jitter).true_measure)
+        if progress is not None:
+            progress(len(values))
+    return np.asarray(values, dtype=np.float64)
+
+
+def measure_task(jitter: float, *, x_train: np.ndarray, labels: np.ndarray,
+                 x_test: np.ndarray | None = None, y_test: np.ndarray | None = None,
+                 progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+    """The task of the ``measure`` unit: :func:`measure_values` of every label vector (``task``: the jitter).
+
+    Module-level and pure, so both executors give the same bits; the test arrays (shared with the
+    training units) are not used here.
+    """
+    return {"measure": measure_values(x_train.astype(np.float64), labels, jitter=jitter, progress=progress)}
+
+
+@dataclass(frozen=True)
+class NoiseLevelJob:
+    """The models of one noise level (the task of a ``train-p<noise>`` unit).
+
+    Attributes:
+        key: the unit key; noise: the level p.
+        index: rows of the shared ``labels`` (and of the results) of this level, one per seed.
+        model_seeds: one per row.
+        cfg: the study configuration (model and training settings); n_classes: K.
+    """
+
+    key: str
+    noise: float
+    index: tuple[int, ...]
+    model_seeds: tuple[int, ...]
+    cfg: ComplexityConfig
+    n_classes: int
+
+
+def train_task(job: NoiseLevelJob, *, x_train: np.ndarray, labels: np.ndarray, x_test: np.ndarray,
+               y_test: np.ndarray, progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+    """Train the models of one noise level as one ensemble until each fits (or the budget ends).
+
+    Module-level and pure (seeds in ``job``, shared arrays read-only), so both executors give the
+    same bits. ``progress(model-epochs done)`` is called after every epoch.
+
+    Returns:
+        ``test_error``, ``train_acc`` (at the last epoch), ``epochs_to_fit`` (-1: never) per model,
+        ``epochs_run`` and ``seconds``.
+    """
+    from fitscope.train import TrainConfig, train_ensemble
+
+    cfg, k = job.cfg, len(job.index)
+    tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer=cfg.optimizer, lr=cfg.lr,
+                       early_stop="fit", record=False)
+    tick = None if progress is None else (lambda info: progress(k * int(info["epoch"])))
+    result = train_ensemble(cfg.model, x_train, labels[list(job.index)], config=tcfg, seeds=list(job.model_seeds),
+                            x_test=x_test, y_test=y_test, progress=tick, n_classes=job.n_classes)
+    last = result.epochs_run - 1
+    return dict(test_error=1 - result.test_acc[:, last], train_acc=result.train_acc[:, last],
+                epochs_to_fit=result.epochs_to_fit, epochs_run=np.asarray(result.epochs_run),
+                seconds=np.asarray(result.seconds))
 
 
 # --------------------------------------------------------------------------- study
@@ -164,11 +235,18 @@ def measure_values(x: np.ndarray, labels: np.ndarray, *, jitter: float = 0.0) ->
 
 @dataclass
 class ComplexityOutcome:
-    """What :func:`complexity_study` did: one row per noise level and seed; computed and reused units."""
+    """What :func:`complexity_study` did: one row per noise level and seed; computed and reused units.
+
+    Attributes:
+        results: one row per noise level and seed.
+        computed, reused: unit keys computed by this call and found stored.
+        seconds: ``train-p<noise>`` unit key -> training seconds.
+    """
 
     results: pd.DataFrame
     computed: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
+    seconds: dict = field(default_factory=dict)
 
 
 def findings(results: pd.DataFrame) -> list[dict]:
@@ -191,89 +269,111 @@ def findings(results: pd.DataFrame) -> list[dict]:
     return out
 
 
-def complexity_study(
-    cfg: ComplexityConfig,
-    out: str | Path,
-    *,
-    resume: bool = False,
-    on_step: Callable[[str], None] | None = None,
-    on_unit_start: Callable[[str, int, int], None] | None = None,
-    progress: Callable[[dict], None] | None = None,
-):
-    """The whole study: data, noisy labels, measure, network, tables and ``report.html``.
+@dataclass
+class ComplexityState:
+    """What ``prepare`` found: the study's data and one row (noise, seed, labels_changed) per label vector."""
+
+    data: Dataset
+    rows: list[dict]
+
+
+def model_seeds(rows: list[dict]) -> list[int]:
+    """The seed of the model of each label vector (row ``i`` of :func:`noisy_labels`)."""
+    return [derive_seed(r["seed"], "complexity", i) for i, r in enumerate(rows)]
+
+
+def noise_jobs(cfg: ComplexityConfig, state: ComplexityState) -> list[NoiseLevelJob]:
+    """One job per noise level: the rows of its seeds and their model seeds."""
+    seeds = model_seeds(state.rows)
+    jobs = []
+    for p in cfg.noise_levels:
+        index = tuple(i for i, r in enumerate(state.rows) if r["noise"] == p)
+        jobs.append(NoiseLevelJob(f"train-p{p:g}", p, index, tuple(seeds[i] for i in index), cfg,
+                                  state.data.n_classes))
+    return jobs
+
+
+def prepare(cfg: ComplexityConfig) -> Prepared:
+    """Load and prepare the data, check the model, draw every noisy label vector; nothing is written yet."""
+    from fitscope.models import check_input_shape, parse_spec
+
+    data = prepare_data(load(cfg.data, label_column=cfg.label_column, seed=cfg.data_seed), cfg)
+    check_input_shape(parse_spec(cfg.model), data.input_shape)
+    check_supports_study(data, study="the complexity study", min_per_class=1)
+    rows, labels = noisy_labels(data, cfg)
+    seeds = {"data_seed": cfg.data_seed, "label_seeds": cfg.seeds, "model_seeds": model_seeds(rows)}
+    shared = {"x_train": data.x_train, "labels": labels, "x_test": data.x_test, "y_test": data.y_test}
+    return Prepared(seeds=seeds, shared=shared, state=ComplexityState(data, rows))
+
+
+def plan(cfg: ComplexityConfig, prepared: Prepared) -> list[Unit]:
+    """The ``measure`` unit (:func:`measure_task`) and a ``train-p<noise>`` unit per level (:func:`train_task`)."""
+    state: ComplexityState = prepared.state
+    units = [Unit("measure", measure_task, cfg.jitter, work=len(state.rows), label="complexity measure",
+                  info=dict(values=len(state.rows)))]
+    units += [Unit(job.key, train_task, job, work=len(job.index) * cfg.epochs,
+                   info=dict(noise=job.noise, models=len(job.index)))
+              for job in noise_jobs(cfg, state)]
+    return units
+
+
+def estimate(cfg: ComplexityConfig, prepared: Prepared, units) -> Outcome:
+    """The results table (one row per noise level and seed) and the findings as the summary."""
+    state: ComplexityState = prepared.state
+    measure = units["measure"]["measure"]
+    per_row: dict[int, dict] = {}
+    seconds: dict[str, float] = {}
+    for job in noise_jobs(cfg, state):
+        stored = units[job.key]
+        seconds[job.key] = float(stored["seconds"])
+        for j, i in enumerate(job.index):
+            per_row[i] = dict(test_error=float(stored["test_error"][j]), train_acc=float(stored["train_acc"][j]),
+                              epochs_to_fit=int(stored["epochs_to_fit"][j]), epochs_run=int(stored["epochs_run"]))
+    results = pd.DataFrame([dict(row, measure=float(measure[i]), **per_row[i]) for i, row in enumerate(state.rows)])
+    outcome = ComplexityOutcome(results, seconds=seconds)
+    checks = findings(results)
+    return Outcome(tables={"results": results}, summary={c["check"]: c["value"] for c in checks},
+                   files={"timings.json": {"training seconds per noise level": seconds}}, detail=outcome)
+
+
+def report(cfg: ComplexityConfig, prepared: Prepared, outcome: Outcome) -> dict:
+    """The context of ``kernels_complexity.html.j2``."""
+    from fitscope.report import kernels as figures
+
+    data = prepared.state.data
+    detail: ComplexityOutcome = outcome.detail
+    return dict(
+        title=f"Kernel study: complexity measure and label noise on {data.name}",
+        cfg=cfg.model_dump(),
+        data=dict(name=data.name, source=data.source, n_train=len(data.y_train), n_test=len(data.y_test),
+                  classes=", ".join(data.classes), n_features=int(data.x_train.shape[1])),
+        findings=findings(detail.results),
+        noise_table=figures.complexity_table(detail.results),
+        complexity_png=figures.complexity_figure(detail.results, cfg.epochs),
+        computed=detail.computed,
+        reused=detail.reused,
+    )
+
+
+STUDY = Study(kind="kernels-complexity", command="fitscope kernels complexity", config=ComplexityConfig,
+              prepare=prepare, plan=plan, estimate=estimate, report=report, template="kernels_complexity.html.j2")
+
+
+def complexity_study(cfg: ComplexityConfig, out: str | Path, *, resume: bool = False, **placement) -> tuple:
+    """The whole study: data, noisy labels, measure, networks, tables and ``report.html``.
 
     Args:
         cfg: the study configuration.
         out: the run directory to create (or resume with ``resume=True``).
         resume: continue a run with the same config, reusing its finished units.
-        on_step: called with a short description before the measure is computed.
-        on_unit_start: called with ``(unit key, n_models, epoch budget)`` before the ensemble trains.
-        progress: per-epoch callback handed to the trainer.
+        placement: ``executor``, ``address``, ``threads``, ``progress`` of
+            :func:`fitscope.experiments.study.run_study`.
 
     Returns:
-        ``(run, outcome)``: the finished :class:`fitscope.runs.Run` and a :class:`ComplexityOutcome`.
+        ``(run, outcome)``: the finished :class:`fitscope.runs.Run` and a :class:`ComplexityOutcome`
+        (``computed`` / ``reused``: the unit keys this call computed or found stored).
     """
-    from fitscope.experiments.kernels_small_data import torch_threads
-    from fitscope.models import check_input_shape, parse_spec
-    from fitscope.report import kernels as figures
-    from fitscope.report import write_report
-    from fitscope.runs import Run
-    from fitscope.train import EnsembleResult, TrainConfig, train_ensemble
-
-    t0 = time.perf_counter()
-    data = prepare_data(load(cfg.data, label_column=cfg.label_column, seed=cfg.data_seed), cfg)
-    check_input_shape(parse_spec(cfg.model), data.input_shape)
-    rows, labels = noisy_labels(data, cfg)
-    load_seconds = time.perf_counter() - t0
-    model_seeds = [derive_seed(r["seed"], "complexity", i) for i, r in enumerate(rows)]
-    seeds = {"data_seed": cfg.data_seed, "label_seeds": cfg.seeds, "model_seeds": model_seeds}
-    with Run.create(out, kind="kernels-complexity", config=cfg.model_dump(), seeds=seeds, resume=resume) as run:
-        run.timings.setdefault("load data", round(load_seconds, 3))
-        outcome = ComplexityOutcome(pd.DataFrame())
-        if run.has_unit("measure"):
-            measure = run.load_unit("measure")["measure"]
-            outcome.reused.append("measure")
-        else:
-            if on_step:
-                on_step(f"complexity measure: {len(rows)} label vectors of {len(data.y_train)} examples")
-            with run.timer("measure"):
-                measure = measure_values(data.x_train.astype(np.float64), labels, jitter=cfg.jitter)
-            run.save_unit("measure", {"measure": measure}, info=dict(values=len(measure)))
-            outcome.computed.append("measure")
-        if run.has_unit("train"):
-            result = EnsembleResult.from_arrays(run.load_unit("train"))
-            outcome.reused.append("train")
-        else:
-            tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer=cfg.optimizer, lr=cfg.lr,
-                               early_stop="fit", record=False)
-            if on_unit_start:
-                on_unit_start("train", len(rows), cfg.epochs)
-            with run.timer("train"), torch_threads(cfg.threads):
-                result = train_ensemble(cfg.model, data.x_train, labels, config=tcfg, seeds=model_seeds,
-                                        x_test=data.x_test, y_test=data.y_test, progress=progress,
-                                        n_classes=data.n_classes)
-            run.save_unit("train", result.to_arrays(), info=dict(models=len(rows), epochs=int(result.epochs_run)))
-            outcome.computed.append("train")
-        last = result.epochs_run - 1
-        outcome.results = pd.DataFrame([
-            dict(row, measure=float(measure[k]), test_error=float(1 - result.test_acc[k, last]),
-                 train_acc=float(result.train_acc[k, last]), epochs_to_fit=int(result.epochs_to_fit[k]),
-                 epochs_run=int(result.epochs_run))
-            for k, row in enumerate(rows)])
-        run.write_table("results", outcome.results)
-        checks = findings(outcome.results)
-        run.finish(summary={c["check"]: c["value"] for c in checks})
-        with run.timer("report"):
-            context = dict(
-                title=f"Kernel study: complexity measure and label noise on {data.name}",
-                cfg=cfg.model_dump(),
-                data=dict(name=data.name, source=data.source, n_train=len(data.y_train), n_test=len(data.y_test),
-                          classes=", ".join(data.classes), n_features=int(data.x_train.shape[1])),
-                findings=checks,
-                noise_table=figures.complexity_table(outcome.results),
-                complexity_png=figures.complexity_figure(outcome.results, cfg.epochs),
-                computed=outcome.computed,
-                reused=outcome.reused,
-            )
-            write_report(run, "kernels_complexity.html.j2", context)
-    return run, outcome
+    result: StudyResult = run_study(STUDY, cfg, out, resume=resume, **placement)
+    detail: ComplexityOutcome = result.outcome.detail
+    detail.computed, detail.reused = list(result.trained), list(result.reused)
+    return result.run, detail

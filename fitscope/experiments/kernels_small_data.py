@@ -17,33 +17,39 @@ Reads like the small-data part of METHODS section 5:
    argmax: they are ``one_hot - 0.1``, and the constant shifts every class's
    prediction by the same amount.)
 3. **Networks**: each model spec (a CNN and a small ResNet) trained with
-   :func:`fitscope.train.train_ensemble` on the same subsets, the seeds of a
-   size batched as one ensemble (masks over the union of its subsets),
-   Adam, until every model fits its subset or the step budget runs out.
+   :func:`fitscope.train.train_ensemble` on the same subsets, one network
+   per size and seed, Adam, for the step budget (or, with ``early_stop="fit"``,
+   until it fits its subset).
 4. **Accuracy** of every method on the whole test split, mean and standard
    deviation over seeds, against the subset size.
 
-Units (stored as they finish, reused by a resumed run): ``kernel-<readout>``
-(the Gram matrices) and ``train-<model>-n<size>`` (one ensemble each).
+The study runs on :mod:`fitscope.experiments.study` (``STUDY``). Units, stored
+as they finish and reused by a resumed run: ``kernel-<readout>`` (the Gram
+matrices, :func:`kernel_task`, progress per piece of test rows, counted in
+thousands of kernel entries) and ``train-<model>-n<size>-s<seed>`` (one
+network, :func:`network_task`, progress per epoch, counted in training steps). The kernel regressions are cheap and run in
+``estimate``. The union of the subsets and the test set are the shared
+arrays; wall times go to ``timings.json``, not to the results table.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Literal
+from typing import Callable, Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fitscope.data import Dataset, load
+from fitscope.data.support import check_supports_study
 from fitscope.errors import ConfigError
 from fitscope.experiments.config_errors import build_config
+from fitscope.experiments.study import Outcome, Prepared, Study, StudyResult, Unit, run_study
 from fitscope.seeding import derive_seed
 
 #: Kernel variants -> the pooling of the CNTK readout they use. ``+patches`` adds the random-patch
@@ -82,8 +88,7 @@ class SmallDataConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     augment: bool = Field(False, description="random-crop augmentation for the networks")
     early_stop: Literal["fit", "none"] = Field(
-        "none", description="'fit': stop once every model fits its subset (their loss is still high then)")
-    threads: int = Field(1, gt=0, description="torch threads while the networks train (tiny batches: 1 is fastest)")
+        "none", description="'fit': stop once a network fits its subset (its loss is still high then)")
     kernel_dtype: Literal["float64", "float32"] = "float64"
     max_memory_mb: int = Field(1024, gt=0)
 
@@ -117,10 +122,12 @@ class SmallDataConfig(BaseModel):
 
     @classmethod
     def quick(cls, **overrides) -> "SmallDataConfig":
-        """A small setting: sizes 10-80, two seeds, CNTK-GAP only, the CNN only."""
-        base = dict(sizes=[10, 20, 40, 80], seeds=[0, 1], kernels=["cntk-gap"], models=["cnn:32-64"])
-        base.update({k: v for k, v in overrides.items() if v is not None})
-        return make_config(**base)
+        """The ``--quick`` setting (:data:`QUICK`) with ``overrides`` (None values ignored) on top."""
+        return make_config(**{**QUICK, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+#: ``--quick``: sizes 10-80, two seeds, CNTK-GAP only, the CNN only (8 networks of 500 steps).
+QUICK = dict(sizes=[10, 20, 40, 80], seeds=[0, 1], kernels=["cntk-gap"], models=["cnn:32-64"])
 
 
 def make_config(**values) -> SmallDataConfig:
@@ -173,18 +180,62 @@ def draw_subsets(y: np.ndarray, sizes: list[int], seeds: list[int], n_classes: i
 # --------------------------------------------------------------------------- kernels
 
 
-def base_kernel(pool: str, x_union: np.ndarray, x_test: np.ndarray, cfg: SmallDataConfig) -> dict[str, np.ndarray]:
-    """The CNTK matrices of one readout: ``gram`` (union x union), ``cross`` (test x union), ``test_diag``."""
+#: Test rows per piece of the cross matrix (test x union); progress is reported after each piece.
+CROSS_ROWS = 256
+#: Kernel entries per unit of progress of a ``kernel-<readout>`` unit (a network counts its training steps),
+#: so neither kind of unit swamps the other on the one progress bar.
+ENTRIES_PER_TICK = 1000
+
+
+def kernel_work(n_union: int, n_test: int) -> int:
+    """The work of one readout's kernels, in kernel entries: the Gram's upper triangle, the cross matrix, the diagonal."""
+    return n_union * (n_union + 1) // 2 + n_test * n_union + n_test
+
+
+def base_kernel(pool: str, x_union: np.ndarray, x_test: np.ndarray, cfg: SmallDataConfig,
+                progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+    """The CNTK matrices of one readout: ``gram`` (union x union), ``cross`` (test x union), ``test_diag``.
+
+    The cross matrix is computed in pieces of :data:`CROSS_ROWS` test rows; ``progress`` gets the
+    kernel entries done so far (of :func:`kernel_work`) after the Gram, each piece and the diagonal.
+    """
     from fitscope.kernels import ntk
     from fitscope.kernels.conv import cntk_diagonal
 
+    tick = progress or (lambda done: None)
     options = dict(depth=cfg.depth, kind="ntk", filter_size=cfg.filter_size, pool=pool,
                    lap_window=cfg.lap_window if pool == "lap" else None, dtype=cfg.kernel_dtype,
                    max_memory_mb=cfg.max_memory_mb)
+    n_union = len(x_union)
     gram = np.asarray(ntk(x_union, arch="conv", **options), dtype=np.float64)
-    cross = np.asarray(ntk(x_test, x_union, arch="conv", **options), dtype=np.float64)
+    done = n_union * (n_union + 1) // 2
+    tick(done)
+    pieces = []
+    for start in range(0, len(x_test), CROSS_ROWS):
+        part = x_test[start:start + CROSS_ROWS]
+        pieces.append(np.asarray(ntk(part, x_union, arch="conv", **options), dtype=np.float64))
+        done += len(part) * n_union
+        tick(done)
+    cross = np.concatenate(pieces) if pieces else np.zeros((0, n_union))
     test_diag = np.asarray(cntk_diagonal(x_test, **options), dtype=np.float64)
+    tick(done + len(x_test))
     return dict(gram=gram, cross=cross, test_diag=test_diag)
+
+
+def kernel_task(task: tuple[str, SmallDataConfig], *, x_union: np.ndarray, x_test: np.ndarray,
+                y_union: np.ndarray | None = None, y_test: np.ndarray | None = None,
+                progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+    """The task of a ``kernel-<readout>`` unit: ``task = (pool, cfg)``; :func:`base_kernel` plus its seconds.
+
+    Module-level and pure (the shared arrays are read-only), so both executors give the same bits.
+    The labels (``y_union``, ``y_test``) are shared with the network units and not used here.
+    """
+    pool, cfg = task
+    tick = None if progress is None else (lambda done: progress(done // ENTRIES_PER_TICK))
+    t0 = time.perf_counter()
+    out = base_kernel(pool, x_union, x_test, cfg, tick)
+    out["seconds"] = np.asarray(time.perf_counter() - t0)
+    return out
 
 
 def _unit(values: np.ndarray) -> np.ndarray:
@@ -256,13 +307,77 @@ def train_config(cfg: SmallDataConfig, size: int):
                        early_stop=cfg.early_stop, record=False)
 
 
+@dataclass(frozen=True)
+class NetworkJob:
+    """One network to train (the task of a ``train-<model>-n<size>-s<seed>`` unit).
+
+    Attributes:
+        key: the unit key.
+        spec: the model spec; size, seed: its subset; model_seed: its initial weights and batch order.
+        rows: positions of its subset's rows in the union (the shared ``x_union``).
+        n_classes: K.
+        cfg: the study configuration (training settings).
+    """
+
+    key: str
+    spec: str
+    size: int
+    seed: int
+    model_seed: int
+    rows: np.ndarray
+    n_classes: int
+    cfg: SmallDataConfig
+
+
+def network_key(spec: str, size: int, seed: int) -> str:
+    """The unit key of one network, e.g. ``train-cnn_32-64-n10-s0``."""
+    return f"train-{_safe(spec)}-n{size}-s{seed}"
+
+
+def model_seed(spec: str, size: int, seed: int) -> int:
+    """The seed of the network of ``spec`` on the subset of ``size`` drawn with ``seed``."""
+    return derive_seed(seed, "small-data", spec, size)
+
+
+def network_task(job: NetworkJob, *, x_union: np.ndarray, y_union: np.ndarray, x_test: np.ndarray,
+                 y_test: np.ndarray, progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+    """Train one network on its subset and test it: the arrays of its unit.
+
+    Module-level and pure (the seed is in ``job``; the shared arrays are read-only), so both
+    executors give the same bits. ``progress(training steps done)`` is called after every epoch.
+
+    Returns:
+        ``test_acc``, ``train_acc`` (on its own subset, eval mode), ``epochs_to_fit`` (-1: never),
+        ``epochs`` (run), ``seconds``.
+    """
+    from fitscope.train import train_ensemble
+
+    steps = math.ceil(job.size / job.cfg.batch_size)  # per epoch
+    tick = None if progress is None else (lambda info: progress(steps * int(info["epoch"])))
+    # No per-epoch test pass (the test set is far larger than the subsets): the final network is tested once.
+    result = train_ensemble(job.spec, x_union[job.rows].astype(np.float32), y_union[job.rows],
+                            config=train_config(job.cfg, job.size), seeds=[job.model_seed], progress=tick,
+                            n_classes=job.n_classes, keep_model=True)
+    test_acc = _test_accuracy(result.model, x_test.astype(np.float32), y_test)
+    return dict(test_acc=np.asarray(test_acc[0]), train_acc=np.asarray(result.train_acc[0, result.epochs_run - 1]),
+                epochs_to_fit=np.asarray(result.epochs_to_fit[0]), epochs=np.asarray(result.epochs_run),
+                seconds=np.asarray(result.seconds))
+
+
 @dataclass
 class SmallDataOutcome:
-    """What :func:`small_data_study` did: one row per method, size and seed; computed and reused units."""
+    """What :func:`small_data_study` did: one row per method, size and seed; computed and reused units.
+
+    Attributes:
+        results: one row per method, size and seed.
+        computed, reused: unit keys computed by this call and found stored.
+        seconds: unit key -> wall seconds (kernels: the Gram matrices; networks: training and test).
+    """
 
     results: pd.DataFrame
     computed: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
+    seconds: dict = field(default_factory=dict)
 
 
 def kernel_label(variant: str, cfg: SmallDataConfig) -> str:
@@ -290,15 +405,130 @@ def findings(results: pd.DataFrame) -> list[dict]:
     return out
 
 
-def small_data_study(
-    cfg: SmallDataConfig,
-    out: str | Path,
-    *,
-    resume: bool = False,
-    on_step: Callable[[str], None] | None = None,
-    on_unit_start: Callable[[str, int, int], None] | None = None,
-    progress: Callable[[dict], None] | None = None,
-):
+@dataclass
+class SmallDataState:
+    """What ``prepare`` found: the data, the subsets and where their rows are in the union."""
+
+    data: Dataset
+    subsets: dict[tuple[int, int], np.ndarray]
+    union: np.ndarray
+    position: np.ndarray
+
+
+def pools(cfg: SmallDataConfig) -> list[str]:
+    """The CNTK readouts the kernel variants need, in order (one ``kernel-<readout>`` unit each)."""
+    return list(dict.fromkeys(KERNEL_VARIANTS[v] for v in cfg.kernels))
+
+
+def prepare(cfg: SmallDataConfig) -> Prepared:
+    """Load the data, check the models, draw the subsets; nothing is written yet."""
+    from fitscope.models import check_input_shape, parse_spec
+
+    data: Dataset = load(cfg.data, label_column=cfg.label_column, seed=cfg.data_seed)
+    if data.kind not in ("image", "signal"):
+        raise ConfigError(f"--data: the convolutional kernels need images (N, C, H, W) or signals (N, C, L); "
+                          f"{data.name} holds vectors of shape {data.input_shape}")
+    for spec in cfg.models:
+        check_input_shape(parse_spec(spec), data.input_shape)
+    check_supports_study(data, study="the small-data study", min_per_class=1)
+    subsets = draw_subsets(data.y_train, cfg.sizes, cfg.seeds, data.n_classes)
+    union = np.unique(np.concatenate(list(subsets.values())))
+    position = np.full(len(data.y_train), -1)
+    position[union] = np.arange(len(union))
+    seeds = {"data_seed": cfg.data_seed, "subset_seeds": cfg.seeds,
+             "model_seeds": {f"{m} n={s}": [model_seed(m, s, seed) for seed in cfg.seeds]
+                             for m in cfg.models for s in cfg.sizes},
+             "patch_seeds": {f"n={s} seed={seed}": derive_seed(seed, "small-data", "patches", s)
+                             for s in cfg.sizes for seed in cfg.seeds} if "cntk-lap+patches" in cfg.kernels else {}}
+    shared = {"x_union": data.x_train[union].astype(np.float64), "y_union": data.y_train[union].astype(np.int64),
+              "x_test": data.x_test.astype(np.float64), "y_test": data.y_test.astype(np.int64)}
+    return Prepared(seeds=seeds, shared=shared, state=SmallDataState(data, subsets, union, position))
+
+
+def network_jobs(cfg: SmallDataConfig, state: SmallDataState) -> list[NetworkJob]:
+    """One network per model spec, size and seed, in that order."""
+    return [NetworkJob(network_key(spec, size, seed), spec, size, seed, model_seed(spec, size, seed),
+                       state.position[state.subsets[(size, seed)]], state.data.n_classes, cfg)
+            for spec in cfg.models for size in cfg.sizes for seed in cfg.seeds]
+
+
+def plan(cfg: SmallDataConfig, prepared: Prepared) -> list[Unit]:
+    """A ``kernel-<readout>`` unit per readout (:func:`kernel_task`), a unit per network (:func:`network_task`)."""
+    state: SmallDataState = prepared.state
+    n_union, n_test = len(state.union), len(state.data.y_test)
+    units = [Unit(f"kernel-{pool}", kernel_task, (pool, cfg),
+                  work=math.ceil(kernel_work(n_union, n_test) / ENTRIES_PER_TICK),
+                  label=f"CNTK {pool}", info=dict(union=n_union, test=n_test))
+             for pool in pools(cfg)]
+    units += [Unit(job.key, network_task, job,
+                   work=train_config(cfg, job.size).epochs * math.ceil(job.size / cfg.batch_size),
+                   info=dict(model=job.spec, size=job.size, seed=job.seed))
+              for job in network_jobs(cfg, state)]
+    return units
+
+
+def estimate(cfg: SmallDataConfig, prepared: Prepared, units) -> Outcome:
+    """Kernel regression on every subset from the stored Gram matrices, plus every network's accuracy."""
+    state: SmallDataState = prepared.state
+    data = state.data
+    x_union, x_test = prepared.shared["x_union"], prepared.shared["x_test"]
+    rows: list[dict] = []
+    seconds: dict[str, float] = {}
+    bases = {}
+    for pool in pools(cfg):
+        bases[pool] = units[f"kernel-{pool}"]
+        seconds[f"kernel-{pool}"] = float(bases[pool]["seconds"])
+    for variant in cfg.kernels:
+        base = bases[KERNEL_VARIANTS[variant]]
+        for (size, seed), idx in state.subsets.items():
+            pos = state.position[idx]
+            gram, cross = subset_kernels(variant, base, pos, x_union[pos], x_test, cfg,
+                                         seed=derive_seed(seed, "small-data", "patches", size))
+            acc = kernel_regression_accuracy(gram, cross, data.y_train[idx], data.y_test,
+                                             n_classes=data.n_classes, ridge=cfg.ridge)
+            rows.append(dict(method=kernel_label(variant, cfg), kind="kernel", size=size, seed=seed,
+                             test_acc=acc, train_acc=np.nan, epochs=0, epochs_to_fit=0))
+    for job in network_jobs(cfg, state):
+        stored = units[job.key]
+        seconds[job.key] = float(stored["seconds"])
+        rows.append(dict(method=job.spec, kind="network", size=job.size, seed=job.seed,
+                         test_acc=float(stored["test_acc"]), train_acc=float(stored["train_acc"]),
+                         epochs=int(stored["epochs"]), epochs_to_fit=int(stored["epochs_to_fit"])))
+    outcome = SmallDataOutcome(pd.DataFrame(rows), seconds=seconds)
+    checks = findings(outcome.results)
+    return Outcome(tables={"results": outcome.results}, summary={c["check"]: c["value"] for c in checks},
+                   files={"timings.json": {"seconds per unit": seconds}}, detail=outcome)
+
+
+def report(cfg: SmallDataConfig, prepared: Prepared, outcome: Outcome) -> dict:
+    """The context of ``kernels_small_data.html.j2``."""
+    from fitscope.report import kernels as figures
+
+    state: SmallDataState = prepared.state
+    data = state.data
+    detail: SmallDataOutcome = outcome.detail
+    return dict(
+        title=f"Kernel study: CNTK vs trained networks on few-sample subsets of {data.name}",
+        cfg=cfg.model_dump(),
+        data=dict(name=data.name, source=data.source, n_train=len(data.y_train), n_test=len(data.y_test),
+                  n_classes=data.n_classes, input_shape="x".join(map(str, data.input_shape))),
+        n_union=len(state.union),
+        kernel_names=[kernel_label(v, cfg) for v in cfg.kernels],
+        findings=findings(detail.results),
+        accuracy_table=figures.small_data_table(detail.results),
+        accuracy_png=figures.small_data_figure(detail.results),
+        fit_table=fit_table(detail.results, detail.seconds),
+        computed=detail.computed,
+        reused=detail.reused,
+    )
+
+
+STUDY = Study(kind="kernels-small-data", command="fitscope kernels small-data", config=SmallDataConfig,
+              prepare=prepare, plan=plan, estimate=estimate, report=report, template="kernels_small_data.html.j2",
+              quick=QUICK)
+
+
+def small_data_study(cfg: SmallDataConfig, out: str | Path, *, resume: bool = False, **placement) -> tuple:
     """The whole study: subsets, kernels, networks, tables and ``report.html``.
 
     The data, subsets and model specs are checked before the run directory is
@@ -308,143 +538,17 @@ def small_data_study(
         cfg: the study configuration.
         out: the run directory to create (or resume with ``resume=True``).
         resume: continue a run with the same config, reusing its finished units.
-        on_step: called with a short description before each kernel computation.
-        on_unit_start: called with ``(unit key, n_models, epoch budget)`` before each ensemble trains.
-        progress: per-epoch callback handed to the trainer.
+        placement: ``executor``, ``address``, ``threads``, ``progress`` of
+            :func:`fitscope.experiments.study.run_study`.
 
     Returns:
-        ``(run, outcome)``: the finished :class:`fitscope.runs.Run` and a :class:`SmallDataOutcome`.
+        ``(run, outcome)``: the finished :class:`fitscope.runs.Run` and a :class:`SmallDataOutcome`
+        (``computed`` / ``reused``: the unit keys this call computed or found stored).
     """
-    from fitscope.models import check_input_shape, parse_spec
-    from fitscope.report import kernels as figures
-    from fitscope.report import write_report
-    from fitscope.runs import Run
-    from fitscope.train import train_ensemble
-
-    t0 = time.perf_counter()
-    data: Dataset = load(cfg.data, label_column=cfg.label_column, seed=cfg.data_seed)
-    if data.kind not in ("image", "signal"):
-        raise ConfigError(f"--data: the convolutional kernels need images (N, C, H, W) or signals (N, C, L); "
-                          f"{data.name} holds vectors of shape {data.input_shape}")
-    for spec in cfg.models:
-        check_input_shape(parse_spec(spec), data.input_shape)
-    subsets = draw_subsets(data.y_train, cfg.sizes, cfg.seeds, data.n_classes)
-    union = np.unique(np.concatenate(list(subsets.values())))
-    position = np.full(len(data.y_train), -1)
-    position[union] = np.arange(len(union))
-    load_seconds = time.perf_counter() - t0
-    seeds = {"data_seed": cfg.data_seed, "subset_seeds": cfg.seeds,
-             "model_seeds": {f"{m} n={s}": [derive_seed(seed, "small-data", m, s) for seed in cfg.seeds]
-                             for m in cfg.models for s in cfg.sizes},
-             "patch_seeds": {f"n={s} seed={seed}": derive_seed(seed, "small-data", "patches", s)
-                             for s in cfg.sizes for seed in cfg.seeds} if "cntk-lap+patches" in cfg.kernels else {}}
-    x_union = data.x_train[union].astype(np.float64)
-    x_test = data.x_test.astype(np.float64)
-    rows: list[dict] = []
-    with Run.create(out, kind="kernels-small-data", config=cfg.model_dump(), seeds=seeds, resume=resume) as run:
-        run.timings.setdefault("load data", round(load_seconds, 3))
-        outcome = SmallDataOutcome(pd.DataFrame())
-        bases: dict[str, dict[str, np.ndarray]] = {}
-        for pool in dict.fromkeys(KERNEL_VARIANTS[v] for v in cfg.kernels):
-            key = f"kernel-{pool}"
-            if run.has_unit(key):
-                bases[pool] = run.load_unit(key)
-                outcome.reused.append(key)
-                continue
-            if on_step:
-                on_step(f"CNTK ({pool} readout, depth {cfg.depth}): Gram of {len(union)} training "
-                        f"+ {len(x_test)} test inputs")
-            with run.timer(f"kernel {pool}"):
-                t1 = time.perf_counter()
-                bases[pool] = base_kernel(pool, x_union, x_test, cfg)
-                seconds = time.perf_counter() - t1
-            bases[pool]["seconds"] = np.array(seconds)
-            run.save_unit(key, dict(bases[pool], union=union),
-                          info=dict(union=len(union), test=len(x_test), seconds=round(seconds, 3)))
-            outcome.computed.append(key)
-        for variant in cfg.kernels:
-            base = bases[KERNEL_VARIANTS[variant]]
-            for (size, seed), idx in subsets.items():
-                t1 = time.perf_counter()
-                gram, cross = subset_kernels(variant, base, position[idx], x_union[position[idx]], x_test, cfg,
-                                             seed=derive_seed(seed, "small-data", "patches", size))
-                acc = kernel_regression_accuracy(gram, cross, data.y_train[idx], data.y_test,
-                                                 n_classes=data.n_classes, ridge=cfg.ridge)
-                rows.append(dict(method=kernel_label(variant, cfg), kind="kernel", size=size, seed=seed,
-                                 test_acc=acc, train_acc=np.nan, epochs=0, epochs_to_fit=0,
-                                 seconds=time.perf_counter() - t1, kernel_seconds=float(base["seconds"])))
-        for spec in cfg.models:
-            for size in cfg.sizes:
-                key = f"train-{_safe(spec)}-n{size}"
-                idx = [subsets[(size, seed)] for seed in cfg.seeds]
-                rows_u = np.unique(np.concatenate(idx))
-                masks = np.stack([np.isin(rows_u, i) for i in idx])
-                if run.has_unit(key):
-                    stored = run.load_unit(key)
-                    test_acc, train_acc = stored["test_acc"], stored["train_acc"]
-                    to_fit, epochs, seconds = stored["epochs_to_fit"], int(stored["epochs"]), float(stored["seconds"])
-                    outcome.reused.append(key)
-                else:
-                    tcfg = train_config(cfg, size)
-                    if on_unit_start:
-                        on_unit_start(f"{spec} n={size}", len(cfg.seeds), tcfg.epochs)
-                    with run.timer(f"train {spec}"), torch_threads(cfg.threads):
-                        # No per-epoch test pass (the test set is far larger than the subsets): the
-                        # final models are tested once below.
-                        result = train_ensemble(
-                            spec, data.x_train[rows_u], data.y_train[rows_u], config=tcfg,
-                            seeds=seeds["model_seeds"][f"{spec} n={size}"], masks=masks,
-                            progress=progress, n_classes=data.n_classes, keep_model=True)
-                        test_acc = _test_accuracy(result.model, data.x_test, data.y_test)
-                    last = result.epochs_run - 1
-                    train_acc = result.train_acc[:, last]
-                    to_fit, epochs, seconds = result.epochs_to_fit, result.epochs_run, result.seconds
-                    run.save_unit(key, dict(test_acc=test_acc, train_acc=train_acc, epochs_to_fit=to_fit,
-                                            epochs=np.array(epochs), seconds=np.array(seconds)),
-                                  info=dict(models=len(cfg.seeds), epochs=int(epochs), seconds=round(seconds, 3)))
-                    outcome.computed.append(key)
-                for k, seed in enumerate(cfg.seeds):
-                    rows.append(dict(method=spec, kind="network", size=size, seed=seed, test_acc=float(test_acc[k]),
-                                     train_acc=float(train_acc[k]), epochs=int(epochs),
-                                     epochs_to_fit=int(to_fit[k]), seconds=seconds / len(cfg.seeds),
-                                     kernel_seconds=np.nan))
-        outcome.results = pd.DataFrame(rows)
-        run.write_table("results", outcome.results)
-        checks = findings(outcome.results)
-        run.finish(summary={c["check"]: c["value"] for c in checks})
-        with run.timer("report"):
-            context = dict(
-                title=f"Kernel study: CNTK vs trained networks on few-sample subsets of {data.name}",
-                cfg=cfg.model_dump(),
-                data=dict(name=data.name, source=data.source, n_train=len(data.y_train), n_test=len(data.y_test),
-                          n_classes=data.n_classes, input_shape="x".join(map(str, data.input_shape))),
-                n_union=len(union),
-                kernel_names=[kernel_label(v, cfg) for v in cfg.kernels],
-                findings=checks,
-                accuracy_table=figures.small_data_table(outcome.results),
-                accuracy_png=figures.small_data_figure(outcome.results),
-                fit_table=_fit_table(outcome.results),
-                computed=outcome.computed,
-                reused=outcome.reused,
-            )
-            write_report(run, "kernels_small_data.html.j2", context)
-    return run, outcome
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the block with ``n`` torch intra-op threads, then restore the previous count."""
-    import torch
-
-    from fitscope.train import configure_threads
-
-    configure_threads()  # the trainer's one-time default, so that it leaves our setting alone below
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    result: StudyResult = run_study(STUDY, cfg, out, resume=resume, **placement)
+    detail: SmallDataOutcome = result.outcome.detail
+    detail.computed, detail.reused = list(result.trained), list(result.reused)
+    return result.run, detail
 
 
 def _test_accuracy(model, x_test: np.ndarray, y_test: np.ndarray) -> np.ndarray:
@@ -457,10 +561,18 @@ def _test_accuracy(model, x_test: np.ndarray, y_test: np.ndarray) -> np.ndarray:
     return (logits.argmax(dim=2).numpy() == y_test[None, :]).mean(axis=1)
 
 
-def _fit_table(results: pd.DataFrame) -> pd.DataFrame:
+def fit_table(results: pd.DataFrame, seconds: dict[str, float]) -> pd.DataFrame:
+    """The networks per model and size: mean train accuracy, models that fit, epochs run, training seconds.
+
+    Args:
+        results: the results table.
+        seconds: unit key -> wall seconds (:attr:`SmallDataOutcome.seconds`).
+    """
     nets = results[results.kind == "network"]
     if not len(nets):
         return pd.DataFrame()
+    nets = nets.assign(seconds=[seconds.get(network_key(m, int(n), int(s)), np.nan)
+                                for m, n, s in zip(nets.method, nets["size"], nets.seed)])
     return nets.groupby(["method", "size"]).agg(
         train_acc=("train_acc", "mean"), models_fit=("epochs_to_fit", lambda s: int((s > 0).sum())),
         models=("seed", "count"), epochs_run=("epochs", "max"), seconds=("seconds", "sum")).reset_index()

@@ -23,8 +23,16 @@ built-in UCI tables and every ``.csv`` file of a folder the user brings):
 The validation split and the folds overlap (the protocol chooses
 hyperparameters on rows that are later test rows of a fold); the report says
 so. Every kernel matrix is computed once on all rows of a set and sliced per
-split and fold. One unit per data set (``units/uci-<name>.npz``) holds its
-results, so a resumed study skips finished sets.
+split and fold.
+
+The study runs on :mod:`fitscope.experiments.study` (``STUDY``): ``prepare``
+loads and checks every data set before the run directory exists, ``plan``
+makes one unit per data set (``units/uci-<name>.npz``, computed by the pure
+module-level :func:`evaluate_task`, the set's arrays in the task, progress
+after every kernel and every grid fit), so a resumed study skips finished
+sets; ``estimate`` joins them into ``results.parquet`` and ``grid.parquet``
+(wall times go to ``timings.json``, not the tables: a table follows from the
+config alone).
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from fitscope.data import builtin_names, load
 from fitscope.errors import ConfigError, DataError
 from fitscope.experiments.config_errors import build_config
+from fitscope.experiments.study import Outcome, Prepared, Study, StudyResult, Unit, run_study
 from fitscope.seeding import derive_seed
 
 METHODS = ("NTK-SVM", "random forest", "Gaussian SVM")
@@ -116,11 +125,14 @@ class UCIConfig(BaseModel):
 
     @classmethod
     def quick(cls, **overrides) -> "UCIConfig":
-        """A small grid: depths 1-3 (fixed 0 or 1), C in 10^-2, 1, 10^2, 10^4, 100 trees."""
-        base = dict(depths=[1, 2, 3], max_fixed=1, svm_C=[1e-2, 1.0, 1e2, 1e4], gamma_factors=[1 / 16, 1 / 4, 1.0],
-                    rf_trees=100, rf_max_features=["sqrt", "0.5"])
-        base.update({k: v for k, v in overrides.items() if v is not None})
-        return make_config(**base)
+        """The ``--quick`` setting (:data:`QUICK`) with ``overrides`` (None values ignored) on top."""
+        return make_config(**{**QUICK, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+#: ``--quick``: a small grid: depths 1-3 with 0 or 1 fixed layers, C in 10^-2, 1, 10^2, 10^4,
+#: three Gaussian widths, random forests of 100 trees with max_features sqrt or 0.5.
+QUICK = dict(depths=[1, 2, 3], max_fixed=1, svm_C=[1e-2, 1.0, 1e2, 1e4], gamma_factors=[1 / 16, 1 / 4, 1.0],
+             rf_trees=100, rf_max_features=["sqrt", "0.5"])
 
 
 def make_config(**values) -> UCIConfig:
@@ -257,10 +269,13 @@ def _svm_accuracy(gram: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.n
 
 
 def _rf_accuracy(x, y, train, test, *, trees: int, max_features: str, seed: int) -> float:
+    import torch
     from sklearn.ensemble import RandomForestClassifier
 
     mf = max_features if max_features in ("sqrt", "log2") else float(max_features)
-    model = RandomForestClassifier(n_estimators=trees, max_features=mf, random_state=seed, n_jobs=-1)
+    # As many jobs as the task's threads (the executor pins them); the seed alone fixes the trees.
+    model = RandomForestClassifier(n_estimators=trees, max_features=mf, random_state=seed,
+                                   n_jobs=max(1, torch.get_num_threads()))
     model.fit(x[train], y[train])
     return float(np.mean(model.predict(x[test]) == y[test]))
 
@@ -276,33 +291,51 @@ def ntk_gram(x: np.ndarray, *, depth: int, fixed: int, cfg: UCIConfig) -> np.nda
 
 @dataclass
 class DatasetResult:
-    """What one data set gave: result rows (one per method) and the validation grid."""
+    """What one data set gave: result rows (one per method), the validation grid, seconds per method."""
 
     rows: list[dict]
     grid: list[dict]
+    seconds: dict[str, float] = field(default_factory=dict)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """As 0-d JSON string arrays for a run unit."""
-        return {"rows": np.array(json.dumps(self.rows)), "grid": np.array(json.dumps(self.grid))}
+        return {"rows": np.array(json.dumps(self.rows)), "grid": np.array(json.dumps(self.grid)),
+                "seconds": np.array(json.dumps(self.seconds))}
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "DatasetResult":
         """Read back :meth:`to_arrays`."""
-        return cls(json.loads(str(arrays["rows"])), json.loads(str(arrays["grid"])))
+        seconds = json.loads(str(arrays["seconds"])) if "seconds" in arrays else {}
+        return cls(json.loads(str(arrays["rows"])), json.loads(str(arrays["grid"])), seconds)
 
 
-def evaluate_table(table: Table, cfg: UCIConfig, on_step: Callable[[str], None] | None = None) -> DatasetResult:
+def ntk_settings(cfg: UCIConfig) -> list[tuple[int, int]]:
+    """Every ``(depth, fixed)`` of the NTK grid, in order: fixed ``0..depth`` (at most ``max_fixed``)."""
+    out = []
+    for depth in cfg.depths:
+        top = depth if cfg.max_fixed is None else min(depth, cfg.max_fixed)
+        out += [(depth, fixed) for fixed in range(top + 1)]
+    return out
+
+
+def evaluation_steps(cfg: UCIConfig) -> int:
+    """The steps :func:`evaluate_table` reports per data set: a kernel or forest setting each, plus 3 fold passes."""
+    return len(ntk_settings(cfg)) + len(cfg.rf_max_features) + len(cfg.gamma_factors) + 3
+
+
+def evaluate_table(table: Table, cfg: UCIConfig, progress: Callable[[int], None] | None = None) -> DatasetResult:
     """Choose hyperparameters on the validation split, then measure mean accuracy over the folds.
 
     Args:
         table: the data set.
         cfg: the study configuration (grids, seeds).
-        on_step: called with a short description before each stage.
+        progress: called with the steps done so far (of :func:`evaluation_steps`) after each
+            NTK kernel, each forest setting, each Gaussian width and each method's fold pass.
 
     Returns:
         A :class:`DatasetResult` with one row per method (``accuracy`` is the
-        mean over folds, ``fold_accuracies`` each fold) and one grid row per
-        hyperparameter setting (``val_accuracy``).
+        mean over folds, ``fold_accuracies`` each fold), one grid row per
+        hyperparameter setting (``val_accuracy``) and the wall seconds per method.
     """
     x, y = table.x, table.y
     seed = derive_seed(cfg.seed, "uci", table.name)
@@ -310,14 +343,23 @@ def evaluate_table(table: Table, cfg: UCIConfig, on_step: Callable[[str], None] 
     folds = fold_splits(y, folds=cfg.folds, seed=derive_seed(seed, "folds"))
     grid: list[dict] = []
     rows: list[dict] = []
+    seconds: dict[str, float] = {}
     info = dict(dataset=table.name, n=len(y), d=x.shape[1], classes=table.n_classes)
+    done = 0
+
+    def step() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done)
 
     def finish(method: str, best: dict, scorer: Callable[[np.ndarray, np.ndarray], float], t0: float) -> None:
         accs = [scorer(tr, te) for tr, te in folds]
         rows.append(dict(info, method=method, accuracy=float(np.mean(accs)), accuracy_std=float(np.std(accs)),
                          fold_accuracies=json.dumps([round(a, 6) for a in accs]),
-                         val_accuracy=best["val_accuracy"], params=json.dumps(best["params"]),
-                         seconds=round(time.perf_counter() - t0, 3)))
+                         val_accuracy=best["val_accuracy"], params=json.dumps(best["params"])))
+        seconds[method] = round(time.perf_counter() - t0, 3)
+        step()
 
     def better(best: dict | None, acc: float) -> bool:
         return best is None or acc > best["val_accuracy"]  # ties keep the first (smaller) setting
@@ -325,25 +367,20 @@ def evaluate_table(table: Table, cfg: UCIConfig, on_step: Callable[[str], None] 
     # NTK-SVM: one Gram matrix per (depth, fixed), sliced for the validation split and the folds.
     t0 = time.perf_counter()
     best, best_gram = None, None
-    for depth in cfg.depths:
-        top = depth if cfg.max_fixed is None else min(depth, cfg.max_fixed)
-        for fixed in range(top + 1):
-            if on_step:
-                on_step(f"{table.name}: NTK depth {depth}, fixed {fixed}")
-            gram = ntk_gram(x, depth=depth, fixed=fixed, cfg=cfg)
-            for C in cfg.svm_C:
-                acc = _svm_accuracy(gram, y, train, val, C)
-                params = dict(depth=depth, fixed=fixed, C=C)
-                grid.append(dict(dataset=table.name, method=METHODS[0], params=json.dumps(params), val_accuracy=acc))
-                if better(best, acc):
-                    best, best_gram = dict(params=params, val_accuracy=acc), gram
+    for depth, fixed in ntk_settings(cfg):
+        gram = ntk_gram(x, depth=depth, fixed=fixed, cfg=cfg)
+        for C in cfg.svm_C:
+            acc = _svm_accuracy(gram, y, train, val, C)
+            params = dict(depth=depth, fixed=fixed, C=C)
+            grid.append(dict(dataset=table.name, method=METHODS[0], params=json.dumps(params), val_accuracy=acc))
+            if better(best, acc):
+                best, best_gram = dict(params=params, val_accuracy=acc), gram
+        step()
     finish(METHODS[0], best, lambda tr, te: _svm_accuracy(best_gram, y, tr, te, best["params"]["C"]), t0)
     best_gram = None  # free it before the Gaussian kernels
 
     # Random forest, seeded per data set.
     t0 = time.perf_counter()
-    if on_step:
-        on_step(f"{table.name}: random forest")
     rf_seed = derive_seed(seed, "forest")
     best = None
     for mf in cfg.rf_max_features:
@@ -352,14 +389,13 @@ def evaluate_table(table: Table, cfg: UCIConfig, on_step: Callable[[str], None] 
         grid.append(dict(dataset=table.name, method=METHODS[1], params=json.dumps(params), val_accuracy=acc))
         if better(best, acc):
             best = dict(params=params, val_accuracy=acc)
+        step()
     mf = best["params"]["max_features"]
     finish(METHODS[1], best,
            lambda tr, te: _rf_accuracy(x, y, tr, te, trees=cfg.rf_trees, max_features=mf, seed=rf_seed), t0)
 
     # Gaussian SVM: squared distances once, one exp() per gamma.
     t0 = time.perf_counter()
-    if on_step:
-        on_step(f"{table.name}: Gaussian SVM")
     from sklearn.metrics.pairwise import euclidean_distances
 
     sq = euclidean_distances(x, squared=True)
@@ -373,9 +409,21 @@ def evaluate_table(table: Table, cfg: UCIConfig, on_step: Callable[[str], None] 
             grid.append(dict(dataset=table.name, method=METHODS[2], params=json.dumps(params), val_accuracy=acc))
             if better(best, acc):
                 best = dict(params=params, val_accuracy=acc)
+        step()
     gram = np.exp(-best["params"]["gamma"] * sq)
     finish(METHODS[2], best, lambda tr, te: _svm_accuracy(gram, y, tr, te, best["params"]["C"]), t0)
-    return DatasetResult(rows, grid)
+    return DatasetResult(rows, grid, seconds)
+
+
+def evaluate_task(task: tuple[Table, UCIConfig], *, progress: Callable[[int], None] | None = None
+                  ) -> dict[str, np.ndarray]:
+    """The task of one unit: ``task = (table, cfg)``; :func:`evaluate_table` as unit arrays.
+
+    Module-level and pure: the result follows from the arguments alone (the seeds derive from
+    ``cfg.seed`` and the data set's name), so both executors give the same bits.
+    """
+    table, cfg = task
+    return evaluate_table(table, cfg, progress).to_arrays()
 
 
 # --------------------------------------------------------------------------- summary
@@ -417,22 +465,82 @@ def findings(results: pd.DataFrame) -> list[dict]:
 
 @dataclass
 class UCIOutcome:
-    """What :func:`uci_study` did: the result rows, the validation grid, trained and reused data sets."""
+    """What :func:`uci_study` did: the result rows, the validation grid, evaluated and reused data sets.
+
+    Attributes:
+        results: one row per data set and method.
+        grid: one row per data set, method and hyperparameter setting (validation accuracy).
+        computed, reused: names of the data sets evaluated by this call and found stored.
+        seconds: data set -> method -> wall seconds of its evaluation (as stored in its unit).
+    """
 
     results: pd.DataFrame
     grid: pd.DataFrame
     computed: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
+    seconds: dict = field(default_factory=dict)
 
 
-def uci_study(
-    cfg: UCIConfig,
-    out: str | Path,
-    *,
-    resume: bool = False,
-    on_dataset: Callable[[str, int, int], None] | None = None,
-    on_step: Callable[[str], None] | None = None,
-):
+def prepare(cfg: UCIConfig) -> Prepared:
+    """Load, join and standardize every data set (:func:`load_tables`); nothing is written yet."""
+    tables = load_tables(cfg)
+    seeds = {"seed": cfg.seed, "per_dataset": {t.name: derive_seed(cfg.seed, "uci", t.name) for t in tables}}
+    return Prepared(seeds=seeds, state=tables)
+
+
+def plan(cfg: UCIConfig, prepared: Prepared) -> list[Unit]:
+    """One unit per data set, run by :func:`evaluate_task` with the set's arrays in the task."""
+    work = evaluation_steps(cfg)
+    return [Unit(t.key, evaluate_task, (t, cfg), work=work, label=t.name,
+                 info=dict(dataset=t.name, n=int(len(t.y)), d=int(t.x.shape[1])))
+            for t in prepared.state]
+
+
+def estimate(cfg: UCIConfig, prepared: Prepared, units) -> Outcome:
+    """The results and grid tables from every data set's unit; the per-method means as the summary."""
+    rows, grid, seconds = [], [], {}
+    for table in prepared.state:
+        result = DatasetResult.from_arrays(units[table.key])
+        rows += result.rows
+        grid += result.grid
+        seconds[table.name] = result.seconds
+    outcome = UCIOutcome(pd.DataFrame(rows), pd.DataFrame(grid), seconds=seconds)
+    summary = summarize(outcome.results)
+    return Outcome(
+        tables={"results": outcome.results, "grid": outcome.grid},
+        summary={f"{r.method}: mean accuracy": r.mean_accuracy for r in summary.itertuples()}
+        | {f"{r.method}: mean rank": r.mean_rank for r in summary.itertuples()},
+        files={"timings.json": {"seconds per data set and method": seconds}},
+        detail=outcome)
+
+
+def report(cfg: UCIConfig, prepared: Prepared, outcome: Outcome) -> dict:
+    """The context of ``kernels_uci.html.j2``."""
+    from fitscope.report import kernels as figures
+
+    detail: UCIOutcome = outcome.detail
+    tables: list[Table] = prepared.state
+    return dict(
+        title="Kernel study: NTK-SVM vs random forest vs Gaussian SVM on UCI tables",
+        cfg=cfg.model_dump(),
+        datasets=[dict(name=t.name, n=len(t.y), d=t.x.shape[1], classes=t.n_classes, source=t.source)
+                  for t in tables],
+        findings=findings(detail.results),
+        summary=summarize(detail.results),
+        accuracy_table=figures.uci_accuracy_table(detail.results),
+        params_table=figures.uci_params_table(detail.results),
+        accuracy_png=figures.uci_accuracy_figure(detail.results),
+        ntk_grid_size=len(ntk_settings(cfg)) * len(cfg.svm_C),
+        computed=detail.computed,
+        reused=detail.reused,
+    )
+
+
+STUDY = Study(kind="kernels-uci", command="fitscope kernels uci", config=UCIConfig, prepare=prepare, plan=plan,
+              estimate=estimate, report=report, template="kernels_uci.html.j2", quick=QUICK, work_name="grid steps")
+
+
+def uci_study(cfg: UCIConfig, out: str | Path, *, resume: bool = False, **placement) -> tuple:
     """The whole study: load every data set, evaluate (or reuse) each, write tables and ``report.html``.
 
     Every data set is loaded and checked before the run directory is made,
@@ -442,64 +550,16 @@ def uci_study(
         cfg: the study configuration.
         out: the run directory to create (or resume with ``resume=True``).
         resume: continue a run with the same config, reusing its finished data sets.
-        on_dataset: called with ``(name, index, count)`` before each data set.
-        on_step: called with a short description before each stage of a data set.
+        placement: ``executor``, ``address``, ``threads``, ``progress`` of
+            :func:`fitscope.experiments.study.run_study`.
 
     Returns:
-        ``(run, outcome)``: the finished :class:`fitscope.runs.Run` and a :class:`UCIOutcome`.
+        ``(run, outcome)``: the finished :class:`fitscope.runs.Run` and a :class:`UCIOutcome`
+        (``computed`` / ``reused``: the data sets this call evaluated or found stored).
     """
-    from fitscope.report import kernels as figures
-    from fitscope.report import write_report
-    from fitscope.runs import Run
-
-    t0 = time.perf_counter()
-    tables = load_tables(cfg)
-    load_seconds = time.perf_counter() - t0
-    seeds = {"seed": cfg.seed, "per_dataset": {t.name: derive_seed(cfg.seed, "uci", t.name) for t in tables}}
-    with Run.create(out, kind="kernels-uci", config=cfg.model_dump(), seeds=seeds, resume=resume) as run:
-        run.timings.setdefault("load data", round(load_seconds, 3))
-        outcome = UCIOutcome(pd.DataFrame(), pd.DataFrame())
-        rows, grid = [], []
-        for i, table in enumerate(tables):
-            if on_dataset:
-                on_dataset(table.name, i, len(tables))
-            if run.has_unit(table.key):
-                result = DatasetResult.from_arrays(run.load_unit(table.key))
-                outcome.reused.append(table.name)
-            else:
-                with run.timer(f"evaluate {table.name}"):
-                    t1 = time.perf_counter()
-                    result = evaluate_table(table, cfg, on_step)
-                run.save_unit(table.key, result.to_arrays(),
-                              info=dict(dataset=table.name, seconds=round(time.perf_counter() - t1, 3)))
-                outcome.computed.append(table.name)
-            rows += result.rows
-            grid += result.grid
-        if on_dataset:
-            on_dataset("report", len(tables), len(tables))
-        outcome.results = pd.DataFrame(rows)
-        outcome.grid = pd.DataFrame(grid)
-        run.write_table("results", outcome.results)
-        run.write_table("grid", outcome.grid)
-        checks = findings(outcome.results)
-        summary = summarize(outcome.results)
-        run.finish(summary={f"{r.method}: mean accuracy": r.mean_accuracy for r in summary.itertuples()}
-                   | {f"{r.method}: mean rank": r.mean_rank for r in summary.itertuples()})
-        with run.timer("report"):
-            context = dict(
-                title="Kernel study: NTK-SVM vs random forest vs Gaussian SVM on UCI tables",
-                cfg=cfg.model_dump(),
-                datasets=[dict(name=t.name, n=len(t.y), d=t.x.shape[1], classes=t.n_classes, source=t.source)
-                          for t in tables],
-                findings=checks,
-                summary=summary,
-                accuracy_table=figures.uci_accuracy_table(outcome.results),
-                params_table=figures.uci_params_table(outcome.results),
-                accuracy_png=figures.uci_accuracy_figure(outcome.results),
-                ntk_grid_size=sum(min(d, d if cfg.max_fixed is None else cfg.max_fixed) + 1
-                                  for d in cfg.depths) * len(cfg.svm_C),
-                computed=outcome.computed,
-                reused=outcome.reused,
-            )
-            write_report(run, "kernels_uci.html.j2", context)
-    return run, outcome
+    result: StudyResult = run_study(STUDY, cfg, out, resume=resume, **placement)
+    detail: UCIOutcome = result.outcome.detail
+    units = result.run.meta.get("units", {})
+    detail.computed = [units[k]["dataset"] for k in result.trained]
+    detail.reused = [units[k]["dataset"] for k in result.reused]
+    return result.run, detail

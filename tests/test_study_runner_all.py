@@ -13,6 +13,20 @@ from study_harness import check_kill_and_resume, check_ray_matches_local
 # study name -> config values of a tiny run with >= 2 units (each porter owns its own entry)
 CASES: dict[str, dict] = {
     "audit": dict(model="mlp:16x1", models=8, ratio=0.5, cscore_ratios=[0.5], epochs=2, noise=0.1, chunk=4),
+    "privacy-study": dict(data="iris", model="mlp:8x1", defenses=["none", "label-dp:1", "pruning:0.5"],
+                          shadow_models=5, epochs=2, canaries=10, attacks=["pruning-vs-noise"]),
+    "train": dict(data="iris", model="mlp:8x1", mechanism="label-dp", eps=2.0, stages=2, epochs=3, models=2,
+                  canaries=10),
+    "federated": dict(clients=6, fraction=0.5, rounds=2, algorithms=["fedavg", "fedsgd"], partitions=["noniid"],
+                      model="mlp:16x1", local_epochs=1, engine="in-process"),
+    "kernels-uci": dict(datasets=["iris", "wine"], depths=[1], max_fixed=0, svm_C=[1.0], gamma_factors=[1.0],
+                        rf_trees=5, rf_max_features=["sqrt"], folds=2),
+    "kernels-small-data": dict(sizes=[10], seeds=[0], kernels=["cntk-gap"], depth=1, models=["cnn:8"], steps=5),
+    "kernels-complexity": dict(max_examples=40, noise_levels=[0.0, 1.0], seeds=[0], model="mlp:16x1", epochs=3),
+    "randomization": dict(model="mlp:16x1", seeds=[0], epochs=2, parts=["curves", "noise"],
+                          corruptions=["random_labels", "shuffled_pixels"], noise_levels=[0.0, 1.0]),
+    "leak": dict(model="mlp:16x1", models=8, epochs=2, chunk=4),
+    "seed-agreement": dict(model="mlp:16x1", models=4, chunk=2, epochs=2),
 }
 
 

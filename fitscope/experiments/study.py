@@ -108,12 +108,16 @@ class Outcome:
         summary: headline numbers (JSON-able), stored in ``run.json`` and the catalog and printed by the CLI.
         files: extra artifacts: name (with extension) -> dict (written as JSON) or str (text) or bytes.
         detail: the study's own result object (returned to the API caller and handed to ``report``).
+        trained, reused: the unit keys this attempt trained and found stored; set by the runner before
+            ``report`` is called (a report may say that the run was resumed).
     """
 
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
     files: dict[str, Any] = field(default_factory=dict)
     detail: Any = None
+    trained: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,8 @@ class Study:
         template: the report's jinja2 template (in ``fitscope/report/templates``); None: no report.
         quick: the values of ``--quick`` (None: the study has no quick setting).
         work_name: what the units' ``work`` counts, for the progress display (``"model-epochs"``).
+        flags: config field -> CLI flag where the flag is not ``--`` + the field with dashes
+            (``{"noise_levels": "--noise"}``), so that errors name the flag a user types.
     """
 
     kind: str
@@ -140,6 +146,11 @@ class Study:
     template: str | None = None
     quick: dict | None = None
     work_name: str = "steps"
+    flags: dict = field(default_factory=dict)
+
+    def flag(self, name: str) -> str:
+        """The CLI flag of the config field ``name``."""
+        return self.flags.get(name, "--" + name.replace("_", "-"))
 
     def make_config(self, values: Mapping[str, Any], *, quick: bool = False) -> BaseModel:
         """The config from ``values`` (``quick``: on top of the quick setting); bad values -> ConfigError."""
@@ -343,7 +354,7 @@ def resolve_config(study: Study, values: Mapping[str, Any], out: str | os.PathLi
     old, new = base.model_dump(), merged.model_dump()
     for name in given:
         if name in old and old[name] != new[name]:
-            flag = "--" + name.replace("_", "-")
+            flag = study.flag(name)
             raise ConfigError(f"--resume: {flag} {_show(new[name])} differs from the run's {_show(old[name])} "
                               f"in {out}; drop {flag} to resume it, or use another --out")
     return base
@@ -469,6 +480,7 @@ def run_study(
             progress.phase("estimate")
             with run.timer("estimate"):
                 outcome = study.estimate(cfg, prepared, UnitStore(run, [u.key for u in units]))
+            outcome.trained, outcome.reused = list(attempt["trained_units"]), list(reused)
             _write(study, run, cfg, prepared, outcome, progress)
         except KeyboardInterrupt:
             saved = sum(run.has_unit(u.key) for u in units)

@@ -153,6 +153,7 @@ def test_resume_trains_only_missing_units(small_audit, tmp_path):
     pd.testing.assert_frame_equal(pd.read_parquet(run.path / "examples.parquet"),
                                   pd.read_parquet(copy / "examples.parquet"))
     assert (copy / "report.html").exists() and resumed.meta["status"] == "done"
+    assert "Resumed run: 2 finished ensembles were reused" in (copy / "report.html").read_text()
     _, nothing = audit(make_config(**SMALL), copy, resume=True)
     assert nothing.trained_units == [] and len(nothing.reused_units) == 3
 

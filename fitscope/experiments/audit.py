@@ -487,6 +487,7 @@ def report(cfg: AuditConfig, prepared: Prepared, outcome: Outcome) -> dict:
     """The report context (:func:`fitscope.report.audit.report_context`)."""
     from fitscope.report import audit as figures
 
+    outcome.detail.trained_units, outcome.detail.reused_units = outcome.trained, outcome.reused
     return figures.report_context(cfg, prepared.state.data, outcome.detail)
 
 
@@ -513,6 +514,4 @@ def audit(cfg: AuditConfig, out: str | Path, *, resume: bool = False, **placemen
         (``outcome.trained_units`` / ``reused_units`` say what this call trained).
     """
     result: StudyResult = run_study(STUDY, cfg, out, resume=resume, **placement)
-    detail: AuditOutcome = result.outcome.detail
-    detail.trained_units, detail.reused_units = result.trained, result.reused
-    return result.run, detail
+    return result.run, result.outcome.detail

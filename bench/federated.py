@@ -22,8 +22,9 @@ best kept per setting; pass --lrs / --fedsgd-lrs to rerun any grid here,
 every value through Flower.
 
 Also timed: the Flower round against the same round computed in this process
-(the local updates one after another and the weighted average, no Flower, no
-Ray), to show what the simulation engine costs per round.
+(:func:`fitscope.experiments.federated.run_federated_in_process`: the local
+updates one after another and the weighted average, no Flower, no Ray), to
+show what the simulation engine costs per round.
 
 Usage: python bench/federated.py [--seeds 0,1] [--lrs 0.1,0.2] [--fedsgd-lrs 0.3,1] [--rounds 300]
 Writes bench/results/federated.json.
@@ -43,17 +44,9 @@ import pandas as pd
 import torch
 
 from fitscope.data import load
-from fitscope.experiments.federated import federated_study, make_config
-from fitscope.privacy.federated import (
-    clients_per_round,
-    evaluate_state,
-    initial_state,
-    local_update,
-    make_partition,
-    select_clients,
-)
+from fitscope.experiments.federated import federated_study, make_config, run_federated_in_process
+from fitscope.experiments.study import PrintProgress
 from fitscope.runs.atomic import atomic_write_json
-from fitscope.seeding import derive_seed
 
 RESULTS = Path(__file__).parent / "results" / "federated.json"
 
@@ -63,29 +56,15 @@ def floats(text: str) -> list[float]:
 
 
 def in_process_round_seconds(cfg, data, rounds: int = 5) -> float:
-    """Median seconds of one FedAvg IID round as a plain in-process loop (1 torch thread, as each Flower client)."""
+    """Median seconds of one FedAvg IID round as the plain in-process loop (1 torch thread, as each Flower client)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        parts = make_partition(data.y_train, partition="iid", n_clients=cfg.clients, shards_per_client=2,
-                               seed=derive_seed(cfg.seed, "partition"))
-        state = initial_state(cfg.model, data.input_shape, data.n_classes, seed=derive_seed(cfg.seed, "model"))
-        m = clients_per_round(cfg.clients, cfg.fraction)
-        seconds = []
-        for r in range(1, rounds + 1):
-            t0 = time.perf_counter()
-            new, sizes = [], []
-            for p in select_clients(cfg.clients, m, seed=cfg.seed, server_round=r):
-                new.append(local_update(state, data.x_train[parts[p]], data.y_train[parts[p]], spec=cfg.model,
-                                        n_classes=data.n_classes, epochs=cfg.local_epochs,
-                                        batch_size=cfg.batch_size, lr=cfg.lr,
-                                        seed=derive_seed(cfg.seed, "client", r, int(p)))[0])
-                sizes.append(len(parts[p]))
-            w = np.asarray(sizes, float) / sum(sizes)
-            state = {k: sum(wi * s[k] for wi, s in zip(w, new)) for k in state}
-            evaluate_state(state, data.x_test, data.y_test, spec=cfg.model, n_classes=data.n_classes)
-            seconds.append(time.perf_counter() - t0)
-        return float(np.median(seconds))
+        result = run_federated_in_process(
+            data.x_train, data.y_train, data.x_test, data.y_test, algorithm="fedavg", n_clients=cfg.clients,
+            partition="iid", client_fraction=cfg.fraction, local_epochs=cfg.local_epochs, batch_size=cfg.batch_size,
+            lr=cfg.lr, rounds=rounds, seed=cfg.seed, spec=cfg.model, n_classes=data.n_classes)
+        return float(np.median(result.round_seconds))
     finally:
         torch.set_num_threads(threads)
 
@@ -111,9 +90,8 @@ def main() -> None:
                 cfg = make_config(data="digits", seed=seed, lr=lr, fedsgd_lr=sgd_lr, rounds=args.rounds,
                                   target=args.target, algorithms=algorithms)
                 t0 = time.perf_counter()
-                run, outcome = federated_study(
-                    cfg, Path(tmp) / f"fed-{seed}-{i}",
-                    on_setting_start=lambda key, _r: print(f"  seed {seed}: {key} ...", flush=True))
+                print(f"  seed {seed}: {', '.join(algorithms)} (lr {lr:g}, FedSGD lr {sgd_lr:g}) ...", flush=True)
+                run, outcome = federated_study(cfg, Path(tmp) / f"fed-{seed}-{i}", progress=PrintProgress(every=60))
                 wall[f"seed {seed}, lr set {i}"] = time.perf_counter() - t0
                 for row in outcome.settings.to_dict("records"):
                     row["seed"] = seed

@@ -1,4 +1,5 @@
-"""``fitscope federated``: bad input is one line and exit 2; a tiny study runs on Flower, writes its tables and resumes."""
+"""``fitscope federated``: bad input is one line and exit 2; a tiny study runs on Flower, writes its tables and resumes;
+the in-process loop that units run on Ray gives Flower's tables."""
 
 from __future__ import annotations
 
@@ -40,6 +41,24 @@ def test_help_has_an_example(capsys):
     assert code == 0 and "Example: fitscope federated" in captured.out
 
 
+def test_help_names_the_engines_and_ray(capsys):
+    code, captured = run_main(["federated", "--help"], capsys)
+    assert code == 0 and "in-process" in captured.out and "--executor ray" in captured.out
+
+
+def test_num_cpus_is_the_threads_setting(capsys, tmp_path):
+    code, captured = run_main(["federated", "--out", str(tmp_path / "f"), "--num-cpus", "2", "--threads", "3"],
+                              capsys)
+    assert code == 2 and "--num-cpus 2 and --threads 3" in captured.err
+
+
+def test_batch_size_inf_reaches_the_config():
+    from fitscope.experiments import get_study
+
+    cfg = get_study("federated").make_config({"batch_size": "inf"})
+    assert cfg.batch_size is None
+
+
 @pytest.mark.slow
 def test_tiny_study_runs_on_flower_and_resumes_without_rerunning(capsys, tmp_path):
     out = tmp_path / "fed"
@@ -58,9 +77,35 @@ def test_tiny_study_runs_on_flower_and_resumes_without_rerunning(capsys, tmp_pat
     html = (out / "report.html").read_text()
     assert "Rounds to reach the target" in html and "data:image/png;base64," in html
     meta = json.loads((out / "run.json").read_text())
-    assert meta["status"] == "done" and meta["units"]["fedsgd-iid"]["engine"] == "flower"
+    assert meta["status"] == "done" and "fedsgd-iid" in meta["units"]
+    assert meta["attempts"][-1]["executor"]["threads_per_task"] == 2  # --num-cpus: Flower's Ray CPUs
+    simulation = json.loads((out / "simulation.json").read_text())
+    assert simulation["fedsgd-iid"]["engine"] == "flower" and len(simulation["fedsgd-iid"]["round seconds"]) == 2
 
     # resuming a finished study reuses its setting: no simulation runs, same tables
     code, captured = run_main(argv + ["--resume"], capsys)
-    assert code == 0 and "reused 1 finished settings, ran 0" in captured.err
+    assert code == 0 and "reused 1 finished units, training 0" in captured.err
     pd.testing.assert_frame_equal(results, pd.read_parquet(out / "results.parquet"))
+    assert "Resumed run: 1 finished settings were reused" in (out / "report.html").read_text()
+
+
+@pytest.mark.slow
+def test_flower_locally_and_the_in_process_loop_on_ray_write_the_same_tables(tmp_path):
+    # Flower shuts down the Ray it ran on, and cannot run inside a Ray task: on --executor ray every unit runs
+    # the in-process loop, which must give Flower's numbers bit for bit.
+    from fitscope.experiments import get_study
+    from fitscope.experiments.study import run_study
+    from study_harness import assert_same_tables
+
+    values = dict(clients=6, fraction=0.5, rounds=3, algorithms=["fedavg", "fedsgd"], partitions=["noniid"],
+                  model="mlp:16x1", local_epochs=2, batch_size=5, target=0.5)
+    study = get_study("federated")
+    local = run_study(study, values, tmp_path / "local", executor="local", threads=2)
+    on_ray = run_study(study, values, tmp_path / "ray", executor="ray", threads=2)
+    engines = [json.loads((r.run.path / "simulation.json").read_text()) for r in (local, on_ray)]
+    assert {s["engine"] for s in engines[0].values()} == {"flower"}
+    assert {s["engine"] for s in engines[1].values()} == {"in-process"}
+    assert on_ray.run.meta["config_hash"] == local.run.meta["config_hash"]
+    assert_same_tables(local.run.path, on_ray.run.path)
+    results = pd.read_parquet(local.run.path / "results.parquet")
+    assert results.groupby("setting")["round"].max().min() >= 1 and results["train_loss"].notna().sum() >= 2

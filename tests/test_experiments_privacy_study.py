@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from fitscope.data import load
 from fitscope.errors import ConfigError
-from fitscope.experiments.privacy_defenses import Defense, parse_defense
-from fitscope.experiments.privacy_study import make_config, privacy_study
+from fitscope.experiments.privacy_defenses import Defense, parse_defense, train_defended
+from fitscope.experiments.privacy_study import (
+    arrays_to_frame, frame_to_arrays, make_config, plan_units, privacy_study, settings_of,
+)
 
 
 @pytest.mark.parametrize("text, kind, param", [
@@ -46,12 +50,73 @@ def test_config_needs_enough_shadow_models_for_lira():
         make_config(defenses=["none", "none"])
 
 
+@pytest.mark.parametrize("defense", ["none", "label-dp:1", "instahide:2", "pruning:0.5", "mid:0.01"])
+def test_train_defended_reports_every_epoch(defense):
+    # the ensemble defenses (none, label DP) used to report nothing until the end: a bar sat at 0 for minutes
+    data = load("iris")
+    cfg = make_config(data="iris", model="mlp:8x1", epochs=3)
+    masks = np.ones((2, len(data.y_train)), bool)
+    masks[0, ::2] = False
+    seen = []
+    trained = train_defended(parse_defense(defense), data.x_train, data.y_train, masks, [1, 2],
+                             settings_of(cfg, data), data.x_test, data.y_test, progress=seen.append)
+    assert trained.logits.shape == (2, len(data.y_train), 3)
+    assert seen == sorted(seen) and seen[-1] == 2 * 3  # model-epochs, monotone, all of them at the end
+    assert len(set(seen)) >= 3 and min(seen) < 2 * 3  # several steps, not one jump from 0 to done
+
+
+def test_units_split_the_defenses_and_the_attacks_and_count_model_epochs():
+    cfg = make_config(data="digits", defenses=["none", "dp-sgd:1"], canaries=5,
+                      attacks=["instahide", "pruning-vs-noise", "mid-inversion"])
+    data = load("digits")
+    planned = plan_units(cfg, data)
+    keys = [key for key, _, _ in planned]
+    assert keys[:4] == ["defense-none", "canary-none", "defense-dp-sgd-1", "canary-dp-sgd-1"]
+    assert [k for k in keys if k.startswith("attack-instahide")] == [
+        f"attack-instahide-k{k}-{m}" for k in (2, 4, 6) for m in ("nomask", "mask")]
+    assert "attack-pruning-vs-noise" in keys
+    assert len([k for k in keys if k.startswith("attack-mid-inversion")]) == 5
+    work = {key: w for key, _, w in planned}
+    assert work["defense-none"] == cfg.shadow_models * cfg.epochs and work["canary-dp-sgd-1"] == cfg.dp_epochs
+    assert work["attack-pruning-vs-noise"] == (1 + cfg.shadow_models) * cfg.epochs
+    # tabular data: no InstaHide attack units
+    assert not [k for k, _, _ in plan_units(make_config(data="iris"), load("iris")) if "attack-instahide" in k]
+
+
+def test_one_instahide_setting_gives_its_row_of_the_whole_attack():
+    # splitting the attack into units per (k, mask) changes no number
+    from fitscope.privacy.instahide_attack import instahide_study
+
+    data = load("digits")
+    common = dict(public=data.x_test, seed=3, n_private=12, encodings_per_image=2, rounds=1, steps=20,
+                  input_range=(0.0, 1.0))
+    whole = instahide_study(data.x_train, data.y_train, ks=(2, 4), masks=(False,), **common)
+    one = instahide_study(data.x_train, data.y_train, ks=(4,), masks=(False,), **common)
+    pd.testing.assert_frame_equal(one, whole.iloc[[1]].reset_index(drop=True))
+
+
+def test_attack_tables_round_trip_through_unit_arrays():
+    table = pd.DataFrame({"k": [2, 4], "sign_mask": [False, True], "mean_ssim": [0.25, 0.5], "name": ["a", "b"]})
+    pd.testing.assert_frame_equal(arrays_to_frame(frame_to_arrays(table)), table)
+
+
+def test_bad_data_fails_before_the_run_directory_exists(tmp_path):
+    with pytest.raises(ConfigError, match="at least 3 classes"):
+        privacy_study(make_config(data="breast_cancer", canaries=5), tmp_path / "ps")
+    with pytest.raises(ConfigError, match="at most the"):
+        privacy_study(make_config(data="iris", canaries=100000), tmp_path / "ps")
+    # digits has 1437 rows: halves of 718, so 4 other models hold an example 1.999 times on average, not 2
+    with pytest.raises(ConfigError, match="--shadow-models: with 5 models on 1437 rows"):
+        privacy_study(make_config(data="digits", shadow_models=5), tmp_path / "ps")
+    assert not (tmp_path / "ps").exists()
+
+
 @pytest.mark.slow
 def test_tiny_study_writes_a_row_per_defense_and_resumes(tmp_path):
     cfg = make_config(data="iris", model="mlp:32x1", defenses=["none", "label-dp:1", "instahide:2", "mid:0.01"],
                       shadow_models=6, epochs=5, attacks=["instahide", "pruning-vs-noise", "mid-inversion"],
                       canaries=20)
-    run, outcome = privacy_study(cfg, tmp_path / "ps")
+    run, outcome = privacy_study(cfg, tmp_path / "ps", threads=1)
     results = pd.read_parquet(run.path / "results.parquet")
     assert list(results.defense) == ["none", "label-dp:1", "instahide:2", "mid:0.01"]
     for col in ("test_acc", "lira_auc", "lira_tpr_at_1pct", "loss_auc", "eps_lower_bound"):
@@ -66,10 +131,25 @@ def test_tiny_study_writes_a_row_per_defense_and_resumes(tmp_path):
     assert set(outcome.attacks) == {"pruning-vs-noise", "mid-inversion"}
     assert "they need image data" in html and "MID against model inversion" in html
     assert len(outcome.attacks["mid-inversion"]) == 5 and (run.path / "attack_pruning_vs_noise.parquet").exists()
-    assert len(outcome.trained_units) == 6
+    assert list(outcome.attacks["mid-inversion"].beta) == [0.0, 0.003, 0.01, 0.1, 1.0]
+    # 4 defenses x (shadows, canary model) + pruning-vs-noise + 5 MID betas
+    assert len(outcome.trained_units) == 14 and outcome.reused_units == []
+    # measured seconds stay out of the tables (the same bits on any executor), in seconds.json
+    assert "seconds" not in results
+    assert set(json.loads((run.path / "seconds.json").read_text())) == set(outcome.trained_units)
 
-    run.meta  # noqa: B018 - the run is finished; a resume must reuse both units and give the same table
-    again_run, again = privacy_study(cfg, tmp_path / "ps", resume=True)
-    assert again.trained_units == [] and len(again.reused_units) == 6
-    pd.testing.assert_frame_equal(again.results.drop(columns="seconds"), outcome.results.drop(columns="seconds"))
+    again_run, again = privacy_study(cfg, tmp_path / "ps", resume=True, threads=1)
+    assert again.trained_units == [] and len(again.reused_units) == 14
+    assert "Resumed run: 14 finished" in (again_run.path / "report.html").read_text()
+    pd.testing.assert_frame_equal(again.results, outcome.results)
     assert np.isfinite(again.results.test_acc).all()
+
+
+@pytest.mark.slow
+def test_dp_sgd_and_the_mid_attack_give_the_local_tables_on_ray(ray_session, tmp_path):
+    # the CASES entry of tests/test_study_runner_all.py covers no defense, label DP, pruning and its attack
+    from study_harness import check_ray_matches_local
+
+    check_ray_matches_local("privacy-study", dict(data="iris", model="mlp:8x1", defenses=["dp-sgd:4", "mid:0.01"],
+                                                  shadow_models=5, epochs=2, dp_epochs=1, canaries=0,
+                                                  attacks=["mid-inversion"]), tmp_path)

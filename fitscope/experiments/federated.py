@@ -7,9 +7,10 @@ per client), and for every (algorithm, partition) setting train one global
 model on Flower's simulation engine (:func:`fitscope.privacy.federated.run_federated`),
 evaluating it on the test set after every round until it reaches
 ``target`` or ``rounds`` run out; write ``results.parquet`` (setting, round,
-accuracy, loss, ...), ``settings.parquet`` (one row per setting: rounds to
-target, final accuracy, seconds per round) and ``report.html`` (accuracy vs
-rounds per setting, and the table of rounds to target).
+accuracy, loss, train loss), ``settings.parquet`` (one row per setting: rounds
+to target, final and best accuracy), ``simulation.json`` (per setting: the
+engine it ran on, start-up and per-round seconds) and ``report.html``
+(accuracy vs rounds per setting, and the table of rounds to target).
 
 Scale: McMahan et al. give 100 clients 600 MNIST images each (200 shards of
 300). Digits has 1437 training images, so 100 clients hold 14-15 each and
@@ -20,35 +21,58 @@ as McMahan et al. tuned the rate per algorithm. Defaults (lr 0.3 for FedAvg,
 0.7 for FedSGD, target 0.9) come from a learning-rate sweep on digits: see
 ``bench/federated.py``.
 
-Units of work: one per setting (``units/fedavg-iid.npz``, ...), stored as
-soon as its simulation ends, so ``resume=True`` reruns only missing settings.
+Units of work and engines. The study runs on :mod:`fitscope.experiments.study`
+(``STUDY``): one unit per setting (``fedavg-iid``, ...), computed by the pure
+module-level :func:`federated_unit`. Flower's simulation starts its own Ray
+and calls ``ray.shutdown()`` when it ends, also for a Ray that was running
+before, and it cannot run inside a Ray task. So a unit runs on Flower only
+where no Ray is running in its process: with ``--executor local`` (and no
+Ray of the caller's). Everywhere else (every unit of ``--executor ray``,
+which runs inside a Ray task; a local unit while the caller has Ray
+running), and always with ``engine="in-process"``, the unit runs
+:func:`run_federated_in_process`: the same rounds as a plain loop in the
+task's process (the same seeded partition, initial model, client selection
+and local SGD with one torch thread, and Flower's weighted average in
+Flower's order), which gives the Flower run's numbers bit for bit. So the
+tables are the same on either executor; ``simulation.json`` records which
+engine ran each setting. Flower's Ray gets the executor's threads per task
+as its CPUs (``--threads``; ``--num-cpus`` on the command line is the same).
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pandas as pd
+import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fitscope.data import Dataset, load
+from fitscope.data.support import check_supports_study
 from fitscope.errors import ConfigError
 from fitscope.experiments.config_errors import build_config
+from fitscope.experiments.study import Outcome, Prepared, Study, StudyResult, Unit, run_study
 from fitscope.models import check_input_shape, parse_spec
 from fitscope.privacy.federated import (
     FederatedResult,
     check_settings,
     clients_per_round,
+    evaluate_state,
+    initial_state,
+    local_update,
+    make_partition,
     run_federated,
+    select_clients,
 )
+from fitscope.seeding import derive_seed
 
-#: Config fields that say where the simulation runs, not what it computes: left out of the config hash.
-PLACEMENT_FIELDS = frozenset({"num_cpus"})
+ENGINES = ("flower", "in-process")
 
 
 class FederatedConfig(BaseModel):
@@ -65,14 +89,23 @@ class FederatedConfig(BaseModel):
     clients: int = Field(100, ge=1, description="clients K")
     fraction: float = Field(0.1, gt=0, le=1, description="client fraction C per round")
     local_epochs: int = Field(5, ge=1, description="FedAvg local epochs E")
-    batch_size: int | None = Field(10, ge=1, description="FedAvg local minibatch B (None: the client's data)")
+    batch_size: int | None = Field(10, ge=1, description="FedAvg local minibatch B (None or 'inf': the client's data)")
     shards_per_client: int = Field(2, ge=1, description="non-IID shards per client")
     lr: float = Field(0.3, gt=0, description="FedAvg client learning rate")
     fedsgd_lr: float = Field(0.7, gt=0, description="FedSGD client learning rate (one full-batch step)")
     target: float | None = Field(0.9, gt=0, le=1, description="test accuracy to reach (None: run every round)")
     rounds: int = Field(300, ge=1, description="most rounds per setting")
     seed: int = Field(0, ge=0, description="seed of the partition, model, client selection and local training")
-    num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray (not in the config hash)")
+    engine: Literal["flower", "in-process"] = Field(
+        "flower", description="flower: Flower's simulation engine where no Ray runs in the unit's process, else the "
+                              "in-process loop; in-process: always the in-process loop (the same numbers)")
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _inf_is_the_whole_client(cls, value):
+        if isinstance(value, str) and value.strip().lower() in ("inf", "infinity"):
+            return None
+        return value
 
     @field_validator("algorithms", "partitions")
     @classmethod
@@ -109,27 +142,154 @@ def check_config(cfg: FederatedConfig, data: Dataset) -> None:
                        target_accuracy=cfg.target, shards_per_client=cfg.shards_per_client)
 
 
-def run_setting(cfg: FederatedConfig, data: Dataset, algorithm: str, partition: str, *,
-                progress: Callable[[dict], None] | None = None) -> FederatedResult:
-    """One (algorithm, partition) setting on Flower's simulation engine."""
+# --------------------------------------------------------------------------- the in-process engine
+
+
+def run_federated_in_process(
+    x: np.ndarray,
+    y: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    *,
+    algorithm: str = "fedavg",
+    n_clients: int = 100,
+    partition: str = "iid",
+    shards_per_client: int = 2,
+    client_fraction: float = 0.1,
+    local_epochs: int = 5,
+    batch_size: int | None = 10,
+    lr: float = 0.3,
+    rounds: int = 100,
+    target_accuracy: float | None = None,
+    seed: int = 0,
+    spec: str = "mlp:200x2",
+    n_classes: int | None = None,
+    progress: Callable[[dict], None] | None = None,
+) -> FederatedResult:
+    """:func:`fitscope.privacy.federated.run_federated` as a plain loop in this process: no Flower, no Ray.
+
+    The same algorithm with the same numbers bit for bit: the seeded partition,
+    initial model and client selection; each selected client's
+    :func:`~fitscope.privacy.federated.local_update` with one torch thread (as a
+    Flower client runs it), in partition-id order; Flower's weighted average
+    (``w = n_1/n w_1``, then ``+= n_k/n w_k``, in float32) and the weighted mean
+    of the clients' training losses; the test-set evaluation with this
+    process's torch threads (as Flower's server runs it). Arguments and result
+    as :func:`~fitscope.privacy.federated.run_federated` (``engine="in-process"``);
+    the clients train one after another.
+    """
+    t0 = time.perf_counter()
+    x = np.asarray(x).astype(np.float32, copy=False)
+    y = np.asarray(y).astype(np.int64, copy=False)
+    x_test = np.asarray(x_test).astype(np.float32, copy=False)
+    y_test = np.asarray(y_test).astype(np.int64, copy=False)
+    check_settings(algorithm=algorithm, partition=partition, n_clients=n_clients, n_train=len(y),
+                   client_fraction=client_fraction, local_epochs=local_epochs, batch_size=batch_size, lr=lr,
+                   rounds=rounds, target_accuracy=target_accuracy, shards_per_client=shards_per_client)
+    n_classes = int(max(y.max(), y_test.max())) + 1 if n_classes is None else int(n_classes)
+    input_shape = tuple(int(s) for s in x.shape[1:])
+    check_input_shape(parse_spec(spec), input_shape)
+    if algorithm == "fedsgd":
+        local_epochs, batch_size = 1, None
+    parts = make_partition(y, partition=partition, n_clients=n_clients, shards_per_client=shards_per_client,
+                           seed=derive_seed(seed, "partition"))
+    state = initial_state(spec, input_shape, n_classes, seed=derive_seed(seed, "model"))
+    m = clients_per_round(n_clients, client_fraction)
+    acc, loss = evaluate_state(state, x_test, y_test, spec=spec, n_classes=n_classes)
+    accuracy, losses, train_losses, seconds, chosen_all = [acc], [loss], [], [], []
+    start = time.perf_counter()
+    for server_round in range(1, rounds + 1):
+        t_round = time.perf_counter()
+        chosen = select_clients(n_clients, m, seed=seed, server_round=server_round)
+        replies = []
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # a Flower client trains with one thread: the same float summation order
+        try:
+            for pid in chosen:
+                new, client_loss = local_update(
+                    state, x[parts[pid]], y[parts[pid]], spec=spec, n_classes=n_classes, epochs=local_epochs,
+                    batch_size=batch_size, lr=lr, seed=derive_seed(seed, "client", server_round, int(pid)))
+                replies.append((new, client_loss, len(parts[pid])))
+        finally:
+            torch.set_num_threads(threads)
+        state, round_loss = _flower_average(replies)
+        acc, loss = evaluate_state(state, x_test, y_test, spec=spec, n_classes=n_classes)
+        accuracy.append(acc)
+        losses.append(loss)
+        train_losses.append(round_loss)
+        seconds.append(time.perf_counter() - t_round)
+        chosen_all.append(chosen)
+        if progress is not None:
+            progress({"round": server_round, "rounds": rounds, "accuracy": acc, "seconds": seconds[-1]})
+        if target_accuracy is not None and acc >= target_accuracy:
+            break
+    acc_arr = np.asarray(accuracy, dtype=np.float64)
+    reached = np.flatnonzero(acc_arr[1:] >= target_accuracy) if target_accuracy is not None else np.zeros(0)
+    settings = dict(algorithm=algorithm, partition=partition, n_clients=n_clients, clients_per_round=m,
+                    client_fraction=client_fraction, shards_per_client=shards_per_client,
+                    local_epochs=local_epochs, batch_size=batch_size, lr=lr, rounds=rounds,
+                    target_accuracy=target_accuracy, seed=seed, spec=spec, n_classes=n_classes,
+                    n_train=len(y), n_test=len(y_test), versions={"torch": torch.__version__},
+                    seeds={"partition": derive_seed(seed, "partition"), "model": derive_seed(seed, "model")})
+    return FederatedResult(
+        algorithm=algorithm, partition=partition, accuracy=acc_arr,
+        loss=np.asarray(losses, dtype=np.float64), train_loss=np.asarray(train_losses, dtype=np.float64),
+        round_seconds=np.asarray(seconds, dtype=np.float64), clients=np.stack(chosen_all).astype(np.int64),
+        rounds_to_target=int(reached[0]) + 1 if len(reached) else None, target_accuracy=target_accuracy,
+        wall_seconds=time.perf_counter() - t0, startup_seconds=start - t0,
+        client_sizes=np.asarray([len(p) for p in parts], dtype=np.int64),
+        weights={k: np.array(v) for k, v in state.items()}, settings=settings, engine="in-process")
+
+
+def _flower_average(replies: list[tuple[dict, float, int]]) -> tuple[dict, float]:
+    """Flower's ``aggregate_arrayrecords`` / ``aggregate_metricrecords`` on ``(weights, loss, examples)`` replies."""
+    total = sum(n for _, _, n in replies)
+    factors = [n / total for _, _, n in replies]
+    merged: dict[str, np.ndarray] = {}
+    loss = 0.0
+    for i, ((state, client_loss, _), factor) in enumerate(zip(replies, factors)):
+        for key, value in state.items():
+            if key not in merged:
+                merged[key] = np.array(value) * factor
+            else:
+                merged[key] += np.array(value) * factor
+        loss = client_loss * factor if i == 0 else loss + client_loss * factor
+    return {k: np.asarray(v) for k, v in merged.items()}, float(loss)
+
+
+def ray_running() -> bool:
+    """Whether a Ray is running in this process (a Ray task's worker, or a caller's ``ray.init``)."""
+    ray = sys.modules.get("ray")
+    return ray is not None and bool(ray.is_initialized())
+
+
+# --------------------------------------------------------------------------- units
+
+
+def federated_unit(task: tuple[FederatedConfig, str, str, int], *, x_train: np.ndarray, y_train: np.ndarray,
+                   x_test: np.ndarray, y_test: np.ndarray,
+                   progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+    """The task of one unit: one (algorithm, partition) setting; ``task = (cfg, algorithm, partition, n_classes)``.
+
+    On Flower's simulation engine when ``cfg.engine == "flower"`` and no Ray runs in this process (its
+    Ray gets this task's torch threads as CPUs), else :func:`run_federated_in_process` (the same
+    numbers; see the module docstring). ``progress(rounds done)`` is called after every round.
+    """
+    cfg, algorithm, partition, n_classes = task
     fedsgd = algorithm == "fedsgd"
-    return run_federated(
-        data.x_train, data.y_train, data.x_test, data.y_test, algorithm=algorithm, n_clients=cfg.clients,
-        partition=partition, shards_per_client=cfg.shards_per_client, client_fraction=cfg.fraction,
-        local_epochs=cfg.local_epochs, batch_size=cfg.batch_size, lr=cfg.fedsgd_lr if fedsgd else cfg.lr,
-        rounds=cfg.rounds, target_accuracy=cfg.target, seed=cfg.seed, spec=cfg.model, n_classes=data.n_classes,
-        num_cpus=cfg.num_cpus, progress=progress)
-
-
-def _unit_arrays(result: FederatedResult) -> dict[str, np.ndarray]:
+    kwargs = dict(algorithm=algorithm, n_clients=cfg.clients, partition=partition,
+                  shards_per_client=cfg.shards_per_client, client_fraction=cfg.fraction,
+                  local_epochs=cfg.local_epochs, batch_size=cfg.batch_size, lr=cfg.fedsgd_lr if fedsgd else cfg.lr,
+                  rounds=cfg.rounds, target_accuracy=cfg.target, seed=cfg.seed, spec=cfg.model, n_classes=n_classes,
+                  progress=None if progress is None else (lambda info: progress(int(info["round"]))))
+    if cfg.engine == "flower" and not ray_running():
+        result = run_federated(x_train, y_train, x_test, y_test, num_cpus=torch.get_num_threads(), **kwargs)
+    else:
+        result = run_federated_in_process(x_train, y_train, x_test, y_test, **kwargs)
     return {"accuracy": result.accuracy, "loss": result.loss, "train_loss": result.train_loss,
-            "round_seconds": result.round_seconds, "clients": result.clients, "client_sizes": result.client_sizes}
-
-
-def _unit_info(result: FederatedResult) -> dict:
-    return {"rounds_to_target": result.rounds_to_target, "wall_seconds": round(result.wall_seconds, 3),
-            "startup_seconds": round(result.startup_seconds, 3), "engine": result.engine,
-            "versions": result.settings.get("versions", {})}
+            "round_seconds": result.round_seconds, "clients": result.clients, "client_sizes": result.client_sizes,
+            "engine": np.asarray(result.engine), "startup_seconds": np.asarray(result.startup_seconds),
+            "wall_seconds": np.asarray(result.wall_seconds)}
 
 
 @dataclass
@@ -138,38 +298,49 @@ class FederatedOutcome:
 
     Attributes:
         results: one row per (setting, round), round 0 = the initial model:
-            setting, algorithm, partition, round, accuracy, loss, train_loss, seconds.
+            setting, algorithm, partition, round, accuracy, loss, train_loss
+            (and ``seconds`` of the round here; not in ``results.parquet``).
         settings: one row per setting: E, B, lr, clients per round, rounds run,
-            rounds to target (NaN: not reached), final and best accuracy,
-            median seconds per round, start-up seconds.
+            rounds to target (NaN: not reached), final and best accuracy (and,
+            here but not in ``settings.parquet``, the median seconds per round
+            and the start-up seconds).
         speedups: per partition, FedSGD's rounds to target over FedAvg's.
-        reused_units / trained_units: settings loaded from an earlier attempt / run now.
+        simulation: per setting, the engine it ran on and its seconds (``simulation.json``).
+        reused_units / trained_units: settings loaded from an earlier attempt / run now
+            (set before the report).
     """
 
     results: pd.DataFrame
     settings: pd.DataFrame
     speedups: pd.DataFrame
-    reused_units: list[str]
-    trained_units: list[str]
+    simulation: dict = field(default_factory=dict)
+    reused_units: list[str] = field(default_factory=list)
+    trained_units: list[str] = field(default_factory=list)
 
     @property
     def summary(self) -> dict:
-        """Headline numbers for run.json and the catalog: rounds to target per setting."""
+        """Headline numbers for run.json and the catalog: rounds to target and final accuracy per setting."""
         out: dict = {}
         for row in self.settings.itertuples():
             value = row.rounds_to_target
             out[f"rounds_to_target.{row.setting}"] = None if pd.isna(value) else int(value)
+        for row in self.settings.to_dict("records"):
+            out[f"final_accuracy.{row['setting']}"] = float(row["final accuracy"])
         for row in self.speedups.itertuples():
             if not pd.isna(row.speedup):
                 out[f"speedup.{row.partition}"] = float(row.speedup)
         return out
 
 
-def tables(cfg: FederatedConfig, stored: dict[str, dict], infos: dict[str, dict]) -> FederatedOutcome:
-    """Build the results/settings/speedup tables from the stored units (``key -> arrays``, ``key -> info``)."""
-    rows, per_setting = [], []
+#: The timing columns of the tables: measured, so not the same bits twice; kept out of the Parquet files.
+TIMING_COLUMNS = {"results": ["seconds"], "settings": ["seconds per round (median)", "start-up seconds"]}
+
+
+def tables(cfg: FederatedConfig, stored: dict[str, dict]) -> FederatedOutcome:
+    """Build the results/settings/speedup tables from the stored units (``key -> arrays``)."""
+    rows, per_setting, simulation = [], [], {}
     for key, algorithm, partition in setting_keys(cfg):
-        arrays, info = stored[key], infos.get(key, {})
+        arrays = stored[key]
         acc = arrays["accuracy"]
         n_rounds = len(acc) - 1
         rows.append(pd.DataFrame({
@@ -190,8 +361,12 @@ def tables(cfg: FederatedConfig, stored: dict[str, dict], infos: dict[str, dict]
             "rounds_to_target": float(reached[0] + 1) if len(reached) else np.nan,
             "final accuracy": float(acc[-1]), "best accuracy": float(acc.max()),
             "seconds per round (median)": float(np.median(arrays["round_seconds"])),
-            "start-up seconds": info.get("startup_seconds", np.nan),
+            "start-up seconds": float(arrays["startup_seconds"]),
         })
+        simulation[key] = {"engine": str(arrays["engine"]), "start-up seconds": float(arrays["startup_seconds"]),
+                           "wall seconds": float(arrays["wall_seconds"]),
+                           "seconds per round (median)": float(np.median(arrays["round_seconds"])),
+                           "round seconds": [float(s) for s in arrays["round_seconds"]]}
     settings = pd.DataFrame(per_setting)
     speed = []
     for partition in cfg.partitions:
@@ -200,18 +375,58 @@ def tables(cfg: FederatedConfig, stored: dict[str, dict], infos: dict[str, dict]
         speed.append({"partition": partition, "fedavg rounds": avg, "fedsgd rounds": sgd,
                       "speedup": sgd / avg if avg > 0 and sgd > 0 else np.nan})
     return FederatedOutcome(results=pd.concat(rows, ignore_index=True), settings=settings,
-                            speedups=pd.DataFrame(speed), reused_units=[], trained_units=[])
+                            speedups=pd.DataFrame(speed), simulation=simulation)
 
 
-def federated_study(
-    cfg: FederatedConfig,
-    out: str | Path,
-    *,
-    resume: bool = False,
-    on_setting_start: Callable[[str, int], None] | None = None,
-    progress: Callable[[dict], None] | None = None,
-):
-    """The whole study: validate, run every missing setting on Flower, write tables and ``report.html``.
+# --------------------------------------------------------------------------- the study
+
+
+def prepare(cfg: FederatedConfig) -> Prepared:
+    """Load the data and check the settings (and that Flower is installed); nothing is written yet."""
+    import importlib.util
+
+    data = load(cfg.data, label_column=cfg.label_column, seed=cfg.data_seed)
+    check_supports_study(data, study="the federated study", min_per_class=1)
+    check_config(cfg, data)
+    if cfg.engine == "flower" and importlib.util.find_spec("flwr") is None:
+        raise ConfigError("--engine flower: federated training needs Flower's simulation engine: "
+                          "pip install 'fitscope[federated]' (or pass --engine in-process)")
+    return Prepared(seeds={"seed": cfg.seed, "data_seed": cfg.data_seed},
+                    shared=dict(x_train=data.x_train, y_train=data.y_train, x_test=data.x_test, y_test=data.y_test),
+                    state=data)
+
+
+def plan(cfg: FederatedConfig, prepared: Prepared) -> list[Unit]:
+    """One unit per (algorithm, partition) setting, each run by :func:`federated_unit`."""
+    data: Dataset = prepared.state
+    return [Unit(key, federated_unit, (cfg, algorithm, partition, data.n_classes), work=cfg.rounds,
+                 info=dict(algorithm=algorithm, partition=partition))
+            for key, algorithm, partition in setting_keys(cfg)]
+
+
+def estimate(cfg: FederatedConfig, prepared: Prepared, units) -> Outcome:
+    """The results, settings and speed-up tables from the stored units."""
+    outcome = tables(cfg, {key: units[key] for key, _, _ in setting_keys(cfg)})
+    written = {name: getattr(outcome, name).drop(columns=TIMING_COLUMNS[name]) for name in TIMING_COLUMNS}
+    return Outcome(tables=written, summary=outcome.summary, files={"simulation.json": outcome.simulation},
+                   detail=outcome)
+
+
+def report(cfg: FederatedConfig, prepared: Prepared, outcome: Outcome) -> dict:
+    """The report context (:func:`fitscope.report.federated.report_context`)."""
+    from fitscope.report import federated as figures
+
+    detail: FederatedOutcome = outcome.detail
+    detail.trained_units, detail.reused_units = list(outcome.trained), list(outcome.reused)
+    return figures.report_context(cfg, prepared.state, detail)
+
+
+STUDY = Study(kind="federated", command="fitscope federated", config=FederatedConfig, prepare=prepare, plan=plan,
+              estimate=estimate, report=report, template="federated.html.j2", work_name="rounds")
+
+
+def federated_study(cfg: FederatedConfig, out: str | Path, *, resume: bool = False, **placement):
+    """The whole study: validate, run every missing setting, write tables and ``report.html``.
 
     Data, model spec and settings are checked *before* the run directory is
     made, so bad input leaves nothing behind.
@@ -220,43 +435,14 @@ def federated_study(
         cfg: the study config.
         out: run directory to create (or resume).
         resume: continue a run in ``out`` made with the same config.
-        on_setting_start: called with ``(setting key, rounds)`` before each setting runs.
-        progress: called after every round (see :func:`run_federated`).
+        placement: ``executor``, ``address``, ``threads``, ``progress`` of
+            :func:`fitscope.experiments.study.run_study` (with the local executor, ``threads`` is also
+            the CPUs of Flower's Ray).
 
     Returns:
         ``(run, outcome)``: the finished :class:`fitscope.runs.Run` and :class:`FederatedOutcome`.
     """
-    from fitscope.report import federated as report
-    from fitscope.report import write_report
-    from fitscope.runs import Run
-
-    t0 = time.perf_counter()
-    data = load(cfg.data, label_column=cfg.label_column, seed=cfg.data_seed)
-    load_seconds = time.perf_counter() - t0
-    check_config(cfg, data)
-    seeds = {"seed": cfg.seed, "data_seed": cfg.data_seed}
-    config = cfg.model_dump(exclude=set(PLACEMENT_FIELDS))
-    with Run.create(out, kind="federated", config=config, seeds=seeds, resume=resume) as run:
-        run.timings.setdefault("load data", round(load_seconds, 3))
-        stored, infos, reused, trained = {}, {}, [], []
-        for key, algorithm, partition in setting_keys(cfg):
-            if run.has_unit(key):
-                stored[key] = run.load_unit(key)
-                infos[key] = run.meta.get("units", {}).get(key, {})
-                reused.append(key)
-                continue
-            if on_setting_start is not None:
-                on_setting_start(key, cfg.rounds)
-            with run.timer(f"setting {key}"):
-                result = run_setting(cfg, data, algorithm, partition, progress=progress)
-            run.save_unit(key, _unit_arrays(result), info=_unit_info(result))
-            stored[key], infos[key] = _unit_arrays(result), _unit_info(result)
-            trained.append(key)
-        outcome = tables(cfg, stored, infos)
-        outcome.reused_units, outcome.trained_units = reused, trained
-        run.write_table("results", outcome.results)
-        run.write_table("settings", outcome.settings)
-        run.finish(summary=outcome.summary)
-        with run.timer("report"):
-            write_report(run, "federated.html.j2", report.report_context(cfg, data, outcome))
-    return run, outcome
+    result: StudyResult = run_study(STUDY, cfg, out, resume=resume, **placement)
+    detail: FederatedOutcome = result.outcome.detail
+    detail.trained_units, detail.reused_units = result.trained, result.reused
+    return result.run, detail

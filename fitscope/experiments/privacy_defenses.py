@@ -120,7 +120,8 @@ class Trained:
     spent_eps: float  # the largest epsilon any model spent (DP-SGD's accountant), else the claim
 
 
-def _ensemble(defense: Defense, x, y, masks, seeds, s: Settings, x_test, y_test) -> Trained:
+def _ensemble(defense: Defense, x, y, masks, seeds, s: Settings, x_test, y_test,
+              progress: Callable[[int], None] | None) -> Trained:
     from fitscope.privacy.label_dp import rr_with_prior
     from fitscope.train import TrainConfig, train_ensemble
 
@@ -130,41 +131,50 @@ def _ensemble(defense: Defense, x, y, masks, seeds, s: Settings, x_test, y_test)
         labels = np.stack([rr_with_prior(y, uniform, defense.param, derive_seed(seed, "label-dp"))
                            for seed in seeds])
     config = TrainConfig(epochs=s.epochs, batch_size=s.batch_size, optimizer="adam", lr=s.lr)
+    k = len(seeds)
+    tick = None if progress is None else (lambda info: progress(k * int(info["epoch"])))
     result = train_ensemble(s.spec, x, labels, config=config, seeds=seeds, masks=masks, x_test=x_test,
-                            y_test=y_test, n_classes=s.n_classes)
+                            y_test=y_test, n_classes=s.n_classes, progress=tick)
     return Trained(result.train_logits.astype(np.float32), result.test_acc[:, -1], defense.claimed_eps)
 
 
-def _one_plain(defense: Defense, x, y, seed: int, s: Settings, x_test, y_test) -> tuple[Callable, float]:
-    """Train one model on ``(x, y)`` with a plain-model defense; return ``(predict(x) -> logits, spent eps)``."""
+def _one_plain(defense: Defense, x, y, seed: int, s: Settings, x_test, y_test,
+               progress: Callable[[int], None] | None = None) -> tuple[Callable, float]:
+    """Train one model on ``(x, y)`` with a plain-model defense; return ``(predict(x) -> logits, spent eps)``.
+
+    ``progress(epochs done)`` is called after every epoch (InstaHide: as each epoch's encodings are drawn).
+    """
     from fitscope.train.plain_models import build_plain, predict_plain, train_plain
 
+    tick = None if progress is None else (lambda info: progress(int(info["epoch"])))
     if defense.kind == "dp-sgd":
         from fitscope.train.dp_sgd import train_dp_sgd
 
         r = train_dp_sgd(s.spec, x, y, eps=defense.param, delta=s.delta, max_grad_norm=s.max_grad_norm,
                          epochs=s.dp_epochs, batch_size=s.batch_size, lr=s.dp_lr, seed=seed,
-                         n_classes=s.n_classes)
+                         n_classes=s.n_classes, progress=tick)
         return (lambda rows: predict_plain(r.model, rows)), r.epsilon
     if defense.kind == "pruning":
         from fitscope.privacy.pruning import prune_layer
 
         model = build_plain(s.spec, tuple(x.shape[1:]), s.n_classes, seed=seed)
-        trained = train_plain(model, x, y, epochs=s.epochs, batch_size=s.batch_size, seed=seed).model
+        trained = train_plain(model, x, y, epochs=s.epochs, batch_size=s.batch_size, seed=seed,
+                              progress=tick).model
         pruned = prune_layer(trained, model.hidden_layer, defense.param)
         return (lambda rows: predict_plain(pruned, rows)), math.inf
     if defense.kind == "instahide":
         from fitscope.privacy.instahide import train_instahide
 
+        on_epoch = None if progress is None else (lambda epoch, _encoding: progress(int(epoch)))
         r = train_instahide(s.spec, x, y, k=int(defense.param), seed=seed, x_test=x_test, y_test=y_test,
                             epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, n_classes=s.n_classes,
-                            input_range=s.input_range, keep_model=True)
+                            input_range=s.input_range, keep_model=True, on_epoch=on_epoch)
         return (lambda rows: predict_instahide(r.model, rows, input_range=s.input_range)), math.inf
     if defense.kind == "mid":
         from fitscope.privacy.mid import train_mid
 
         r = train_mid(s.spec, x, y, beta=defense.param, epochs=s.epochs, batch_size=s.batch_size, seed=seed,
-                      n_classes=s.n_classes)
+                      n_classes=s.n_classes, progress=tick)
         return (lambda rows: predict_plain(r.model, rows)), math.inf  # eval mode: logits from the mean of z
     raise ConfigError(f"defense: {defense.kind!r} is not a plain-model defense")
 
@@ -187,9 +197,14 @@ def predict_instahide(model, x: np.ndarray, *, input_range: tuple[float, float] 
     return torch.cat(out).numpy()
 
 
+def defense_epochs(defense: Defense, settings: Settings) -> int:
+    """Epochs one model of ``defense`` trains: ``dp_epochs`` for DP-SGD, ``epochs`` for the others."""
+    return settings.dp_epochs if defense.kind == "dp-sgd" else settings.epochs
+
+
 def train_defended(defense: Defense, x: np.ndarray, y: np.ndarray, masks: np.ndarray, seeds, settings: Settings,
                    x_test: np.ndarray, y_test: np.ndarray,
-                   progress: Callable[[int, int], None] | None = None) -> Trained:
+                   progress: Callable[[int], None] | None = None) -> Trained:
     """Train ``len(seeds)`` models under ``defense``, model k on the rows of ``masks[k]``.
 
     Args:
@@ -199,20 +214,24 @@ def train_defended(defense: Defense, x: np.ndarray, y: np.ndarray, masks: np.nda
         seeds: K model seeds.
         settings: shared training settings.
         x_test, y_test: test set for the accuracy column.
-        progress: called with ``(models done, K)`` after each model of the per-model defenses.
+        progress: called after every epoch with the model-epochs done so far, out of
+            ``K * defense_epochs(defense, settings)`` (the ensemble defenses train their K models
+            together, the others one after another).
 
     Returns:
         :class:`Trained` with ``(K, n, C)`` logits on every training row.
     """
     seeds = [int(s) for s in seeds]
     if defense.kind in ("none", "label-dp"):
-        return _ensemble(defense, x, y, masks, seeds, settings, x_test, y_test)
+        return _ensemble(defense, x, y, masks, seeds, settings, x_test, y_test, progress)
+    epochs = defense_epochs(defense, settings)
     logits, accs, spent = [], [], []
     for i, (seed, mask) in enumerate(zip(seeds, masks)):
-        predict, eps = _one_plain(defense, x[mask], y[mask], seed, settings, x_test, y_test)
+        tick = None if progress is None else (lambda done, i=i: progress(i * epochs + min(done, epochs)))
+        predict, eps = _one_plain(defense, x[mask], y[mask], seed, settings, x_test, y_test, progress=tick)
         logits.append(predict(x))
         accs.append(float((predict(x_test).argmax(1) == y_test).mean()))
         spent.append(eps)
         if progress is not None:
-            progress(i + 1, len(seeds))
+            progress((i + 1) * epochs)
     return Trained(np.stack(logits).astype(np.float32), np.asarray(accs), float(max(spent)))

@@ -312,7 +312,7 @@ def report(cfg: SeedAgreementConfig, prepared: Prepared, outcome: Outcome) -> di
 
 STUDY = Study(kind="seed-agreement", command="fitscope seed-agreement", config=SeedAgreementConfig,
               prepare=prepare, plan=plan, estimate=estimate, report=report, template="seed_agreement.html.j2",
-              quick=QUICK)
+              quick=QUICK, work_name="model-epochs")
 
 
 def seed_agreement(cfg: SeedAgreementConfig, out: str | Path, *, resume: bool = False,

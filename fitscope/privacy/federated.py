@@ -562,7 +562,7 @@ def run_federated(
         if not ray.is_initialized():
             from fitscope.runs.executors import machine_cpus
 
-            ray.init(num_cpus=num_cpus or machine_cpus(), include_dashboard=False, log_to_driver=False,
+            ray.init(address="local", num_cpus=num_cpus or machine_cpus(), include_dashboard=False, log_to_driver=False,
                      logging_level=logging.ERROR)
         data_ref = ray.put((x, y))
         parts_ref = ray.put(parts)

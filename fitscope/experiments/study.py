@@ -573,5 +573,6 @@ def _write(study: Study, run, cfg, prepared: Prepared, outcome: Outcome, progres
 
         progress.phase("report")
         with run.timer("report"):
-            write_report(run, study.template, study.report(cfg, prepared, outcome))
+            # the report is the last artifact: it shows the status the run will have once it is written
+            write_report(run, study.template, study.report(cfg, prepared, outcome), status="done")
 

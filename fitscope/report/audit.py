@@ -4,7 +4,8 @@ Each function takes the audit's per-example table (``examples``: one row per
 training example), its high-influence pairs or the dataset, and returns a data
 URI or a DataFrame for the template; nothing here trains or reads files.
 Examples are drawn as images (``(C, H, W)`` inputs), line plots (``(C, L)``
-signals) or feature bar plots (vectors).
+signals) or feature bar plots (vectors), one small PNG per example, with the
+labels and scores as HTML text under it (a gallery that wraps to any width).
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from fitscope.report.figures import figure_to_data_uri, new_figure
-from fitscope.report.html import format_number
+from fitscope.report.figures import MIN_FONT_PT, PANEL_WIDTH, SMALL_FONT, figure_to_data_uri, new_figure
+from fitscope.report.html import format_number, format_percent, percent_columns
 
 SHOWN = 16  # examples per gallery
 PAIRS_SHOWN = 8
@@ -34,12 +35,12 @@ def _draw(ax, x: np.ndarray, kind: str, limits: tuple[float, float] | None = Non
         for channel in x:
             ax.plot(channel, lw=0.8)
         ax.set_xticks([])
-        ax.tick_params(labelsize=6)
+        ax.tick_params(labelsize=MIN_FONT_PT)
     else:
         ax.bar(np.arange(x.shape[0]), x, width=0.9, color="tab:blue")
         ax.axhline(0.0, color="gray", lw=0.5)
         ax.set_xticks([])
-        ax.tick_params(labelsize=6)
+        ax.tick_params(labelsize=MIN_FONT_PT)
     if limits is not None and kind != "image":
         ax.set_ylim(*limits)
 
@@ -51,90 +52,92 @@ def _limits(data) -> tuple[float, float]:
     return low - pad, high + pad
 
 
-# Height of one line of a 7-point panel title, and the padding under a title, in inches.
-_TITLE_LINE = 0.125
-_TITLE_PAD = 0.1
+TILE_WIDTH = 1.0  # inches of one image tile (110 px): 8 tiles to a line of the page, 3 on a phone
 
 
-def _panel_size(data, title_lines: int) -> tuple[float, float]:
-    """``(width, height)`` in inches of one panel: the drawing at its own aspect plus its title lines.
-
-    Images keep their height/width ratio (an 8x8 digit is drawn square), so the
-    figure is as tall as the images and their titles, with no slack that would
-    stretch the panels.
-    """
+def _tile_size(data) -> tuple[float, float]:
+    """``(width, height)`` in inches of one drawn example: images keep their height/width ratio."""
     if data.kind == "image":
         height, width = data.input_shape[-2:]
-        size = 1.35
-        return size, size * height / width + title_lines * _TITLE_LINE + _TITLE_PAD
-    return 1.8, 1.8 + title_lines * _TITLE_LINE + _TITLE_PAD
+        return TILE_WIDTH, TILE_WIDTH * height / width
+    return 2.2, 1.5
 
 
 def _class_name(classes, label) -> str:
     return str(classes[int(label)]) if 0 <= int(label) < len(classes) else str(label)
 
 
-def gallery_figure(data, examples: pd.DataFrame, indices, score: str, *, columns: int = 8) -> str | None:
-    """The training examples ``indices`` in a grid, each titled with its given (and true) label and ``score``."""
+def _score_text(score: str, value: float, percent: bool) -> str:
+    name = score.replace("_", " ")
+    if not np.isfinite(value):
+        return f"{name} \u2014"
+    return f"{name} {format_percent(value)}" if percent else f"{name} {value:.2f}"
+
+
+def gallery_figure(data, examples: pd.DataFrame, indices, score: str, *, columns: int | None = None,
+                   percent: bool = False) -> list[dict] | None:
+    """The training examples ``indices`` as gallery tiles: each drawn alone, captioned with its labels and ``score``.
+
+    Returns a list of tiles for ``figure()`` in a template (``uri``: the
+    example as a PNG data URI; ``lines``: "#index given label", "true label"
+    when the truth is known, the score; ``flag``: a flipped label), or None
+    when ``indices`` is empty. The tiles wrap to the page width (8 to a line
+    on a desktop, 3 on a phone); ``columns`` is accepted for older callers and
+    ignored. ``percent`` writes the score as a percentage.
+    """
+    del columns
     indices = [int(i) for i in indices]
     if not indices:
         return None
-    rows = (len(indices) + columns - 1) // columns
     kind = data.kind
     has_truth = "true_label" in examples.columns
-    width, height = _panel_size(data, 3 if has_truth else 2)
-    fig = new_figure(columns * width, rows * height)
-    axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
+    width, height = _tile_size(data)
     limits = None if kind == "image" else _limits(data)
-    for ax, i in zip(axes, indices):
+    tiles = []
+    for i in indices:
         row = examples.iloc[i]
-        _draw(ax, data.x_train[i], kind, limits)
-        title = f"#{i} given {_class_name(data.classes, row['label'])}"
+        fig = new_figure(width, height)
+        _draw(fig.subplots(), data.x_train[i], kind, limits)
+        lines = [f"#{i} given {_class_name(data.classes, row['label'])}"]
+        flag = False
         if has_truth:
-            wrong = bool(row["corrupted"])
-            title += f"\ntrue {_class_name(data.classes, row['true_label'])}"
-            if wrong:
-                ax.set_title(title + f"\n{score} {row[score]:.2f}", fontsize=7, color="tab:red")
-                continue
-        ax.set_title(title + f"\n{score} {row[score]:.2f}", fontsize=7)
-    for ax in axes[len(indices):]:
-        ax.set_axis_off()
-    return figure_to_data_uri(fig)
+            flag = bool(row["corrupted"])
+            lines.append(f"true {_class_name(data.classes, row['true_label'])}")
+        lines.append(_score_text(score, float(row[score]), percent))
+        tiles.append({"uri": figure_to_data_uri(fig), "lines": lines, "flag": flag})
+    return tiles
 
 
-def pairs_figure(data, pairs: pd.DataFrame, labels: np.ndarray) -> str | None:
-    """The most influential (train, test) pairs side by side: train example | test example, with infl."""
+def pairs_figure(data, pairs: pd.DataFrame, labels: np.ndarray) -> list[dict] | None:
+    """The most influential (train, test) pairs as tiles: train example | test example, captioned with infl."""
     top = pairs.head(PAIRS_SHOWN)
     if not len(top):
         return None
-    per_row = 4  # pairs per figure row
-    rows = (len(top) + per_row - 1) // per_row
-    width, height = _panel_size(data, 2)
-    fig = new_figure(per_row * 2 * width, rows * height)
-    axes = np.atleast_2d(fig.subplots(rows, per_row * 2)).reshape(rows, per_row * 2)
+    width, height = _tile_size(data)
     limits = None if data.kind == "image" else _limits(data)
-    for p, pair in enumerate(top.itertuples(index=False)):
-        r, c = divmod(p, per_row)
-        ax_train, ax_test = axes[r, 2 * c], axes[r, 2 * c + 1]
+    tiles = []
+    for pair in top.itertuples(index=False):
         i, j = int(pair.train_index), int(pair.test_index)
+        fig = new_figure(2 * width + 0.1, height)
+        ax_train, ax_test = fig.subplots(1, 2)
         _draw(ax_train, data.x_train[i], data.kind, limits)
         _draw(ax_test, data.x_test[j], data.kind, limits)
-        ax_train.set_title(f"train #{i} ({_class_name(data.classes, labels[i])})\ninfl {pair.infl:.2f}", fontsize=7)
-        ax_test.set_title(f"test #{j} ({_class_name(data.classes, data.y_test[j])})", fontsize=7)
-    for ax in axes.ravel()[2 * len(top):]:
-        ax.set_axis_off()
-    return figure_to_data_uri(fig)
+        lines = [f"train #{i} ({_class_name(data.classes, labels[i])}) | test #{j} "
+                 f"({_class_name(data.classes, data.y_test[j])})", f"infl {pair.infl:.2f}"]
+        tiles.append({"uri": figure_to_data_uri(fig), "lines": lines, "flag": False})
+    return tiles
 
 
-def histograms_figure(examples: pd.DataFrame) -> str:
-    """Histograms of memorization and of the holdout C-score (clean and flipped labels apart when known)."""
-    fig = new_figure(10, 3.6)
-    axes = fig.subplots(1, 2)
+def histograms_figure(examples: pd.DataFrame) -> list[str]:
+    """Histograms of memorization and of the holdout C-score, one panel each (clean and flipped labels apart)."""
     groups = [("all examples", np.ones(len(examples), bool))]
     if "corrupted" in examples.columns:
         flipped = examples["corrupted"].to_numpy(bool)
         groups = [("clean labels", ~flipped), ("flipped labels", flipped)]
-    for ax, column, title in ((axes[0], "mem", "Memorization"), (axes[1], "cscore", "Holdout C-score")):
+    panels = []
+    for column, title in (("mem", "Memorization"), ("cscore", "Holdout C-score")):
+        fig = new_figure(PANEL_WIDTH, 3.3)
+        ax = fig.subplots()
         values = examples[column].to_numpy(float)
         finite = values[np.isfinite(values)]
         low = 0.0 if column == "cscore" else min(-0.5, float(finite.min()) if finite.size else 0.0)
@@ -145,26 +148,30 @@ def histograms_figure(examples: pd.DataFrame) -> str:
                 ax.hist(v, bins=bins, alpha=0.6, label=f"{name} ({v.size})")
         ax.set(title=title, xlabel=column, ylabel="examples")
         ax.set_yscale("log")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=SMALL_FONT)
         ax.grid(alpha=0.3)
-    return figure_to_data_uri(fig)
+        panels.append(figure_to_data_uri(fig))
+    return panels
 
 
-def roc_figure(roc: dict) -> str | None:
+def roc_figure(roc: dict) -> list[str] | None:
     """ROC curves of label-issue detection, one per score: the whole curve and its low false-positive end."""
     if not roc:
         return None
-    fig = new_figure(9, 4)
-    axes = fig.subplots(1, 2)
-    for ax, fpr_max, title in ((axes[0], 1.0, "Label-issue detection"), (axes[1], 0.05, "False positive rate <= 5%")):
+    panels = []
+    for fpr_max, title in ((1.0, "Label-issue detection"), (0.05, "False positive rate <= 5%")):
+        fig = new_figure(PANEL_WIDTH, 3.8)
+        ax = fig.subplots()
         for name, (fpr, tpr) in roc.items():
             ax.plot(fpr, tpr, label=name, drawstyle="steps-post")
         ax.plot([0, 1], [0, 1], color="gray", ls="--", lw=0.8, label="chance")
         ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title, xlim=(0, fpr_max),
                ylim=(0, 1.01))
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8, loc="lower right")
-    return figure_to_data_uri(fig)
+        if fpr_max == 1.0:
+            ax.legend(fontsize=MIN_FONT_PT, loc="lower right")
+        panels.append(figure_to_data_uri(fig))
+    return panels
 
 
 def comparison_table(detection: pd.DataFrame | None, cleanlab: dict | None) -> pd.DataFrame | None:
@@ -182,7 +189,70 @@ def comparison_table(detection: pd.DataFrame | None, cleanlab: dict | None) -> p
         rows.append({"detector": "cleanlab find_label_issues (mask)", "AUROC": float("nan"),
                      "precision at k": cleanlab["precision"], "recall at k": cleanlab["recall"],
                      "flagged": cleanlab["flagged"]})
-    return pd.DataFrame(rows)
+    return percent_columns(pd.DataFrame(rows), "precision at k", "recall at k")
+
+
+_PERCENT_WORDS = ("accuracy", "precision", "recall", "TPR")
+
+
+def summary_rows(summary: dict) -> list[dict]:
+    """Headline numbers as ``quantity``/``value`` rows: accuracies, precisions, recalls and TPRs in %.
+
+    Each value is formatted on its own (counts, fractions and seconds share
+    the column); a correlation (``rho``) or an AUC stays a number.
+    """
+    rows = []
+    for key, value in summary.items():
+        percent = (any(word in key for word in _PERCENT_WORDS) and "rho" not in key and "AUC" not in key
+                   and isinstance(value, (float, np.floating)))
+        rows.append({"quantity": key, "value": format_percent(value, trim=False) if percent else format_number(value)})
+    return rows
+
+
+def _rows_text(indices: list[int]) -> str:
+    """``[12, 80, 7]`` -> ``"12, 80 and 7"``."""
+    words = [str(i) for i in indices]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def suspect_count(examples: pd.DataFrame) -> int | None:
+    """How many training labels look wrong: cleanlab's flagged set, else the out-of-fold confidence below 50%."""
+    if "cleanlab_issue" in examples.columns:
+        return int(examples["cleanlab_issue"].sum())
+    if "oof_confidence" in examples.columns:
+        return int((examples["oof_confidence"].to_numpy(float) < 0.5).sum())
+    return None
+
+
+def verdict(context: dict) -> str | None:
+    """The audit in one sentence: how many labels look wrong and which rows are the most likely.
+
+    Reads ``n_suspect`` (see :func:`suspect_count`), ``mislabeled_indices``
+    (highest label-issue score first), ``data.n_train`` and, with injected
+    noise, ``n_flipped`` and the summary's label-issue AUROC.
+    """
+    top = list(context.get("mislabeled_indices") or [])[:5]
+    n_train = int(context["data"]["n_train"])
+    n_suspect = context.get("n_suspect")
+    see = "(see \u201cMost likely mislabeled\u201d)"
+    where = f"the {len(top)} most likely are rows {_rows_text(top)} {see}" if top else ""
+    if n_suspect is None:
+        text = f"The training labels most likely to be wrong are rows {_rows_text(top)}" if top else None
+    elif n_suspect == 0:
+        text = f"None of the {n_train:,} training labels looks clearly wrong"
+        if top:
+            text += f"; the most suspicious are rows {_rows_text(top)} {see}"
+    else:
+        text = (f"About {n_suspect:,} of {n_train:,} training labels ({format_percent(n_suspect / n_train)}) "
+                f"look wrong" + (f"; {where}" if where else ""))
+    if text is None:
+        return None
+    auroc = (context.get("summary") or {}).get("label-issue AUROC")
+    if context.get("has_truth") and context.get("n_flipped"):
+        text += f"; {context['n_flipped']:,} labels were flipped on purpose here"
+        if auroc is not None and np.isfinite(auroc):
+            text += f", and the label-issue score ranks them with AUROC {format_number(auroc)}"
+    return text + "."
 
 
 def _top(examples: pd.DataFrame, column: str, *, ascending: bool, count: int = SHOWN) -> list[int]:
@@ -199,7 +269,8 @@ def report_context(cfg, data, outcome) -> dict:
     has_truth = "corrupted" in examples.columns
     summary = dict(outcome.summary)
     detection = outcome.detection
-    return dict(
+    mislabeled = _top(examples, "label_issue", ascending=False)
+    context = dict(
         title=f"Data audit: {cfg.model} on {data.name}",
         cfg=cfg.model_dump(),
         data=dict(name=data.name, source=data.source, n_train=len(data.y_train), n_test=len(data.y_test),
@@ -208,13 +279,15 @@ def report_context(cfg, data, outcome) -> dict:
         n_flipped=int(examples["corrupted"].sum()) if has_truth else 0,
         summary=summary,
         # formatted one by one: counts, accuracies and seconds share the column
-        summary_table=[{"quantity": k, "value": format_number(v)} for k, v in summary.items()],
+        summary_table=summary_rows(summary),
         other_ratios=[r for r in cfg.cscore_ratios if r != cfg.ratio],
         mem_in_label_score=outcome.mem_in_label_score,
         hidden_in_label_score="hidden_density" in getattr(outcome, "label_issue_signals", ()),
         memorized_png=gallery_figure(data, examples, _top(examples, "mem", ascending=False), "mem"),
         atypical_png=gallery_figure(data, examples, _top(examples, "cscore", ascending=True), "cscore"),
-        mislabeled_png=gallery_figure(data, examples, _top(examples, "label_issue", ascending=False), "label_issue"),
+        mislabeled_png=gallery_figure(data, examples, mislabeled, "label_issue"),
+        mislabeled_indices=mislabeled,
+        n_suspect=suspect_count(examples),
         pairs_png=pairs_figure(data, outcome.influence, labels),
         n_pairs=len(outcome.influence),
         pairs_table=outcome.influence.head(20),
@@ -228,3 +301,5 @@ def report_context(cfg, data, outcome) -> dict:
         trained_units=outcome.trained_units,
         reused_units=outcome.reused_units,
     )
+    context["verdict"] = verdict(context)
+    return context

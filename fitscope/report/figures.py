@@ -4,6 +4,15 @@ Figures are built with matplotlib's object API (:class:`matplotlib.figure.Figure
 on an Agg canvas), never through ``pyplot``'s global state, so they are safe
 in threads, in tests and on machines without a display. Study-specific
 figures live next to their study (e.g. :mod:`fitscope.report.randomization`).
+
+Sizes are chosen for the page: a report's text column is :data:`PAGE_PX`
+pixels wide at a desktop width (1400 px window), and a PNG is shown at its
+natural size (``inches * DPI`` pixels) when it fits. So a figure is at most
+:data:`MAX_WIDTH` inches wide, a panel meant to sit beside another is
+:data:`PANEL_WIDTH` inches (two fit on one line; on a narrow screen they stack,
+see ``figure()`` in :mod:`fitscope.report.html`), and no text is smaller than
+:data:`MIN_FONT_PT` points (about 12 px at :data:`DPI`):
+:func:`figure_to_png` raises smaller text to it.
 """
 
 from __future__ import annotations
@@ -16,6 +25,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 DPI = 110
+PAGE_PX = 952  # the report's text column at a 1400 px window (max-width 1040 minus padding)
+MAX_WIDTH = 8.5  # inches: 935 px, shown unscaled in the text column
+PANEL_WIDTH = 4.2  # inches: 462 px, two panels side by side fit the text column
+SMALL_FONT = 9  # points: legends, panel titles
+MIN_FONT_PT = 8  # points: 12.2 px at DPI 110, the smallest text a figure may hold
 
 
 def new_figure(width: float = 6, height: float = 4) -> Figure:
@@ -31,8 +45,33 @@ def new_figure(width: float = 6, height: float = 4) -> Figure:
     return fig
 
 
+def percent_axis(axis, decimals: int = 1) -> None:
+    """Label ``axis`` (``ax.xaxis`` or ``ax.yaxis``) of fractions as percentages: 0.25 -> ``25%``, 0.035 -> ``3.5%``."""
+    from matplotlib.ticker import FuncFormatter
+
+    from fitscope.report.html import format_percent
+
+    axis.set_major_formatter(FuncFormatter(lambda value, _: format_percent(value, decimals)))
+
+
+def enforce_min_font(fig: Figure, minimum: float = MIN_FONT_PT) -> None:
+    """Raise every text of ``fig`` smaller than ``minimum`` points (titles, labels, legends, ticks) to it."""
+    from matplotlib.text import Text
+
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            for ticks in (axis.get_major_ticks(), axis.get_minor_ticks()):
+                if ticks and ticks[0].label1.get_fontsize() < minimum:
+                    axis.set_tick_params(which="both", labelsize=minimum)
+                    break
+    for text in fig.findobj(Text):
+        if text.get_fontsize() < minimum:
+            text.set_fontsize(minimum)
+
+
 def figure_to_png(fig: Figure, *, dpi: int = DPI) -> bytes:
-    """The PNG bytes of ``fig`` at ``dpi`` (the figure is left open)."""
+    """The PNG bytes of ``fig`` at ``dpi`` (the figure is left open); text is at least :data:`MIN_FONT_PT`."""
+    enforce_min_font(fig)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, facecolor="white")
     return buffer.getvalue()

@@ -9,11 +9,25 @@ Available in every template (no import needed):
 
 - ``figure(uri, caption)``: a ``<figure>`` with a PNG data URI and a caption
   (``None`` for ``uri`` renders nothing);
-- ``table(df_or_rows, caption=None, max_rows=200)``: a styled table from a
-  DataFrame, a list of dicts or a dict (also usable as a filter:
-  ``{{ df | table }}``); numbers right-aligned and formatted per column;
-- filters ``num`` (one number), ``seconds`` (a duration), ``flatten`` (a
-  nested dict as dotted keys), ``command`` (an argv list as a shell line).
+- ``figure(uris, caption)`` with a list: the images as separate panels in
+  one wrapping row (side by side on a wide screen, stacked on a narrow one);
+  an item may also be a tile dict (``uri``, ``lines`` of text, ``flag``), drawn
+  as an image with its caption lines in HTML under it (galleries);
+- ``table(df_or_rows, caption=None, max_rows=200, percent=None)``: a styled
+  table from a DataFrame, a list of dicts or a dict (also usable as a filter:
+  ``{{ df | table }}``); numbers right-aligned and formatted per column; the
+  columns named in ``percent`` (or in ``df.attrs["percent"]``) hold fractions
+  shown as percentages; the table scrolls sideways inside its own box, its
+  caption stays above the box;
+- filters ``num`` (one number), ``pct`` (a fraction as a percentage:
+  ``0.973`` -> ``97.3%``), ``pct_numbers`` (fractions written in a text as
+  percentages), ``percent_columns`` (a DataFrame copy whose named columns
+  show as percentages), ``seconds`` (a duration), ``flatten`` (a nested dict
+  as dotted keys), ``command`` (an argv list as a shell line).
+
+Every report may set ``verdict``: one sentence shown in a box at the top of
+the page. :func:`write_report` asks the study's report module for one
+(:func:`study_verdict`) when the context has none.
 
 ``macros.html.j2`` holds the same ``figure`` and ``table`` as macros for
 templates that prefer ``{% from "macros.html.j2" import figure, table %}``.
@@ -22,9 +36,12 @@ templates that prefer ``{% from "macros.html.j2" import figure, table %}``.
 from __future__ import annotations
 
 import functools
+import importlib
 import math
 import os
+import re
 import shlex
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -93,6 +110,56 @@ def format_number(value: Any, decimals: int | None = -1) -> str:
     return f"{value:,.{decimals}f}"
 
 
+def format_percent(value: Any, decimals: int = 1, *, trim: bool = True) -> str:
+    """A fraction as a percentage: ``0.973`` -> ``97.3%``, ``0.5`` -> ``50%``; missing values as a dash.
+
+    Args:
+        value: the fraction (1.0 is 100%); anything not a number is returned as text.
+        decimals: decimals of the percentage.
+        trim: drop a ``.0`` when the percentage is a whole number (prose);
+            ``False`` keeps every value of a table column at the same decimals.
+    """
+    if _is_missing(value):
+        return "\u2014"
+    if isinstance(value, bool) or not _is_number(value):
+        return str(value)
+    percent = 100.0 * float(value)
+    if math.isinf(percent):
+        return "\u221e%" if percent > 0 else "-\u221e%"
+    text = f"{percent:,.{decimals}f}"
+    if trim and decimals > 0 and abs(percent - round(percent)) < 0.5 * 10 ** -decimals:
+        text = f"{round(percent):,.0f}"
+    return text + "%"
+
+
+_FRACTION = re.compile(r"(?<![\w.])(0?\.\d+|1\.0+)(?![\w.%])")
+
+
+def percent_numbers(text: Any) -> str:
+    """A text with its fractions (numbers from 0 to 1 written with a point, e.g. ``>= 0.99``) as percentages.
+
+    ``">= 0.99"`` -> ``">= 99%"``, ``"within +-0.05"`` -> ``"within +-5%"``;
+    whole numbers and numbers above 1 are left alone.
+    """
+    def repl(match: re.Match) -> str:
+        number = float(match.group(1))
+        return format_percent(number, 2 if 0 < number < 0.01 else 1)
+
+    return _FRACTION.sub(repl, str(text))
+
+
+def percent_columns(frame: Any, *columns: str) -> Any:
+    """A copy of the DataFrame ``frame`` whose ``columns`` (fractions) :func:`html_table` shows as percentages."""
+    import pandas as pd
+
+    _strict(frame)
+    if frame is None or not isinstance(frame, pd.DataFrame):
+        return frame
+    out = frame.copy()
+    out.attrs["percent"] = list(dict.fromkeys([*out.attrs.get("percent", []), *columns]))
+    return out
+
+
 def format_seconds(seconds: Any) -> str:
     """A duration in seconds as text: ``0.42 s``, ``12.3 s``, ``4 min 05 s``, ``2 h 03 min``."""
     if _is_missing(seconds) or not _is_number(seconds):
@@ -152,7 +219,9 @@ def _to_frame(data: Any, index: bool | None):
             frame.index.name is not None
         )
         if keep_index:
-            frame = frame.reset_index()
+            # an unnamed index beside an "index" column (rows picked with iloc) would come out as "level_0"
+            unnamed = all(name is None for name in frame.index.names)
+            frame = frame.reset_index(drop=index is None and unnamed and "index" in frame.columns)
         return frame
     if isinstance(data, Mapping):
         return pd.DataFrame({"name": list(map(str, data.keys())), "value": list(data.values())})
@@ -168,13 +237,17 @@ def _to_frame(data: Any, index: bool | None):
 def _cell_text(value: Any, decimals: int | None | str) -> Markup:
     if isinstance(value, Markup):
         return value
+    if isinstance(decimals, str) and decimals.startswith("pct"):
+        return _MISSING if _is_missing(value) else escape(format_percent(value, int(decimals[3:]), trim=False))
     if isinstance(value, (list, tuple, dict)):
         from fitscope.runs.atomic import canonical_json
 
         try:
-            return escape(canonical_json(value))
+            text = canonical_json(value)
         except TypeError:
-            return escape(str(value))
+            text = str(value)
+        # a line may break after any comma of a long list (a narrow screen), the text stays the same
+        return Markup(",<wbr>").join(escape(part) for part in text.split(","))
     if _is_missing(value):
         return _MISSING
     if decimals == "auto":  # a mixed column (e.g. config values): show each value as it is
@@ -185,22 +258,35 @@ def _cell_text(value: Any, decimals: int | None | str) -> Markup:
         return escape(format_number(value))
     if decimals == "int":
         return escape(format_number(value))
+    if decimals == "id":
+        return escape(str(int(value)))
     return escape(format_number(value, decimals))
 
 
-def html_table(data: Any, caption: str | None = None, max_rows: int = 200, index: bool | None = None) -> Markup:
+def html_table(data: Any, caption: str | None = None, max_rows: int = 200, index: bool | None = None,
+               percent: Sequence[str] | None = None) -> Markup:
     """A styled HTML table of ``data`` (DataFrame, list of dicts, or dict as name/value rows).
 
     Numeric columns are right-aligned and share one number format per column
     (about 4 significant digits of the largest value); missing values show
-    as a dash; booleans as yes/no. At most ``max_rows`` rows are shown, with
-    a note on how many were left out. A DataFrame's index is shown when it
-    is named or not a plain range (``index`` forces it either way).
+    as a dash; booleans as yes/no. The columns named in ``percent`` or in a
+    DataFrame's ``attrs["percent"]`` hold fractions and show as percentages
+    (``0.973`` -> ``97.3%``). At most ``max_rows`` rows are shown, with a note
+    on how many were left out. A DataFrame's index is shown when it is named
+    or not a plain range (``index`` forces it either way).
+
+    The table sits in its own box that scrolls sideways when the table is
+    wider than the page (a phone); the caption is above the box, so it stays
+    in view while the table scrolls.
     """
     import numpy as np
     import pandas as pd
 
     _strict(data)
+    percent_names = set(percent or ())
+    attrs = getattr(data, "attrs", None)
+    if isinstance(attrs, Mapping):
+        percent_names |= set(attrs.get("percent", ()))
     frame = _to_frame(data, index)
     n_rows = len(frame)
     shown = frame.iloc[:max_rows] if max_rows and n_rows > max_rows else frame
@@ -208,10 +294,17 @@ def html_table(data: Any, caption: str | None = None, max_rows: int = 200, index
     kinds: list[tuple[bool, Any]] = []  # (numeric?, decimals)
     for column in columns:
         series = frame[column]
-        if pd.api.types.is_bool_dtype(series):
+        if column in percent_names and not pd.api.types.is_bool_dtype(series):
+            values = np.array([float(v) for v in series if _is_number(v) and not _is_missing(v)], dtype=float)
+            values = np.abs(values[np.isfinite(values)])
+            numeric = bool(series.dropna().map(_is_number).all()) if series.notna().any() else True
+            small = values.size and 0 < float(values.max()) < 0.01
+            kinds.append((numeric, f"pct{2 if small else 1}"))
+        elif pd.api.types.is_bool_dtype(series):
             kinds.append((False, "auto"))
         elif pd.api.types.is_integer_dtype(series):
-            kinds.append((True, "int"))
+            # row numbers (index, train_index, ...) read as labels: no thousands separators
+            kinds.append((True, "id" if str(column).lower().endswith("index") else "int"))
         elif pd.api.types.is_float_dtype(series):
             finite = np.abs(series.to_numpy(dtype=float, na_value=np.nan))
             finite = finite[np.isfinite(finite)]
@@ -219,9 +312,12 @@ def html_table(data: Any, caption: str | None = None, max_rows: int = 200, index
         else:
             numeric = series.dropna().map(_is_number)
             kinds.append((bool(len(numeric)) and bool(numeric.all()), "auto"))
-    parts = ['<div class="table-wrap"><table class="data">']
+    parts = ['<div class="table-box">']
+    label = ""
     if caption:
-        parts.append(f"<caption>{escape(caption)}</caption>")
+        parts.append(f'<p class="table-caption">{escape(caption)}</p>')
+        label = f' aria-label="{escape(caption)}"'
+    parts.append(f'<div class="table-wrap" role="region" tabindex="0"{label}><table class="data">')
     parts.append("<thead><tr>")
     for column, (numeric, _) in zip(columns, kinds):
         cls = ' class="num"' if numeric else ""
@@ -235,21 +331,48 @@ def html_table(data: Any, caption: str | None = None, max_rows: int = 200, index
         parts.append("</tr>")
     if not n_rows:
         parts.append(f'<tr><td class="na" colspan="{max(1, len(columns))}">no rows</td></tr>')
-    parts.append("</tbody></table>")
+    parts.append("</tbody></table></div>")
     if len(shown) < n_rows:
         parts.append(f'<p class="note">showing {len(shown):,} of {n_rows:,} rows</p>')
     parts.append("</div>")
     return Markup("".join(parts))
 
 
-def figure(uri: str | None, caption: str | None = None, alt: str | None = None) -> Markup:
-    """A ``<figure>`` showing the image ``uri`` (a data URI) with ``caption``; empty when ``uri`` is None."""
+def _panel_html(item: Any, alt: str) -> str:
+    """One item of a panel row: an ``<img>`` for a URI, a captioned tile for a dict (``uri``, ``lines``, ``flag``)."""
+    if isinstance(item, Mapping):
+        lines = [str(line) for line in item.get("lines", ())]
+        text = "<br>".join(str(escape(line)) for line in lines)
+        cls = "tile flag" if item.get("flag") else "tile"
+        img_alt = item.get("alt") or (", ".join(lines) if lines else alt)
+        label = f'<span class="tile-label">{text}</span>' if text else ""
+        return f'<div class="{cls}"><img src="{escape(item["uri"])}" alt="{escape(img_alt)}">{label}</div>'
+    return f'<img class="panel" src="{escape(item)}" alt="{escape(alt)}">'
+
+
+def figure(uri: Any, caption: str | None = None, alt: str | None = None) -> Markup:
+    """A ``<figure>`` showing the image ``uri`` (a data URI) with ``caption``; empty when ``uri`` is None.
+
+    ``uri`` may be a list: each item is drawn as its own image in a row that
+    wraps (panels side by side on a wide page, stacked on a narrow one). An
+    item that is a dict is a gallery tile: ``{"uri": ..., "lines": [...],
+    "flag": bool}``, its lines of text under the image (a flagged tile in red).
+    """
     _strict(uri)
     if not uri:
         return Markup("")
     text = caption or ""
     cap = f"<figcaption>{escape(text)}</figcaption>" if text else ""
-    return Markup(f'<figure><img src="{escape(uri)}" alt="{escape(alt or text or "figure")}">{cap}</figure>')
+    alt_text = alt or text or "figure"
+    if isinstance(uri, str):
+        return Markup(f'<figure><img src="{escape(uri)}" alt="{escape(alt_text)}">{cap}</figure>')
+    items = [item for item in uri if item]
+    if not items:
+        return Markup("")
+    tiles = any(isinstance(item, Mapping) for item in items)
+    panels = "".join(_panel_html(item, alt_text) for item in items)
+    cls = "panels gallery" if tiles else "panels"
+    return Markup(f'<figure class="{cls}"><div class="panel-row">{panels}</div>{cap}</figure>')
 
 
 # -- environment and rendering --------------------------------------------
@@ -275,7 +398,8 @@ def make_environment(loader: jinja2.BaseLoader | None = None) -> jinja2.Environm
     env.globals.update(figure=figure, table=html_table, _figure_html=figure, _table_html=html_table,
                        fitscope_version=__version__)
     env.filters.update(
-        table=html_table, num=format_number, seconds=format_seconds, flatten=flatten, command=command_line
+        table=html_table, num=format_number, pct=format_percent, pct_numbers=percent_numbers,
+        percent_columns=percent_columns, seconds=format_seconds, flatten=flatten, command=command_line,
     )
     return env
 
@@ -308,15 +432,61 @@ def run_context(run) -> dict:
     return meta
 
 
+# Templates whose verdict function is not ``verdict`` in ``fitscope/report/<template stem>.py``.
+_VERDICTS = {
+    "kernels_uci.html.j2": ("kernels", "uci_verdict"),
+    "kernels_small_data.html.j2": ("kernels", "small_data_verdict"),
+    "kernels_complexity.html.j2": ("kernels", "complexity_verdict"),
+}
+
+
+def study_verdict(template_name: str, context: dict) -> str | None:
+    """The one-sentence verdict of a study's report, from its template context; None if there is none.
+
+    The sentence comes from ``verdict(context)`` in the study's report module
+    ``fitscope.report.<template stem>`` (e.g. ``randomization.html.j2`` ->
+    :func:`fitscope.report.randomization.verdict`; the kernel studies use
+    ``uci_verdict``, ``small_data_verdict`` and ``complexity_verdict`` of
+    :mod:`fitscope.report.kernels`). A template without such a function has
+    no verdict. A verdict that cannot be stated (a context without the
+    numbers it needs) is None with a warning: the report is still written.
+    """
+    stem = template_name.split("/")[-1].split(".")[0]
+    module, name = _VERDICTS.get(template_name, (stem.replace("-", "_"), "verdict"))
+    try:
+        fn = getattr(importlib.import_module(f"fitscope.report.{module}"), name, None)
+    except ImportError:
+        return None
+    if fn is None:
+        return None
+    try:
+        return fn(context)
+    except Exception as err:  # noqa: BLE001 - a verdict must never cost the report
+        warnings.warn(f"report {template_name}: no verdict ({type(err).__name__}: {err})", stacklevel=2)
+        return None
+
+
 def write_report(run, template_name: str, context: dict, *,
-                 environment: jinja2.Environment | None = None) -> Path:
+                 environment: jinja2.Environment | None = None, status: str | None = None) -> Path:
     """Render ``template_name`` for ``run`` and write ``<run>/report.html`` atomically; returns its path.
 
     The template sees ``context`` plus ``run`` (see :func:`run_context`);
-    ``title`` defaults to "<kind> run <id>".
+    ``title`` defaults to "<kind> run <id>"; ``verdict`` (the sentence at the
+    top) defaults to :func:`study_verdict`.
+
+    Args:
+        status: the status the page shows instead of the run's current one:
+            a runner that writes the report as the last artifact before
+            ``run.finish()`` passes ``"done"`` (the page would say "running").
     """
     from fitscope.runs.run import utc_now
 
-    full = {"title": f"{run.kind} run {run.id}", "generated": utc_now(), **context, "run": run_context(run)}
+    context = dict(context)
+    if context.get("verdict") is None:
+        context["verdict"] = study_verdict(template_name, context)
+    meta = run_context(run)
+    if status is not None:
+        meta["status"] = status
+    full = {"title": f"{run.kind} run {run.id}", "generated": utc_now(), **context, "run": meta}
     html = render(template_name, full, environment=environment)
     return atomic_write_text(Path(run.path) / REPORT_NAME, html)

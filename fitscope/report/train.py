@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from fitscope.report.html import format_percent
 from fitscope.report.figures import figure_to_data_uri, new_figure
 
 _MECHANISMS = {"none": "no privacy mechanism", "label-dp": "label DP (LP-MST)", "dp-sgd": "DP-SGD (Opacus)",
@@ -44,6 +45,7 @@ def models_table(models: pd.DataFrame) -> pd.DataFrame:
     table = models[[c for c in columns if c in models]].rename(columns=columns).copy()
     table["seed"] = table["seed"].astype(str)  # an identifier: no thousands separators
     table["epsilon spent"] = ["none" if not math.isfinite(v) else round(float(v), 4) for v in table["epsilon spent"]]
+    table.attrs["percent"] = [c for c in ("test acc", "canary guess acc") if c in table]
     return table
 
 
@@ -65,7 +67,7 @@ def privacy_rows(cfg, result: dict, claim: str) -> list[dict]:
     if cfg.mechanism == "label-dp":
         rows.append(dict(what="stages", value=str(cfg.stages)))
         rows.append(dict(what="test accuracy after each stage (first model)",
-                         value=", ".join(f"{a:.3f}" for a in result.get("stage_test_acc", []))))
+                         value=", ".join(format_percent(a) for a in result.get("stage_test_acc", []))))
     if cfg.mechanism == "instahide":
         rows.append(dict(what="images mixed per encoding (k)", value=str(cfg.k)))
         rows.append(dict(what="sign mask", value="yes" if cfg.sign_mask else "no"))
@@ -77,7 +79,8 @@ def verdict(context: dict) -> str:
     result, cfg = context["result"], context["cfg"]
     acc = result["test_acc"]
     models = result.get("models", 1)
-    what = f"a mean test accuracy of {acc:.3f} over {models} models" if models > 1 else f"test accuracy {acc:.3f}"
+    what = (f"a mean test accuracy of {format_percent(acc)} over {models} models" if models > 1
+            else f"test accuracy {format_percent(acc)}")
     claim = context["claim"]
     text = (f"{context['model']} on {context['data']['name']} reached {what} "
             f"{'with no privacy guarantee' if claim.startswith('none') else 'under ' + claim}")

@@ -22,7 +22,7 @@ best kept per setting; pass --lrs / --fedsgd-lrs to rerun any grid here,
 every value through Flower.
 
 Also timed: the Flower round against the same round computed in this process
-(:func:`fitscope.experiments.federated.run_federated_in_process`: the local
+(:func:`fitscope.privacy.federated.run_federated_in_process`: the local
 updates one after another and the weighted average, no Flower, no Ray), to
 show what the simulation engine costs per round.
 
@@ -44,7 +44,8 @@ import pandas as pd
 import torch
 
 from fitscope.data import load
-from fitscope.experiments.federated import federated_study, make_config, run_federated_in_process
+from fitscope.experiments.federated import federated_study, make_config
+from fitscope.privacy.federated import run_federated_in_process
 from fitscope.experiments.study import PrintProgress
 from fitscope.runs.atomic import atomic_write_json
 

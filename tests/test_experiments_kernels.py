@@ -191,32 +191,76 @@ def write_bars_npz(path, n=24, seed=0):
 @pytest.mark.slow
 def test_small_data_study_with_real_cntk_and_a_network(tmp_path):
     data = write_bars_npz(tmp_path / "bars.npz")
-    cfg = ksd.make_config(data=str(data), sizes=[2, 6], seeds=[0], kernels=["cntk", "cntk-lap+patches"], depth=1,
+    cfg = ksd.make_config(data=str(data), sizes=[2, 6], seeds=[0, 1], kernels=["cntk", "cntk-lap+patches"], depth=1,
                           lap_window=2, patches=8, models=["cnn:8"], steps=30)
     progress = Recorder()
     run, outcome = ksd.small_data_study(cfg, tmp_path / "sd", progress=progress)
     assert_moves_inside_units(progress)
     results = pd.read_parquet(run.path / "results.parquet")
-    assert len(results) == 3 * 2  # (2 kernels + 1 network) x 2 sizes x 1 seed
+    assert len(results) == 3 * 2 * 2  # (2 kernels + 1 network) x 2 sizes x 2 seeds: one row per network
     assert set(results.kind) == {"kernel", "network"}
-    kernels = results[results.kind == "kernel"]
+    kernels = results[(results.kind == "kernel") & (results.seed == 0)]
     # bars are told apart from 6 examples well above chance (0.5); the LAP + patches kernel, which sees
     # bars at every position alike, best
     at6 = kernels[kernels["size"] == 6].set_index("method").test_acc
     assert (at6 > 0.6).all() and at6.filter(like="patches").iloc[0] >= 0.75
     assert results.test_acc.between(0, 1).all()
-    # one unit per readout, one per network (model, size, seed)
-    assert sorted(outcome.computed) == ["kernel-lap", "kernel-none", "train-cnn_8-n2-s0", "train-cnn_8-n6-s0"]
-    nets = results[results.kind == "network"].set_index("size")
-    assert nets.loc[6, "epochs"] == ksd.train_config(cfg, 6).epochs == 30  # one step per epoch: the step budget
+    # one unit per readout, one per (model, size): the seeds of a size train as one batched ensemble
+    assert sorted(outcome.computed) == ["kernel-lap", "kernel-none", "train-cnn_8-n2", "train-cnn_8-n6"]
+    assert progress.units.count("train-cnn_8-n6") == 1
+    nets = results[results.kind == "network"]
+    assert sorted(zip(nets["size"], nets.seed)) == [(2, 0), (2, 1), (6, 0), (6, 1)]
+    assert (nets[nets["size"] == 6].epochs == ksd.train_config(cfg, 6).epochs).all()  # one step per epoch
+    assert ksd.train_config(cfg, 6).epochs == 30  # the step budget
+    stored = run.load_unit("train-cnn_8-n6")
+    assert stored["seeds"].tolist() == [0, 1] and stored["test_acc"].shape == stored["epochs_to_fit"].shape == (2,)
+    at = nets.set_index(["size", "seed"])
+    assert [at.loc[(6, s), "test_acc"] for s in (0, 1)] == stored["test_acc"].tolist()  # each network its own
     assert "seconds" not in results
     timings = json.loads((run.path / "timings.json").read_text())["seconds per unit"]
     assert sorted(timings) == sorted(outcome.computed) and all(v > 0 for v in timings.values())
+    fit = ksd.fit_table(outcome.results, outcome.seconds)
+    assert fit.models.tolist() == [2, 2] and fit.seconds.tolist() == [timings["train-cnn_8-n2"],
+                                                                       timings["train-cnn_8-n6"]]
     html = (run.path / "report.html").read_text()
     assert "data:image/png;base64," in html and "n = 2" in html
     _, again = ksd.small_data_study(cfg, tmp_path / "sd", resume=True)
     assert again.computed == [] and len(again.reused) == 4
     pd.testing.assert_frame_equal(again.results, outcome.results)
+
+
+def test_networks_of_a_size_train_as_one_ensemble_each_on_its_own_subset():
+    # The batched unit gives every network what it would get alone (up to float summation order): its own
+    # subset, seed and batch order; test accuracy is each network's own.
+    import torch
+
+    from fitscope.train import predict_logits, train_ensemble
+
+    rng = np.random.default_rng(3)
+    x_union = rng.random((30, 1, 6, 6))
+    y_union = np.arange(30) % 3
+    x_test, y_test = rng.random((40, 1, 6, 6)), rng.integers(0, 3, 40)
+    x_union[np.arange(30), 0, y_union, :] += 1.0  # class c: a bright row c
+    x_test[np.arange(40), 0, y_test, :] += 1.0
+    cfg = ksd.make_config(models=["cnn:4"], steps=12, batch_size=4)
+    subsets = [np.array([0, 1, 2, 4, 9, 13]), np.array([3, 5, 7, 8, 20, 29]), np.array([1, 2, 6, 10, 11, 27])]
+    rows = np.unique(np.concatenate(subsets))
+    job = ksd.EnsembleJob("train-cnn_4-n6", "cnn:4", 6, (0, 1, 2), (11, 12, 13), rows,
+                          np.stack([np.isin(rows, s) for s in subsets]), 3, cfg)
+    seen = []
+    out = ksd.ensemble_task(job, x_union=x_union, y_union=y_union, x_test=x_test, y_test=y_test,
+                            progress=seen.append)
+    epochs, steps = ksd.train_config(cfg, 6).epochs, ksd.steps_per_epoch(cfg, 6)
+    assert seen == [3 * steps * e for e in range(1, epochs + 1)] and int(out["epochs"]) == epochs == 6
+    assert out["seeds"].tolist() == [0, 1, 2] and out["test_acc"].shape == out["train_acc"].shape == (3,)
+    tests = torch.from_numpy(x_test.astype(np.float32))
+    for k, subset in enumerate(subsets):
+        alone = train_ensemble("cnn:4", x_union[subset].astype(np.float32), y_union[subset], seeds=[11 + k],
+                               config=ksd.train_config(cfg, 6), n_classes=3, keep_model=True)
+        logits = predict_logits(alone.model.eval(), tests, 512).numpy()[0]
+        assert out["test_acc"][k] == pytest.approx(float((logits.argmax(1) == y_test).mean()), abs=1.5 / 40)
+        assert out["train_acc"][k] == pytest.approx(alone.train_acc[0, -1])
+        assert out["epochs_to_fit"][k] == alone.epochs_to_fit[0]
 
 
 def test_base_kernel_in_pieces_matches_whole_matrices_and_reports_progress(monkeypatch):

@@ -1,4 +1,4 @@
-"""FedAvg / FedSGD: the local work, the FedSGD identity, and a tiny run through Flower's simulation engine."""
+"""FedAvg / FedSGD: the local work, the FedSGD identity, the in-process loop, and a tiny Flower run."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ from fitscope.privacy.federated import (
     local_update,
     make_partition,
     run_federated,
+    run_federated_in_process,
     select_clients,
 )
+from fitscope.privacy.federated import _flower_average
 from fitscope.seeding import derive_seed
 
 SPEC = "mlp:16x1"
@@ -146,6 +148,46 @@ def reference_fedavg(x, y, x_test, y_test, *, algorithm, n_clients, partition, c
     return np.array(accs), state
 
 
+def test_flower_average_is_the_weighted_average_in_reply_order():
+    rng = np.random.default_rng(0)
+    replies = [({"w": rng.normal(size=(3, 2)).astype(np.float32)}, float(loss), n)
+               for loss, n in ((0.5, 3), (1.5, 5), (2.0, 4))]
+    merged, loss = _flower_average(replies)
+    factors = [n / 12 for _, _, n in replies]
+    expected = replies[0][0]["w"] * factors[0]
+    for (state, _, _), f in zip(replies[1:], factors[1:]):
+        expected += state["w"] * f
+    assert merged["w"].dtype == np.float32
+    np.testing.assert_array_equal(merged["w"], expected)
+    assert loss == pytest.approx((0.5 * 3 + 1.5 * 5 + 2.0 * 4) / 12)
+
+
+def test_in_process_loop_matches_the_plain_loop_and_stops_at_the_target():
+    # No Flower, no Ray: the loop a unit runs inside a Ray task; the slow test below checks it against Flower.
+    x, y = blobs(48, seed=4)
+    xt, yt = blobs(60, seed=5)
+    common = dict(algorithm="fedavg", n_clients=6, partition="noniid", client_fraction=0.5, local_epochs=2,
+                  batch_size=4, lr=0.05, seed=3)
+    ref_acc, ref_state = reference_fedavg(x, y, xt, yt, rounds=4, **common)
+    seen = []
+    threads = torch.get_num_threads()
+    result = run_federated_in_process(x, y, xt, yt, rounds=4, spec=SPEC, progress=seen.append, **common)
+    assert torch.get_num_threads() == threads  # the clients' one thread is given back
+    assert result.engine == "in-process" and result.rounds == 4 and result.rounds_to_target is None
+    np.testing.assert_array_equal(result.accuracy, ref_acc)
+    for k in ref_state:
+        np.testing.assert_array_equal(result.weights[k], ref_state[k])
+    assert [s["round"] for s in seen] == [1, 2, 3, 4] and result.clients.shape == (4, 3)
+    assert np.isfinite(result.train_loss).all() and result.train_loss.shape == (4,)
+    stop = int(np.argmax(ref_acc[1:] >= ref_acc[1:].max())) + 1
+    early = run_federated_in_process(x, y, xt, yt, rounds=6, target_accuracy=float(ref_acc[1:].max()), spec=SPEC,
+                                     **common)
+    assert early.rounds_to_target == stop == early.rounds
+    np.testing.assert_array_equal(early.accuracy, ref_acc[:stop + 1])
+    sgd = run_federated_in_process(x, y, xt, yt, rounds=1, spec=SPEC, **{**common, "algorithm": "fedsgd"})
+    assert sgd.settings["local_epochs"] == 1 and sgd.settings["batch_size"] is None
+
+
 @pytest.mark.slow
 def test_flower_run_matches_the_plain_loop_and_stops_at_the_target():
     # One Flower run (each starts and stops its own Ray: 15-60 s here); FedSGD runs through Flower in
@@ -174,3 +216,12 @@ def test_flower_run_matches_the_plain_loop_and_stops_at_the_target():
     assert np.isfinite(result.train_loss).all() and result.wall_seconds >= result.startup_seconds > 0
     assert result.settings["local_epochs"] == (1 if algorithm == "fedsgd" else 2)
     assert result.settings["versions"]["flwr"]
+    # the in-process loop gives Flower's numbers bit for bit, training losses and final weights included
+    loop = run_federated_in_process(x, y, xt, yt, rounds=6, target_accuracy=float(ref_acc[1:].max()), spec=SPEC,
+                                    **common)
+    np.testing.assert_array_equal(loop.accuracy, result.accuracy)
+    np.testing.assert_array_equal(loop.loss, result.loss)
+    np.testing.assert_array_equal(loop.train_loss, result.train_loss)
+    np.testing.assert_array_equal(loop.clients, result.clients)
+    for k in result.weights:
+        np.testing.assert_array_equal(loop.weights[k], result.weights[k])

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from fitscope.errors import ConfigError, DataError
-from fitscope.privacy.instahide import center_inputs, draw_weights, instahide_encode, train_instahide
+from fitscope.privacy.instahide import (
+    center_inputs,
+    draw_weights,
+    instahide_encode,
+    predict_instahide,
+    train_instahide,
+)
 
 
 def _data(n=12, seed=0):
@@ -116,3 +122,19 @@ def test_training_runs_and_plain_baseline_learns():
     assert not np.array_equal(seen[0], seen[1])  # fresh encodings every epoch
     with pytest.raises(ConfigError, match="k must be"):
         train_instahide("mlp:32x1", x, y, k=0, seed=0, x_test=x, y_test=y, epochs=1)
+
+
+def test_predict_instahide_centres_raw_inputs_like_training_does():
+    import torch
+
+    rng = np.random.default_rng(1)
+    y = np.arange(40) % 2
+    x = (2 + 3 * rng.random((40, 1, 4, 4))).astype(np.float32)  # raw inputs in [2, 5]
+    r = train_instahide("mlp:16x1", x, y, k=2, seed=0, x_test=x, y_test=y, epochs=2, batch_size=16,
+                        input_range=(2.0, 5.0), keep_model=True)
+    logits = predict_instahide(r.model, x, input_range=(2.0, 5.0), batch_size=7)  # 7: batches of unequal size
+    assert logits.shape == (40, 2) and logits.dtype == np.float32 and not r.model.training
+    with torch.no_grad():
+        expected = r.model(torch.as_tensor(center_inputs(x, input_range=(2.0, 5.0))).unsqueeze(0))[0].numpy()
+    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6)
+    assert float((logits.argmax(1) == y).mean()) == pytest.approx(r.final_test_acc)

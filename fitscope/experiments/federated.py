@@ -30,7 +30,7 @@ where no Ray is running in its process: with ``--executor local`` (and no
 Ray of the caller's). Everywhere else (every unit of ``--executor ray``,
 which runs inside a Ray task; a local unit while the caller has Ray
 running), and always with ``engine="in-process"``, the unit runs
-:func:`run_federated_in_process`: the same rounds as a plain loop in the
+:func:`fitscope.privacy.federated.run_federated_in_process`: the same rounds as a plain loop in the
 task's process (the same seeded partition, initial model, client selection
 and local SGD with one torch thread, and Flower's weighted average in
 Flower's order), which gives the Flower run's numbers bit for bit. So the
@@ -42,7 +42,6 @@ as its CPUs (``--threads``; ``--num-cpus`` on the command line is the same).
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,18 +58,7 @@ from fitscope.errors import ConfigError
 from fitscope.experiments.config_errors import build_config
 from fitscope.experiments.study import Outcome, Prepared, Study, StudyResult, Unit, run_study
 from fitscope.models import check_input_shape, parse_spec
-from fitscope.privacy.federated import (
-    FederatedResult,
-    check_settings,
-    clients_per_round,
-    evaluate_state,
-    initial_state,
-    local_update,
-    make_partition,
-    run_federated,
-    select_clients,
-)
-from fitscope.seeding import derive_seed
+from fitscope.privacy.federated import check_settings, clients_per_round, run_federated, run_federated_in_process
 
 ENGINES = ("flower", "in-process")
 
@@ -140,121 +128,6 @@ def check_config(cfg: FederatedConfig, data: Dataset) -> None:
                        client_fraction=cfg.fraction, local_epochs=cfg.local_epochs, batch_size=cfg.batch_size,
                        lr=cfg.lr if algorithm == "fedavg" else cfg.fedsgd_lr, rounds=cfg.rounds,
                        target_accuracy=cfg.target, shards_per_client=cfg.shards_per_client)
-
-
-# --------------------------------------------------------------------------- the in-process engine
-
-
-def run_federated_in_process(
-    x: np.ndarray,
-    y: np.ndarray,
-    x_test: np.ndarray,
-    y_test: np.ndarray,
-    *,
-    algorithm: str = "fedavg",
-    n_clients: int = 100,
-    partition: str = "iid",
-    shards_per_client: int = 2,
-    client_fraction: float = 0.1,
-    local_epochs: int = 5,
-    batch_size: int | None = 10,
-    lr: float = 0.3,
-    rounds: int = 100,
-    target_accuracy: float | None = None,
-    seed: int = 0,
-    spec: str = "mlp:200x2",
-    n_classes: int | None = None,
-    progress: Callable[[dict], None] | None = None,
-) -> FederatedResult:
-    """:func:`fitscope.privacy.federated.run_federated` as a plain loop in this process: no Flower, no Ray.
-
-    The same algorithm with the same numbers bit for bit: the seeded partition,
-    initial model and client selection; each selected client's
-    :func:`~fitscope.privacy.federated.local_update` with one torch thread (as a
-    Flower client runs it), in partition-id order; Flower's weighted average
-    (``w = n_1/n w_1``, then ``+= n_k/n w_k``, in float32) and the weighted mean
-    of the clients' training losses; the test-set evaluation with this
-    process's torch threads (as Flower's server runs it). Arguments and result
-    as :func:`~fitscope.privacy.federated.run_federated` (``engine="in-process"``);
-    the clients train one after another.
-    """
-    t0 = time.perf_counter()
-    x = np.asarray(x).astype(np.float32, copy=False)
-    y = np.asarray(y).astype(np.int64, copy=False)
-    x_test = np.asarray(x_test).astype(np.float32, copy=False)
-    y_test = np.asarray(y_test).astype(np.int64, copy=False)
-    check_settings(algorithm=algorithm, partition=partition, n_clients=n_clients, n_train=len(y),
-                   client_fraction=client_fraction, local_epochs=local_epochs, batch_size=batch_size, lr=lr,
-                   rounds=rounds, target_accuracy=target_accuracy, shards_per_client=shards_per_client)
-    n_classes = int(max(y.max(), y_test.max())) + 1 if n_classes is None else int(n_classes)
-    input_shape = tuple(int(s) for s in x.shape[1:])
-    check_input_shape(parse_spec(spec), input_shape)
-    if algorithm == "fedsgd":
-        local_epochs, batch_size = 1, None
-    parts = make_partition(y, partition=partition, n_clients=n_clients, shards_per_client=shards_per_client,
-                           seed=derive_seed(seed, "partition"))
-    state = initial_state(spec, input_shape, n_classes, seed=derive_seed(seed, "model"))
-    m = clients_per_round(n_clients, client_fraction)
-    acc, loss = evaluate_state(state, x_test, y_test, spec=spec, n_classes=n_classes)
-    accuracy, losses, train_losses, seconds, chosen_all = [acc], [loss], [], [], []
-    start = time.perf_counter()
-    for server_round in range(1, rounds + 1):
-        t_round = time.perf_counter()
-        chosen = select_clients(n_clients, m, seed=seed, server_round=server_round)
-        replies = []
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # a Flower client trains with one thread: the same float summation order
-        try:
-            for pid in chosen:
-                new, client_loss = local_update(
-                    state, x[parts[pid]], y[parts[pid]], spec=spec, n_classes=n_classes, epochs=local_epochs,
-                    batch_size=batch_size, lr=lr, seed=derive_seed(seed, "client", server_round, int(pid)))
-                replies.append((new, client_loss, len(parts[pid])))
-        finally:
-            torch.set_num_threads(threads)
-        state, round_loss = _flower_average(replies)
-        acc, loss = evaluate_state(state, x_test, y_test, spec=spec, n_classes=n_classes)
-        accuracy.append(acc)
-        losses.append(loss)
-        train_losses.append(round_loss)
-        seconds.append(time.perf_counter() - t_round)
-        chosen_all.append(chosen)
-        if progress is not None:
-            progress({"round": server_round, "rounds": rounds, "accuracy": acc, "seconds": seconds[-1]})
-        if target_accuracy is not None and acc >= target_accuracy:
-            break
-    acc_arr = np.asarray(accuracy, dtype=np.float64)
-    reached = np.flatnonzero(acc_arr[1:] >= target_accuracy) if target_accuracy is not None else np.zeros(0)
-    settings = dict(algorithm=algorithm, partition=partition, n_clients=n_clients, clients_per_round=m,
-                    client_fraction=client_fraction, shards_per_client=shards_per_client,
-                    local_epochs=local_epochs, batch_size=batch_size, lr=lr, rounds=rounds,
-                    target_accuracy=target_accuracy, seed=seed, spec=spec, n_classes=n_classes,
-                    n_train=len(y), n_test=len(y_test), versions={"torch": torch.__version__},
-                    seeds={"partition": derive_seed(seed, "partition"), "model": derive_seed(seed, "model")})
-    return FederatedResult(
-        algorithm=algorithm, partition=partition, accuracy=acc_arr,
-        loss=np.asarray(losses, dtype=np.float64), train_loss=np.asarray(train_losses, dtype=np.float64),
-        round_seconds=np.asarray(seconds, dtype=np.float64), clients=np.stack(chosen_all).astype(np.int64),
-        rounds_to_target=int(reached[0]) + 1 if len(reached) else None, target_accuracy=target_accuracy,
-        wall_seconds=time.perf_counter() - t0, startup_seconds=start - t0,
-        client_sizes=np.asarray([len(p) for p in parts], dtype=np.int64),
-        weights={k: np.array(v) for k, v in state.items()}, settings=settings, engine="in-process")
-
-
-def _flower_average(replies: list[tuple[dict, float, int]]) -> tuple[dict, float]:
-    """Flower's ``aggregate_arrayrecords`` / ``aggregate_metricrecords`` on ``(weights, loss, examples)`` replies."""
-    total = sum(n for _, _, n in replies)
-    factors = [n / total for _, _, n in replies]
-    merged: dict[str, np.ndarray] = {}
-    loss = 0.0
-    for i, ((state, client_loss, _), factor) in enumerate(zip(replies, factors)):
-        for key, value in state.items():
-            if key not in merged:
-                merged[key] = np.array(value) * factor
-            else:
-                merged[key] += np.array(value) * factor
-        loss = client_loss * factor if i == 0 else loss + client_loss * factor
-    return {k: np.asarray(v) for k, v in merged.items()}, float(loss)
 
 
 def ray_running() -> bool:

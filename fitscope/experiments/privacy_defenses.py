@@ -163,7 +163,7 @@ def _one_plain(defense: Defense, x, y, seed: int, s: Settings, x_test, y_test,
         pruned = prune_layer(trained, model.hidden_layer, defense.param)
         return (lambda rows: predict_plain(pruned, rows)), math.inf
     if defense.kind == "instahide":
-        from fitscope.privacy.instahide import train_instahide
+        from fitscope.privacy.instahide import predict_instahide, train_instahide
 
         on_epoch = None if progress is None else (lambda epoch, _encoding: progress(int(epoch)))
         r = train_instahide(s.spec, x, y, k=int(defense.param), seed=seed, x_test=x_test, y_test=y_test,
@@ -177,24 +177,6 @@ def _one_plain(defense: Defense, x, y, seed: int, s: Settings, x_test, y_test,
                       n_classes=s.n_classes, progress=tick)
         return (lambda rows: predict_plain(r.model, rows)), math.inf  # eval mode: logits from the mean of z
     raise ConfigError(f"defense: {defense.kind!r} is not a plain-model defense")
-
-
-def predict_instahide(model, x: np.ndarray, *, input_range: tuple[float, float] = (0.0, 1.0),
-                      batch_size: int = 1024) -> np.ndarray:
-    """Logits ``(n, C)`` of a model trained on InstaHide encodings, on raw inputs in ``input_range``.
-
-    InstaHide trains on inputs centred to [-1, 1]; the same centring is applied
-    here. ``model`` is the one-model ensemble :func:`train_instahide` keeps.
-    """
-    import torch
-
-    from fitscope.privacy.instahide import center_inputs
-
-    rows = torch.as_tensor(center_inputs(x, input_range=input_range), dtype=torch.float32)
-    model.eval()
-    with torch.no_grad():
-        out = [model(rows[i:i + batch_size].unsqueeze(0))[0] for i in range(0, len(rows), batch_size)]
-    return torch.cat(out).numpy()
 
 
 def defense_epochs(defense: Defense, settings: Settings) -> int:

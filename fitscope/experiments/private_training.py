@@ -144,8 +144,7 @@ def _train(cfg: PrivateTrainingConfig, seed: int, x, y, x_test, y_test, n_classe
         return dict(test_acc=float(r.test_acc[-1]), train_outputs=r.train_logits, spent_eps=r.epsilon,
                     privacy=r.privacy(), curve_train_acc=np.asarray(r.train_acc, np.float64),
                     curve_test_acc=np.asarray(r.test_acc, np.float64))
-    from fitscope.experiments.privacy_defenses import predict_instahide
-    from fitscope.privacy.instahide import train_instahide
+    from fitscope.privacy.instahide import predict_instahide, train_instahide
 
     lo, hi = float(min(x.min(), x_test.min())), float(max(x.max(), x_test.max()))
     span = (lo, hi if hi > lo else lo + 1.0)  # InstaHide maps this range to [-1, 1]

@@ -45,6 +45,11 @@ simulation ends, also for a Ray this process had started before (so each
 :func:`run_federated` starts and stops its own Ray: a few seconds). Flower's
 telemetry is switched off (``FLWR_TELEMETRY_ENABLED=0``) unless the user set
 that variable, and its log is quietened to errors during the run.
+
+Without Flower: :func:`run_federated_in_process` runs the same rounds as a
+plain loop in the calling process (no Ray; usable inside a Ray task, where
+Flower's simulation cannot run) and reproduces :func:`run_federated`'s
+numbers bit for bit, Flower's weighted-average order included.
 """
 
 from __future__ import annotations
@@ -103,7 +108,9 @@ class FederatedResult:
             into ``fitscope.models.build(spec, input_shape, n_classes, seeds=[0])``.
         settings: the effective settings (``local_epochs``/``batch_size`` of
             FedSGD are 1 and None), seeds and versions of the run.
-        engine: ``"flower"``: the rounds ran on Flower's simulation engine.
+        engine: ``"flower"``: the rounds ran on Flower's simulation engine
+            (:func:`run_federated`); ``"in-process"``: on the plain loop of
+            :func:`run_federated_in_process`.
     """
 
     algorithm: str
@@ -594,3 +601,121 @@ def run_federated(
         weights={k: np.array(v) for k, v in history["weights"][0].items()},
         settings=settings,
     )
+
+
+# --------------------------------------------------------------------------- the in-process engine (no Flower)
+
+
+def run_federated_in_process(
+    x: np.ndarray,
+    y: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    *,
+    algorithm: str = "fedavg",
+    n_clients: int = 100,
+    partition: str = "iid",
+    shards_per_client: int = 2,
+    client_fraction: float = 0.1,
+    local_epochs: int = 5,
+    batch_size: int | None = 10,
+    lr: float = 0.3,
+    rounds: int = 100,
+    target_accuracy: float | None = None,
+    seed: int = 0,
+    spec: str = "mlp:200x2",
+    n_classes: int | None = None,
+    progress: Callable[[dict], None] | None = None,
+) -> FederatedResult:
+    """:func:`run_federated` as a plain loop in this process, reproducing Flower's weighted-average order.
+
+    No Flower, no Ray: the same algorithm with the same numbers bit for bit
+    (what a unit runs where Flower cannot, e.g. inside a Ray task). The same
+    seeded partition, initial model and client selection; each selected
+    client's :func:`local_update` with one torch thread (as a Flower client
+    runs it), in partition-id order (the order :func:`run_federated`'s
+    strategy sorts the replies into); Flower's weighted average in Flower's
+    order (``w = n_1/n w_1``, then ``+= n_k/n w_k``, in float32:
+    :func:`_flower_average`) and the weighted mean of the clients' training
+    losses; the test-set evaluation with this process's torch threads (as
+    Flower's server runs it). Arguments and result as :func:`run_federated`
+    (no ``num_cpus``; ``result.engine == "in-process"``); the clients train
+    one after another.
+    """
+    t0 = time.perf_counter()
+    x = np.asarray(x).astype(np.float32, copy=False)
+    y = np.asarray(y).astype(np.int64, copy=False)
+    x_test = np.asarray(x_test).astype(np.float32, copy=False)
+    y_test = np.asarray(y_test).astype(np.int64, copy=False)
+    check_settings(algorithm=algorithm, partition=partition, n_clients=n_clients, n_train=len(y),
+                   client_fraction=client_fraction, local_epochs=local_epochs, batch_size=batch_size, lr=lr,
+                   rounds=rounds, target_accuracy=target_accuracy, shards_per_client=shards_per_client)
+    n_classes = int(max(y.max(), y_test.max())) + 1 if n_classes is None else int(n_classes)
+    input_shape = tuple(int(s) for s in x.shape[1:])
+    check_input_shape(parse_spec(spec), input_shape)
+    if algorithm == "fedsgd":
+        local_epochs, batch_size = 1, None
+    parts = make_partition(y, partition=partition, n_clients=n_clients, shards_per_client=shards_per_client,
+                           seed=derive_seed(seed, "partition"))
+    state = initial_state(spec, input_shape, n_classes, seed=derive_seed(seed, "model"))
+    m = clients_per_round(n_clients, client_fraction)
+    acc, loss = evaluate_state(state, x_test, y_test, spec=spec, n_classes=n_classes)
+    accuracy, losses, train_losses, seconds, chosen_all = [acc], [loss], [], [], []
+    start = time.perf_counter()
+    for server_round in range(1, rounds + 1):
+        t_round = time.perf_counter()
+        chosen = select_clients(n_clients, m, seed=seed, server_round=server_round)
+        replies = []
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # a Flower client trains with one thread: the same float summation order
+        try:
+            for pid in chosen:
+                new, client_loss = local_update(
+                    state, x[parts[pid]], y[parts[pid]], spec=spec, n_classes=n_classes, epochs=local_epochs,
+                    batch_size=batch_size, lr=lr, seed=derive_seed(seed, "client", server_round, int(pid)))
+                replies.append((new, client_loss, len(parts[pid])))
+        finally:
+            torch.set_num_threads(threads)
+        state, round_loss = _flower_average(replies)
+        acc, loss = evaluate_state(state, x_test, y_test, spec=spec, n_classes=n_classes)
+        accuracy.append(acc)
+        losses.append(loss)
+        train_losses.append(round_loss)
+        seconds.append(time.perf_counter() - t_round)
+        chosen_all.append(chosen)
+        if progress is not None:
+            progress({"round": server_round, "rounds": rounds, "accuracy": acc, "seconds": seconds[-1]})
+        if target_accuracy is not None and acc >= target_accuracy:
+            break
+    acc_arr = np.asarray(accuracy, dtype=np.float64)
+    reached = np.flatnonzero(acc_arr[1:] >= target_accuracy) if target_accuracy is not None else np.zeros(0)
+    settings = dict(algorithm=algorithm, partition=partition, n_clients=n_clients, clients_per_round=m,
+                    client_fraction=client_fraction, shards_per_client=shards_per_client,
+                    local_epochs=local_epochs, batch_size=batch_size, lr=lr, rounds=rounds,
+                    target_accuracy=target_accuracy, seed=seed, spec=spec, n_classes=n_classes,
+                    n_train=len(y), n_test=len(y_test), versions={"torch": torch.__version__},
+                    seeds={"partition": derive_seed(seed, "partition"), "model": derive_seed(seed, "model")})
+    return FederatedResult(
+        algorithm=algorithm, partition=partition, accuracy=acc_arr,
+        loss=np.asarray(losses, dtype=np.float64), train_loss=np.asarray(train_losses, dtype=np.float64),
+        round_seconds=np.asarray(seconds, dtype=np.float64), clients=np.stack(chosen_all).astype(np.int64),
+        rounds_to_target=int(reached[0]) + 1 if len(reached) else None, target_accuracy=target_accuracy,
+        wall_seconds=time.perf_counter() - t0, startup_seconds=start - t0,
+        client_sizes=np.asarray([len(p) for p in parts], dtype=np.int64),
+        weights={k: np.array(v) for k, v in state.items()}, settings=settings, engine="in-process")
+
+
+def _flower_average(replies: list[tuple[dict, float, int]]) -> tuple[dict, float]:
+    """Flower's ``aggregate_arrayrecords`` / ``aggregate_metricrecords`` on ``(weights, loss, examples)`` replies."""
+    total = sum(n for _, _, n in replies)
+    factors = [n / total for _, _, n in replies]
+    merged: dict[str, np.ndarray] = {}
+    loss = 0.0
+    for i, ((state, client_loss, _), factor) in enumerate(zip(replies, factors)):
+        for key, value in state.items():
+            if key not in merged:
+                merged[key] = np.array(value) * factor
+            else:
+                merged[key] += np.array(value) * factor
+        loss = client_loss * factor if i == 0 else loss + client_loss * factor
+    return {k: np.asarray(v) for k, v in merged.items()}, float(loss)

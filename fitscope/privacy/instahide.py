@@ -373,3 +373,21 @@ def train_instahide(
     return train_soft_labels(spec, epoch_data, x_test=x_test_c, y_test=y_test_arr, epochs=epochs, seed=seed,
                              batch_size=batch_size, lr=lr, weight_decay=weight_decay, device=device,
                              keep_model=keep_model)
+
+
+def predict_instahide(model, x: np.ndarray, *, input_range: tuple[float, float] = (0.0, 1.0),
+                      batch_size: int = 1024) -> np.ndarray:
+    """Logits ``(n, C)`` of a model trained on InstaHide encodings, on raw inputs in ``input_range``.
+
+    InstaHide trains on inputs centred to [-1, 1]; the same centring is applied
+    here (:func:`center_inputs`, as :func:`train_instahide` does for its test
+    set). ``model`` is the one-model ensemble :func:`train_instahide` keeps
+    (``keep_model=True``); it is put in eval mode. ``x``: ``(n, *S)``.
+    """
+    import torch
+
+    rows = torch.as_tensor(center_inputs(x, input_range=input_range), dtype=torch.float32)
+    model.eval()
+    with torch.no_grad():
+        out = [model(rows[i:i + batch_size].unsqueeze(0))[0] for i in range(0, len(rows), batch_size)]
+    return torch.cat(out).numpy()

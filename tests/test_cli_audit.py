@@ -90,3 +90,16 @@ def test_resume_on_a_directory_that_is_not_a_run_writes_nothing(tmp_path, capsys
     code, captured = _run_main(ARGS + ["--out", str(out), "--resume"], capsys)
     assert code == 2 and "is not a run directory" in captured.err
     assert sorted(p.name for p in out.iterdir()) == ["mine.txt"]
+
+
+def test_data_too_small_for_the_audit_is_refused_before_training(tmp_path, capsys):
+    """A 5-row, 3-class CSV: some class has fewer than 2 training rows; one line, exit 2, no run directory."""
+    csv = tmp_path / "tiny.csv"
+    csv.write_text("a,b,label\n0.1,0.2,0\n0.3,0.1,1\n0.5,0.9,2\n0.2,0.4,0\n0.8,0.3,1\n")
+    out = tmp_path / "run"
+    code, captured = _run_main(["audit", "--data", str(csv), "--label-column", "label", "--model", "mlp:8x1",
+                                "--models", "8", "--out", str(out)], capsys)
+    assert code == 2, captured.err
+    lines = [line for line in captured.err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and "needs at least 2 training rows of every class" in lines[0], captured.err
+    assert not out.exists()

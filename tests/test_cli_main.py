@@ -122,3 +122,34 @@ def test_env_shows_torch_threads_and_the_threads_per_unit(capsys, monkeypatch):
     monkeypatch.setenv("FITSCOPE_NUM_THREADS", "many")
     code, captured = run_main(["env", "--json"], capsys)
     assert code == 0 and json.loads(captured.out)["threads"]["per_unit_local"].startswith("invalid")
+
+
+def _command_paths():
+    import click
+    import typer
+
+    from fitscope.cli import _register, app
+
+    _register()
+    paths = []
+
+    def walk(cmd, prefix):
+        paths.append(prefix)
+        if isinstance(cmd, click.Group):
+            for name, sub in cmd.commands.items():
+                walk(sub, prefix + [name])
+
+    walk(typer.main.get_command(app), [])
+    return paths
+
+
+def test_every_command_help_has_an_example(capsys):
+    paths = _command_paths()
+    assert ["audit"] in paths and ["kernels", "uci"] in paths and ["seed-agreement"] in paths
+    missing = []
+    for path in paths:
+        code, captured = run_main(path + ["--help"], capsys)
+        assert code in (0, None), path
+        if "example" not in captured.out.lower():
+            missing.append(" ".join(path) or "(top level)")
+    assert not missing, f"help without an example: {missing}"

@@ -35,7 +35,7 @@ def audit(
     chunk: Optional[int] = typer.Option(None, help="Models per batched ensemble, stored as it finishes (default 50)."),
     quick: bool = typer.Option(False, "--quick",
                                help="A small setting for a demo: 48 memorization models, C-score ratios "
-                                    "0.3,0.5,0.7 with 16 models each, 12 epochs (about a minute on digits)."),
+                                    "0.3,0.5,0.7 with 16 models each, 12 epochs (about 20 s on digits on 2 idle cores)."),
     out: OutOpt = None,
     resume: ResumeOpt = False,
     rebuild_meta: RebuildOpt = False,

@@ -55,7 +55,12 @@ def test_writes_a_report_and_prints_rounded_figures_not_json(tmp_path, capsys):
     for part in ("Privacy claim", "Test accuracy", "Training curve", "data:image/png;base64,", "Config and seeds"):
         assert part in html, part
     curves = pd.read_parquet(out / "curves.parquet")
-    assert list(curves.epoch) == [1, 2, 3, 4] and curves.test_acc.between(0, 1).all()
+    assert list(curves.epoch) == [1, 2, 3, 4]
+    from fitscope.data import load
+
+    n_test = len(load("iris", seed=0).y_test)  # an accuracy on n_test examples is a count over n_test
+    counts = curves.test_acc.to_numpy() * n_test
+    assert abs(counts - counts.round()).max() < 1e-9 and (counts >= 0).all() and (counts <= n_test).all()
     models = pd.read_parquet(out / "models.parquet")
     result = json.loads((out / "result.json").read_text())
     assert result["test_acc"] == pytest.approx(models.test_acc.iloc[0]) == pytest.approx(curves.test_acc.iloc[-1])
@@ -91,9 +96,20 @@ def test_dp_sgd_report_states_the_claim_and_the_accountant(tmp_path, capsys):
     assert "privacy claim: (1, 1e-05)-DP (DP-SGD)" in captured.err and "accountant: prv" in captured.err
     result = json.loads((out / "result.json").read_text())
     assert result["privacy"]["accountant"] == "prv" and 0 < result["privacy"]["epsilon"] <= 1.0 + 1e-6
+    # the recorded epsilon is what Opacus' PRV accountant gives for the recorded noise, sampling rate and steps
+    from opacus.accountants import PRVAccountant
+
+    p = result["privacy"]
+    accountant = PRVAccountant()
+    accountant.history = [(p["noise_multiplier"], p["sample_rate"], p["steps"])]
+    assert accountant.get_epsilon(delta=p["delta"]) == pytest.approx(p["epsilon"], rel=1e-3)
     assert result["canary_audit"]["canaries"] == 10
     html = (out / "report.html").read_text()
     assert "(1, 1e-05)-DP (DP-SGD)" in html and "noise multiplier" in html and "Canary audit" in html
+    # the training accuracy reads the private labels: not stored, and the report says so
+    assert pd.read_parquet(out / "curves.parquet").train_acc.isna().all()
+    assert result["private_stats_shown"] is False
+    assert "Statistics of the private labels are not shown" in html
 
 
 def test_several_models_give_a_mean_and_one_audit_each(tmp_path):
@@ -105,3 +121,41 @@ def test_several_models_give_a_mean_and_one_audit_each(tmp_path):
     assert len(result["canary_audit_per_model"]) == 3
     assert result["canary_audit"] == result["canary_audit_per_model"][0]  # the headline is the first model's
     assert sorted(run.meta["units"]) == ["model-000", "model-001", "model-002"]
+
+
+def test_label_dp_keeps_statistics_of_the_true_labels_out_unless_asked(tmp_path, capsys):
+    import numpy as np
+
+    from fitscope.data import load
+    from fitscope.experiments.private_training import model_seed
+    from fitscope.privacy.label_dp import lp_mst
+    from fitscope.train import TrainConfig
+
+    common = ["train", "--data", "iris", "--model", "mlp:8x1", "--label-dp", "1", "--stages", "2", "--epochs", "2",
+              "--threads", "1"]
+    hidden, shown = tmp_path / "hidden", tmp_path / "shown"
+    code, captured = run_main([*common, "--out", str(hidden)], capsys)
+    assert code in (0, None), captured.err
+    result = json.loads((hidden / "result.json").read_text())
+    assert "keep_rate" not in result and result["private_stats_shown"] is False
+    assert all("keep_rate" not in np.load(f) for f in (hidden / "units").glob("*.npz"))
+    html = (hidden / "report.html").read_text()
+    assert "Statistics of the private labels are not shown" in html and "labels kept by randomized" not in html
+    assert "statistics of the private labels: not shown" in captured.err
+
+    code, captured = run_main([*common, "--reveal-private-stats", "--out", str(shown)], capsys)
+    assert code in (0, None), captured.err
+    result = json.loads((shown / "result.json").read_text())
+    assert result["private_stats_shown"] is True and len(result["keep_rate"]) == 2
+    html = (shown / "report.html").read_text()
+    assert "labels kept by randomized response" in html and "Statistics of the private labels are shown" in html
+    # the stored keep rate is the first model's, recomputed here from lp_mst's noisy labels and the true labels
+    cfg = make_config(data="iris", model="mlp:8x1", mechanism="label-dp", eps=1.0, stages=2, epochs=2)
+    data = load("iris", seed=cfg.data_seed)
+    adam = TrainConfig(epochs=2, batch_size=cfg.batch_size, optimizer="adam", lr=1e-3)
+    r = lp_mst(data.x_train, data.y_train, eps=1.0, stages=2, spec="mlp:8x1", train_config=adam,
+               seed=model_seed(cfg, 0), x_test=data.x_test, y_test=data.y_test, n_classes=data.n_classes)
+    expected = [float((r.noisy_labels[r.stage == t] == data.y_train[r.stage == t]).mean()) for t in range(2)]
+    assert result["keep_rate"] == pytest.approx(expected)
+    # the flag changes only what is shown: the same test accuracy as the run without it
+    assert result["test_acc"] == json.loads((hidden / "result.json").read_text())["test_acc"]

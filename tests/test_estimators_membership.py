@@ -132,3 +132,59 @@ def test_metrics_low_fpr_points_and_bad_truth():
         membership_metrics(scores, truth.astype(int))
     with pytest.raises(DataError, match="both members and non-members"):
         membership_metrics(scores[:5], truth[:5])
+
+
+def _brute_force_tpr_at(scores, truth, fpr):
+    """Largest TPR over every threshold t (flag score >= t, t = each distinct score or +inf) with FPR <= fpr,
+    and the highest threshold that reaches it (the fewest false positives)."""
+    order = np.argsort(-scores, kind="stable")
+    s, t = scores[order], truth[order]
+    pos, neg = t.sum(), (~t).sum()
+    best, best_threshold = 0.0, np.inf
+    for threshold in np.unique(s)[::-1]:
+        flagged = s >= threshold
+        f = (flagged & ~t).sum() / neg
+        if f <= fpr and (flagged & t).sum() / pos > best:
+            best, best_threshold = (flagged & t).sum() / pos, threshold
+    return best, best_threshold
+
+
+@pytest.mark.parametrize("non_members, level", [(1000, 0.01), (10000, 0.001)])
+def test_tpr_at_low_fpr_uses_the_full_curve(non_members, level):
+    # 100 members. The top 20 scores are each shared by one member and one non-member (ties): the ROC
+    # curve runs straight through (k / non_members, k / 100), k = 1..20, and roc_curve's default
+    # drop_intermediate=True keeps only the ends of that straight run, so at FPR `level` (10 non-members)
+    # it reports TPR 1% instead of the 10% that the threshold at the 10th tied score reaches.
+    rng = np.random.default_rng(0)
+    top = 100.0 + np.arange(20.0)[::-1]
+    rest = non_members - 20
+    scores = np.r_[top, top, rng.normal(0, 1, rest), rng.normal(0, 1, 80)]
+    truth = np.r_[np.ones(20, bool), np.zeros(20 + rest, bool), np.ones(80, bool)]
+    from sklearn.metrics import roc_curve
+
+    fpr_d, tpr_d, _ = roc_curve(truth, scores)  # the dropped curve the metrics used before
+    assert float(tpr_d[fpr_d <= level].max()) == pytest.approx(0.01)
+    m = membership_metrics(scores, truth)
+    for at in (0.001, 0.005, 0.01, 0.02):
+        expected, threshold = _brute_force_tpr_at(scores, truth, at)
+        assert m.tpr_at(at) == pytest.approx(expected)
+        assert m.threshold_at(at) == threshold
+        flagged = scores >= m.threshold_at(at)  # the threshold's own rates, as the leak rate counts them
+        assert (flagged & ~truth).sum() / non_members <= at
+        assert (flagged & truth).sum() / 100 == pytest.approx(expected)
+    assert _brute_force_tpr_at(scores, truth, level)[0] == pytest.approx(0.10)
+    assert {0.01: m.tpr_at_1pct, 0.001: m.tpr_at_0_1pct}[level] == pytest.approx(0.10)
+
+
+def test_lira_functions_are_exported_from_fitscope_estimators():
+    import fitscope.estimators as estimators
+    from fitscope.estimators import membership
+
+    public = ["MembershipMetrics", "lira_leave_one_out", "lira_offline", "lira_online", "lira_score",
+              "loss_threshold_scores", "membership_metrics"]
+    for name in public:
+        assert name in estimators.__all__, name
+        assert getattr(estimators, name) is getattr(membership, name), name
+    from fitscope.estimators import lira_online as exported  # the import a user writes
+
+    assert exported is lira_online

@@ -130,6 +130,9 @@ def test_tiny_study_writes_a_row_per_defense_and_resumes(tmp_path):
     # iris is tabular: the InstaHide reconstruction attack is skipped and the report says so
     assert set(outcome.attacks) == {"pruning-vs-noise", "mid-inversion"}
     assert "they need image data" in html and "MID against model inversion" in html
+    # no statistic of the private labels (keep rate, training accuracy) in the results, and the report says so
+    assert not {"keep_rate", "train_acc"} & set(results.columns)
+    assert "Statistics of the private labels are not shown" in html
     assert len(outcome.attacks["mid-inversion"]) == 5 and (run.path / "attack_pruning_vs_noise.parquet").exists()
     assert list(outcome.attacks["mid-inversion"].beta) == [0.0, 0.003, 0.01, 0.1, 1.0]
     # 4 defenses x (shadows, canary model) + pruning-vs-noise + 5 MID betas
@@ -153,3 +156,11 @@ def test_dp_sgd_and_the_mid_attack_give_the_local_tables_on_ray(ray_session, tmp
     check_ray_matches_local("privacy-study", dict(data="iris", model="mlp:8x1", defenses=["dp-sgd:4", "mid:0.01"],
                                                   shadow_models=5, epochs=2, dp_epochs=1, canaries=0,
                                                   attacks=["mid-inversion"]), tmp_path)
+
+
+def test_private_stats_note_only_for_dp_defenses():
+    from fitscope.report.privacy import private_stats_note
+
+    assert private_stats_note(["none", "instahide:2", "pruning:0.9"]) is None
+    for defenses in (["none", "label-dp:1"], ["dp-sgd:4"]):
+        assert private_stats_note(defenses).startswith("Statistics of the private labels are not shown")

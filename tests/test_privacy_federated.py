@@ -76,6 +76,39 @@ def test_local_update_is_seeded_and_minibatch_order_depends_on_the_seed():
     assert not np.array_equal(_flat(a), _flat(state))  # it trained
 
 
+def test_local_update_leaves_the_callers_global_rng_alone():
+    # local_update used to call torch.manual_seed(seed): the caller's global generator was reset to the
+    # client seed, so the caller's next draw depended on the last client trained
+    x, y = blobs(40, seed=2)
+    state = initial_state(SPEC, (6,), 3, seed=0)
+    kw = dict(spec=SPEC, n_classes=3, epochs=2, batch_size=8, lr=0.1)
+    torch.manual_seed(1234)
+    before = torch.get_rng_state()
+    expected_next = torch.rand(5)  # what the caller draws next without a federated call in between
+    torch.set_rng_state(before)
+    a, loss_a = local_update(state, x, y, seed=5, **kw)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert torch.equal(torch.rand(5), expected_next)
+    torch.manual_seed(999)  # another global state: the result still follows from the seed alone
+    b, loss_b = local_update(state, x, y, seed=5, **kw)
+    assert np.array_equal(_flat(a), _flat(b)) and loss_a == loss_b
+
+
+def test_in_process_run_leaves_the_callers_global_rng_alone():
+    x, y = blobs(48, seed=4)
+    xt, yt = blobs(30, seed=5)
+    kw = dict(n_clients=4, client_fraction=0.5, local_epochs=1, batch_size=4, lr=0.05, rounds=2, spec=SPEC, seed=3)
+    torch.manual_seed(77)
+    before = torch.get_rng_state()
+    first = run_federated_in_process(x, y, xt, yt, **kw)
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.manual_seed(0)
+    second = run_federated_in_process(x, y, xt, yt, **kw)
+    np.testing.assert_array_equal(first.accuracy, second.accuracy)
+    for k in first.weights:
+        np.testing.assert_array_equal(first.weights[k], second.weights[k])
+
+
 def test_local_epochs_improve_the_client_fit():
     x, y = blobs(40, seed=3)
     state = initial_state(SPEC, (6,), 3, seed=0)

@@ -106,8 +106,10 @@ def test_lp_mst_learns_through_the_noise_and_two_stages_keep_more_labels():
     x_all, y_all = _blobs(900)
     x, y, xt, yt = x_all[:600], y_all[:600], x_all[600:], y_all[600:]
     cfg = TrainConfig(epochs=15, optimizer="adam", lr=3e-3, batch_size=64, record=False)
-    one = lp_mst(x, y, eps=1.0, stages=1, spec="mlp:32x1", train_config=cfg, seed=0, x_test=xt, y_test=yt)
-    two = lp_mst(x, y, eps=1.0, stages=2, spec="mlp:32x1", train_config=cfg, seed=0, x_test=xt, y_test=yt)
+    one = lp_mst(x, y, eps=1.0, stages=1, spec="mlp:32x1", train_config=cfg, seed=0, x_test=xt, y_test=yt,
+                 reveal_private_stats=True)
+    two = lp_mst(x, y, eps=1.0, stages=2, spec="mlp:32x1", train_config=cfg, seed=0, x_test=xt, y_test=yt,
+                 reveal_private_stats=True)
     keep = math.e / (math.e + 3)
     assert one.keep_rate[0] == pytest.approx(keep, abs=0.08)
     assert one.test_acc > 0.8  # far above the noisy labels' accuracy (about 0.48)
@@ -119,3 +121,20 @@ def test_lp_mst_learns_through_the_noise_and_two_stages_keep_more_labels():
         lp_mst(x, y, eps=1.0, stages=0, spec="mlp:32x1", train_config=cfg, seed=0)
     with pytest.raises(ConfigError, match="eps"):
         lp_mst(x, y, eps=-2, stages=1, spec="mlp:32x1", train_config=cfg, seed=0)
+
+
+def test_lp_mst_keeps_statistics_of_the_true_labels_out_unless_asked():
+    # keep_rate reads the true labels: outside the eps claim, so it is None unless reveal_private_stats=True
+    x_all, y_all = _blobs(160)
+    x, y, xt, yt = x_all[:120], y_all[:120], x_all[120:], y_all[120:]
+    cfg = TrainConfig(epochs=1, optimizer="adam", lr=3e-3, batch_size=64, record=False)
+    kw = dict(eps=1.0, stages=2, spec="mlp:8x1", train_config=cfg, seed=3, x_test=xt, y_test=yt)
+    hidden = lp_mst(x, y, **kw)
+    assert hidden.keep_rate is None
+    shown = lp_mst(x, y, **kw, reveal_private_stats=True)
+    expected = [float((shown.noisy_labels[shown.stage == t] == y[shown.stage == t]).mean()) for t in range(2)]
+    np.testing.assert_array_equal(shown.keep_rate, expected)
+    # the flag changes nothing else: the same noisy labels, stages and models
+    np.testing.assert_array_equal(hidden.noisy_labels, shown.noisy_labels)
+    np.testing.assert_array_equal(hidden.train_probs, shown.train_probs)
+    assert hidden.test_acc == shown.test_acc

@@ -67,6 +67,10 @@ def train(
     seed: Optional[int] = typer.Option(None, help="Seed of the models, the mechanism's noise and the canaries."),
     data_seed: Optional[int] = typer.Option(None, help="Seed of the train/test split."),
     label_column: Optional[str] = typer.Option(None, help="Label column of a CSV file."),
+    reveal_private_stats: bool = typer.Option(
+        False, "--reveal-private-stats",
+        help="Also store and show statistics of the private training labels (label DP: the share of labels "
+             "randomized response kept; DP-SGD: training accuracy). They are outside the DP claim; off by default."),
     out: OutOpt = None,
     resume: ResumeOpt = False,
     rebuild_meta: RebuildOpt = False,
@@ -83,7 +87,8 @@ def train(
     from fitscope.experiments import get_study
 
     values = dict(data=data, model=model, epochs=epochs, batch_size=batch_size, lr=lr, canaries=canaries,
-                  models=models, seed=seed, data_seed=data_seed, label_column=label_column)
+                  models=models, seed=seed, data_seed=data_seed, label_column=label_column,
+                  reveal_private_stats=True if reveal_private_stats else None)
     values.update(mechanism_values(label_dp=label_dp, stages=stages, dp_sgd=dp_sgd, eps=eps, delta=delta,
                                    max_grad_norm=max_grad_norm, instahide=instahide, no_sign_mask=no_sign_mask,
                                    resume=resume))

@@ -12,7 +12,10 @@ per-epoch records ``(E, K, n)``, ``train_logits`` ``(K, n, C)`` and
 - holdout C-score (Jiang et al. 2021): :func:`cscore_holdout`;
 - C-score proxies: :func:`learning_speed`, :func:`kernel_density`, :func:`relative_distance`;
 - label issues: :func:`out_of_fold_probs`, :func:`label_issue_scores`, :func:`detection_metrics`;
-  the cleanlab baseline on the same probabilities: :func:`cleanlab_issues`, :func:`mask_metrics`.
+  the cleanlab baseline on the same probabilities: :func:`cleanlab_issues`, :func:`mask_metrics`;
+- membership inference (LiRA, Carlini et al. 2022, and the loss-threshold baseline): :func:`lira_score`,
+  :func:`lira_online`, :func:`lira_offline`, :func:`lira_leave_one_out`, :func:`loss_threshold_scores`,
+  :func:`membership_metrics` (a :class:`MembershipMetrics`).
 
 Bad arrays raise :class:`~fitscope.errors.DataError`, bad options
 :class:`~fitscope.errors.ConfigError`, each with a one-line message.
@@ -25,6 +28,15 @@ from fitscope.estimators.label_issues import (
     detection_metrics,
     label_issue_scores,
     out_of_fold_probs,
+)
+from fitscope.estimators.membership import (
+    MembershipMetrics,
+    lira_leave_one_out,
+    lira_offline,
+    lira_online,
+    lira_score,
+    loss_threshold_scores,
+    membership_metrics,
 )
 from fitscope.estimators.memorization import (
     high_influence_pairs,
@@ -52,6 +64,7 @@ __all__ = [
     "InfluencePairs",
     "InfluenceResult",
     "LabelIssueResult",
+    "MembershipMetrics",
     "MemorizationResult",
     "ProxyScores",
     "cleanlab_issues",
@@ -63,8 +76,14 @@ __all__ = [
     "kernel_density",
     "label_issue_scores",
     "learning_speed",
+    "lira_leave_one_out",
+    "lira_offline",
+    "lira_online",
+    "lira_score",
+    "loss_threshold_scores",
     "median_bandwidth",
     "mask_metrics",
+    "membership_metrics",
     "memorization_scores",
     "out_of_fold_probs",
     "relative_distance",

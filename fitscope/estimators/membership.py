@@ -24,8 +24,10 @@ classes. Everything here is arrays in, scores out; nothing trains.
 - :func:`lira_leave_one_out`: the standard evaluation: each model in turn is
   the target and the other K - 1 its shadows; gives a ``(K, n)`` attack score
   whose ground truth is ``in_mask``.
-- :func:`membership_metrics`: ROC AUC, TPR at 0.1% and 1% FPR and the ROC
-  curve (``sklearn.metrics.roc_curve``) of scores against membership.
+- :func:`membership_metrics`: ROC AUC, TPR at 0.1% and 1% FPR and the full ROC
+  curve (``sklearn.metrics.roc_curve(..., drop_intermediate=False)``: every
+  distinct score is a threshold, so no point below a low FPR is dropped) of
+  scores against membership.
 
 Higher attack scores always mean "more likely a member".
 
@@ -305,7 +307,8 @@ class MembershipMetrics:
         tpr_at_0_1pct: true positive rate at 0.1% false positive rate (the
             largest TPR of a threshold with FPR <= 0.001).
         tpr_at_1pct: the same at 1% FPR.
-        fpr: the ROC curve's false positive rates (``sklearn.metrics.roc_curve``).
+        fpr: the full ROC curve's false positive rates (``sklearn.metrics.roc_curve`` with
+            ``drop_intermediate=False``: one point per distinct score, none dropped).
         tpr: its true positive rates.
         thresholds: its thresholds (``thresholds[j]`` gives ``(fpr[j], tpr[j])``).
         members: number of member (score, truth) pairs scored.
@@ -329,7 +332,7 @@ class MembershipMetrics:
         return float(self.tpr[ok].max()) if ok.any() else 0.0
 
     def threshold_at(self, fpr: float) -> float:
-        """The score threshold (flag ``score >= t``) of :meth:`tpr_at`."""
+        """The score threshold (flag ``score >= t``) of :meth:`tpr_at`: the highest one that reaches that TPR."""
         ok = np.flatnonzero(self.fpr <= fpr)
         j = int(ok[np.argmax(self.tpr[ok])]) if len(ok) else 0
         return float(self.thresholds[j])
@@ -367,7 +370,9 @@ def membership_metrics(scores, is_member) -> MembershipMetrics:
     if members == 0 or non == 0:
         raise DataError(f"is_member: expected both members and non-members among the scored pairs, "
                         f"got {members} members and {non} non-members")
-    fpr, tpr, thresholds = roc_curve(truth, s)
+    # the full curve: drop_intermediate=True (sklearn's default) drops collinear points, e.g. runs of tied
+    # member/non-member scores, and with them the best TPR below a low FPR (and threshold_at's threshold)
+    fpr, tpr, thresholds = roc_curve(truth, s, drop_intermediate=False)
     out = MembershipMetrics(auc=float(roc_auc_score(truth, s)), tpr_at_0_1pct=0.0, tpr_at_1pct=0.0, fpr=fpr,
                             tpr=tpr, thresholds=thresholds, members=members, non_members=non,
                             dropped=int((~keep).sum()))

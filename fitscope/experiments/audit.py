@@ -422,7 +422,7 @@ def estimate(arrays: AuditArrays, data: Dataset, labels: np.ndarray, flipped: np
             metrics = detection_metrics(s, corrupted)
             det.append({"score": name, **metrics})
             s = np.where(np.isnan(s), np.nanmin(s) - 1.0, s)
-            fpr, tpr, _ = roc_curve(corrupted, s)
+            fpr, tpr, _ = roc_curve(corrupted, s, drop_intermediate=False)  # the full curve: no point dropped
             outcome.roc[name] = (fpr, tpr)
         outcome.detection = pd.DataFrame(det)
         summary["label-issue AUROC"] = float(det[0]["auroc"])

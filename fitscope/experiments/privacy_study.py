@@ -471,6 +471,7 @@ def report(cfg: PrivacyStudyConfig, prepared: Prepared, outcome: Outcome) -> dic
         cfg=cfg.model_dump(),
         results=results,
         results_table=figures.results_table(shown),
+        private_stats_note=figures.private_stats_note(cfg.defenses),
         tradeoff_png=figures.tradeoff_figure(results),
         roc_png=figures.roc_figure(detail.roc),
         canary_png=figures.canary_figure(results) if cfg.canaries else None,

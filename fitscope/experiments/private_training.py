@@ -69,6 +69,9 @@ class PrivateTrainingConfig(BaseModel):
     canaries: int = Field(0, ge=0)
     models: int = Field(1, ge=1, description="models trained, each with its own seed")
     seed: int = 0
+    reveal_private_stats: bool = Field(
+        False, description="also store statistics of the private training labels (label DP: the share of labels "
+                           "randomized response kept; DP-SGD: training accuracy); they are outside the DP claim")
 
     @model_validator(mode="after")
     def _eps_given(self) -> "PrivateTrainingConfig":
@@ -129,21 +132,30 @@ def _train(cfg: PrivateTrainingConfig, seed: int, x, y, x_test, y_test, n_classe
                 progress({**info, "epoch": (int(info["stage"]) - 1) * cfg.epochs + int(info["epoch"])})
 
         r = lp_mst(x, y, eps=cfg.eps, stages=cfg.stages, spec=cfg.model, train_config=adam, seed=seed,
-                   x_test=x_test, y_test=y_test, n_classes=n_classes, progress=record)
-        return dict(test_acc=float(r.test_acc), train_outputs=r.train_probs, spent_eps=r.eps,
-                    stage_test_acc=np.asarray(r.stage_test_acc, np.float64),
-                    keep_rate=np.asarray(r.keep_rate, np.float64),
-                    curve_train_acc=np.asarray([i["train_acc_mean"] for i in seen], np.float64),
-                    curve_test_acc=np.asarray([i["test_acc_mean"] for i in seen], np.float64))
+                   x_test=x_test, y_test=y_test, n_classes=n_classes, progress=record,
+                   reveal_private_stats=cfg.reveal_private_stats)
+        # the training accuracy here is on the noisy labels the model trained on (the DP output), not the true ones
+        out = dict(test_acc=float(r.test_acc), train_outputs=r.train_probs, spent_eps=r.eps,
+                   stage_test_acc=np.asarray(r.stage_test_acc, np.float64),
+                   curve_train_acc=np.asarray([i["train_acc_mean"] for i in seen], np.float64),
+                   curve_test_acc=np.asarray([i["test_acc_mean"] for i in seen], np.float64))
+        if r.keep_rate is not None:  # only with reveal_private_stats: it reads the true labels
+            out["keep_rate"] = np.asarray(r.keep_rate, np.float64)
+        return out
     if cfg.mechanism == "dp-sgd":
         from fitscope.train.dp_sgd import train_dp_sgd
 
         r = train_dp_sgd(cfg.model, x, y, eps=cfg.eps, delta=cfg.delta, max_grad_norm=cfg.max_grad_norm,
                          epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr or 0.5, seed=seed,
-                         x_test=x_test, y_test=y_test, n_classes=n_classes, progress=progress)
-        return dict(test_acc=float(r.test_acc[-1]), train_outputs=r.train_logits, spent_eps=r.epsilon,
-                    privacy=r.privacy(), curve_train_acc=np.asarray(r.train_acc, np.float64),
-                    curve_test_acc=np.asarray(r.test_acc, np.float64))
+                         x_test=x_test, y_test=y_test, n_classes=n_classes, progress=progress,
+                         reveal_private_stats=cfg.reveal_private_stats)
+        test_acc = np.asarray(r.test_acc, np.float64)
+        # training accuracy is measured on the private labels: outside the DP claim, kept only when asked
+        train_acc = r.train_acc if cfg.reveal_private_stats else None
+        return dict(test_acc=float(test_acc[-1]), train_outputs=r.train_logits, spent_eps=r.epsilon,
+                    privacy=r.privacy(), curve_test_acc=test_acc,
+                    curve_train_acc=(np.full(len(test_acc), np.nan) if train_acc is None
+                                     else np.asarray(train_acc, np.float64)))
     from fitscope.privacy.instahide import predict_instahide, train_instahide
 
     lo, hi = float(min(x.min(), x_test.min())), float(max(x.max(), x_test.max()))
@@ -173,7 +185,9 @@ def train_model_task(task: tuple[PrivateTrainingConfig, int, int], *, x_train: n
     Returns:
         ``test_acc``, ``spent_eps``, ``seed``, ``curve_train_acc`` / ``curve_test_acc`` (one value per
         epoch), ``canary_correct`` (-1 without canaries), ``seconds``; DP-SGD adds ``noise_multiplier``,
-        ``sample_rate``, ``steps``, ``accountant``; label DP adds ``stage_test_acc`` and ``keep_rate``.
+        ``sample_rate``, ``steps``, ``accountant``; label DP adds ``stage_test_acc``, and ``keep_rate`` only with
+        ``cfg.reveal_private_stats`` (DP-SGD's ``curve_train_acc`` is NaN without it): statistics of the
+        private training labels stay out of the unit unless the config asks for them.
     """
     from fitscope.privacy.canary import Canaries, guess_canaries
 
@@ -314,9 +328,12 @@ def estimate(cfg: PrivateTrainingConfig, prepared: Prepared, units) -> Outcome:
     if cfg.mechanism == "label-dp":
         result["stages"] = cfg.stages
         result["stage_test_acc"] = [float(a) for a in first["stage_test_acc"]]
-        result["keep_rate"] = [float(a) for a in first["keep_rate"]]
+        if "keep_rate" in first:  # only with reveal_private_stats
+            result["keep_rate"] = [float(a) for a in first["keep_rate"]]
     if cfg.mechanism == "instahide":
         result.update(k=cfg.k, sign_mask=cfg.sign_mask)
+    if cfg.mechanism in ("label-dp", "dp-sgd"):
+        result["private_stats_shown"] = bool(cfg.reveal_private_stats)
     if audits:
         result["canary_audit"] = {k: (_finite(v) if isinstance(v, float) else v) for k, v in audits[0].items()}
         if cfg.models > 1:
@@ -352,6 +369,9 @@ def _summary(cfg: PrivateTrainingConfig, result: dict) -> dict:
                         "noise multiplier": p["noise_multiplier"]})
     if cfg.mechanism == "label-dp":
         summary["label-DP epsilon"] = cfg.eps
+    if cfg.mechanism in ("label-dp", "dp-sgd"):
+        summary["statistics of the private labels"] = ("shown (--reveal-private-stats)" if cfg.reveal_private_stats
+                                                       else "not shown")
     if "canary_audit" in result:
         audit = result["canary_audit"]
         summary["canary guess accuracy"] = audit["attack_accuracy"]

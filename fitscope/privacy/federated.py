@@ -178,13 +178,25 @@ def local_update(state: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, *, 
         epochs: local epochs E >= 1.
         batch_size: B >= 1, or None for the whole client data.
         lr: SGD learning rate (no momentum, no weight decay).
-        seed: seed of the example order (and of dropout masks, if any).
+        seed: seed of the example order (and of any draw from torch's global generator, which runs
+            inside ``torch.random.fork_rng``: the caller's global RNG state is unchanged).
 
     Returns:
         ``(new weights, mean training loss over the steps)``.
     """
-    gen = torch.Generator().manual_seed(int(seed))
-    torch.manual_seed(int(seed))  # dropout draws from the global generator
+    # The caller's global torch RNG is left as it was: the example order draws from ``gen``, the model's
+    # init and dropout from its own generators (fitscope.models), and anything else that might draw from
+    # the global generator does so inside fork_rng, seeded here and restored on return.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return _local_sgd(state, x, y, spec=spec, n_classes=n_classes, epochs=epochs, batch_size=batch_size,
+                          lr=lr, gen=torch.Generator().manual_seed(int(seed)))
+
+
+def _local_sgd(state: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, *, spec: str, n_classes: int,
+               epochs: int, batch_size: int | None, lr: float,
+               gen: torch.Generator) -> tuple[dict[str, np.ndarray], float]:
+    """The SGD loop of :func:`local_update`, the example order drawn from ``gen``."""
     model = _model(spec, tuple(x.shape[1:]), n_classes, state)
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=lr)

@@ -161,8 +161,9 @@ class LabelDPResult:
         stage: ``(n,)`` int64 stage (0-based) of each training example.
         test_acc: test accuracy of the final model (NaN without a test set).
         stage_test_acc: ``(T,)`` test accuracy after each stage.
-        keep_rate: fraction of noisy labels equal to the true label, per stage ``(T,)`` (a diagnostic: it
-            reads the true labels, so it is not part of the private output).
+        keep_rate: fraction of noisy labels equal to the true label, per stage ``(T,)``, or None (the
+            default). It is a statistic of the true (private) labels, not covered by the eps claim, so
+            :func:`lp_mst` computes it only when asked (``reveal_private_stats=True``).
         mean_k: mean top-k size chosen per stage ``(T,)``.
         train_probs: ``(n, K)`` float32 final model probabilities on every training example.
         test_probs: ``(n_test, K)`` float32 final model probabilities on the test set.
@@ -175,7 +176,7 @@ class LabelDPResult:
     stage: np.ndarray
     test_acc: float
     stage_test_acc: np.ndarray
-    keep_rate: np.ndarray
+    keep_rate: np.ndarray | None
     mean_k: np.ndarray
     train_probs: np.ndarray
     test_probs: np.ndarray
@@ -206,6 +207,7 @@ def lp_mst(
     models: int = 1,
     device: str = "cpu",
     progress: Callable[[dict], None] | None = None,
+    reveal_private_stats: bool = False,
 ) -> LabelDPResult:
     """LP-MST: label-DP training in T stages, each stage's labels randomized with the previous model as prior.
 
@@ -224,6 +226,9 @@ def lp_mst(
             predictions are their mean probabilities (post-processing: no privacy cost).
         device: torch device.
         progress: passed to :func:`fitscope.train.train_ensemble`, with ``stage`` added.
+        reveal_private_stats: also compute ``keep_rate`` (the share of noisy labels equal to the true
+            ones, per stage). It reads the true training labels, so it is not part of the eps-label-DP
+            output; off by default, and the result's ``keep_rate`` is then None.
 
     Returns:
         A :class:`LabelDPResult`.
@@ -267,7 +272,8 @@ def lp_mst(
         rows = stage == t
         noisy[rows] = rr_with_prior(y[rows], prior[rows], eps, derive_seed(seed, "rr", t))
         _, k = _top_k(prior[rows], eps)
-        keep_rate.append(float((noisy[rows] == y[rows]).mean()) if rows.any() else float("nan"))
+        if reveal_private_stats:  # a statistic of the true labels: outside the eps claim, only when asked
+            keep_rate.append(float((noisy[rows] == y[rows]).mean()) if rows.any() else float("nan"))
         mean_k.append(float(k.mean()) if rows.any() else float("nan"))
         seen = stage <= t
         masks = np.repeat(seen[None], models, axis=0)
@@ -281,6 +287,7 @@ def lp_mst(
     test_probs = _softmax_mean(result.test_logits) if x_test is not None else np.zeros((0, k_classes))
     test_acc = float((test_probs.argmax(1) == np.asarray(y_test)).mean()) if x_test is not None else float("nan")
     return LabelDPResult(eps=eps, stages=int(stages), noisy_labels=noisy, stage=stage, test_acc=test_acc,
-                         stage_test_acc=np.asarray(stage_acc), keep_rate=np.asarray(keep_rate),
+                         stage_test_acc=np.asarray(stage_acc),
+                         keep_rate=np.asarray(keep_rate) if reveal_private_stats else None,
                          mean_k=np.asarray(mean_k), train_probs=prior.astype(np.float32),
                          test_probs=test_probs.astype(np.float32), seed=int(seed))

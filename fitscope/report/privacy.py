@@ -102,6 +102,20 @@ _ATTACK_COLUMNS = {
 }
 
 
+def private_stats_note(defenses: list[str]) -> str | None:
+    """One sentence on the statistics of the private labels when a defense claims DP (label DP, DP-SGD), else None.
+
+    The study shows none of them (no randomized-response keep rate, no training accuracy): they read the
+    true training labels that the guarantee protects. The attacks and the canary audit read the true labels
+    and memberships on purpose, as an auditor who knows them would.
+    """
+    if not any(str(d).split(":")[0] in ("label-dp", "dp-sgd") for d in defenses):
+        return None
+    return ("Statistics of the private labels are not shown (no randomized-response keep rate for label DP, no "
+            "training accuracy for DP-SGD): they read the true training labels that the guarantee protects; the "
+            "attacks and the canary audit read them on purpose, as an auditor who knows them would.")
+
+
 def attack_table(name: str, table: pd.DataFrame) -> pd.DataFrame:
     """One defense-specific study's table with readable columns (those the study produced)."""
     columns = {k: v for k, v in _ATTACK_COLUMNS[name].items() if k in table}

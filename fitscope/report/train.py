@@ -68,10 +68,31 @@ def privacy_rows(cfg, result: dict, claim: str) -> list[dict]:
         rows.append(dict(what="stages", value=str(cfg.stages)))
         rows.append(dict(what="test accuracy after each stage (first model)",
                          value=", ".join(format_percent(a) for a in result.get("stage_test_acc", []))))
+        if "keep_rate" in result:  # only with --reveal-private-stats: read from the true labels
+            rows.append(dict(what="labels kept by randomized response, per stage (first model; from the true "
+                                  "labels, outside the claim)",
+                             value=", ".join(format_percent(a) for a in result["keep_rate"])))
     if cfg.mechanism == "instahide":
         rows.append(dict(what="images mixed per encoding (k)", value=str(cfg.k)))
         rows.append(dict(what="sign mask", value="yes" if cfg.sign_mask else "no"))
     return rows
+
+
+def private_stats_note(cfg, result: dict) -> str | None:
+    """One sentence on the statistics of the private labels (label DP, DP-SGD), or None for other mechanisms.
+
+    They read the true training labels that the guarantee protects, so they are outside the claim and
+    shown only with ``--reveal-private-stats`` (``result["private_stats_shown"]``).
+    """
+    if cfg.mechanism not in ("label-dp", "dp-sgd"):
+        return None
+    what = ("the share of labels randomized response kept" if cfg.mechanism == "label-dp"
+            else "the training accuracy")
+    if result.get("private_stats_shown"):
+        return (f"Statistics of the private labels are shown ({what}, asked for with --reveal-private-stats): "
+                "they read the true training labels, so they are not covered by the privacy claim.")
+    return (f"Statistics of the private labels are not shown ({what} reads the true training labels, so it is "
+            "not covered by the privacy claim); run with --reveal-private-stats to see them.")
 
 
 def verdict(context: dict) -> str:
@@ -105,6 +126,7 @@ def report_context(cfg, data, models: pd.DataFrame, curves: pd.DataFrame, result
         claim=claim,
         result=result,
         privacy_rows=privacy_rows(cfg, result, claim),
+        private_stats_note=private_stats_note(cfg, result),
         models_table=models_table(models),
         curve_png=curve_figure(curves),
         final_test_acc=float(np.mean(models["test_acc"])),

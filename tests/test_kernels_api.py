@@ -50,11 +50,15 @@ def test_bad_options_are_config_errors(kwargs, pattern):
         ntk(X, **kwargs)
 
 
-def test_errors_are_one_line():
-    for call in (lambda: ntk(X, X[:, :2]), lambda: ntk(X, depth=0), lambda: ntk(np.ones((2, 1, 3, 3)))):
-        with pytest.raises((DataError, ConfigError)) as info:
-            call()
-        assert "\n" not in str(info.value)
+@pytest.mark.parametrize("call, error, needle", [
+    (lambda: ntk(X, X[:, :2]), DataError, "x2"),
+    (lambda: ntk(X, depth=0), ConfigError, "depth"),
+    (lambda: ntk(np.ones((2, 1, 3, 3))), DataError, "x1: expected a 2-D array"),
+])
+def test_errors_are_one_line(call, error, needle):
+    with pytest.raises(error, match=needle) as info:
+        call()
+    assert "\n" not in str(info.value)
 
 
 def test_integer_and_float32_inputs_are_accepted():
@@ -103,3 +107,21 @@ def test_conv_arguments_are_checked_before_dispatch(x1, kwargs, pattern):
 def test_conv_shapes_must_match():
     with pytest.raises(DataError, match=r"x2: expected the same trailing shape \(C, ...\) as x1"):
         ntk(np.ones((2, 1, 4, 4)), np.ones((2, 1, 4, 5)), arch="conv")
+
+
+@pytest.mark.parametrize("arch", ["fc", "conv"])
+@pytest.mark.parametrize("in_dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_the_result_has_the_dtype_asked_for(arch, in_dtype, dtype, symmetric):
+    rng = np.random.default_rng(1)
+    shape = (6, 5) if arch == "fc" else (6, 2, 4, 4)
+    x1 = rng.standard_normal(shape).astype(in_dtype)
+    x2 = None if symmetric else rng.standard_normal((3,) + shape[1:]).astype(in_dtype)
+    k = ntk(x1, x2, arch=arch, depth=2, dtype=dtype)
+    assert k.dtype == np.dtype(dtype) and k.shape == (6, 6 if symmetric else 3)
+    # the float64 kernel of the same (float32-rounded if so given) inputs is the reference
+    ref = ntk(x1.astype(np.float64), None if x2 is None else x2.astype(np.float64), arch=arch, depth=2,
+              dtype="float64")
+    assert ref.dtype == np.float64
+    np.testing.assert_allclose(k, ref, rtol=1e-4 if dtype == "float32" else 1e-12, atol=1e-5)

@@ -114,7 +114,7 @@ def test_float32_is_close_to_float64():
     x, y = rng.standard_normal((40, 12)), rng.standard_normal((30, 12))
     k64 = ntk(x, y, depth=3)
     k32 = ntk(x, y, depth=3, dtype="float32")
-    assert k32.dtype == np.float64
+    assert k32.dtype == np.float32 and k64.dtype == np.float64  # the dtype asked for
     np.testing.assert_allclose(k32, k64, rtol=1e-4, atol=1e-4 * np.abs(k64).max())
     assert not np.array_equal(k32, k64)  # it really computed in float32
 

@@ -86,7 +86,6 @@ def test_bad_parameters_are_config_errors_raised_in_fit():
 
 
 def test_conv_arch_unflattens_rows_with_input_shape():
-    pytest.importorskip("fitscope.kernels.conv")
     rng = np.random.default_rng(6)
     images = rng.standard_normal((8, 1, 4, 4))
     y = np.arange(8) % 2

@@ -263,3 +263,92 @@ def test_cli_models_table_and_bad_shape():
 
     result = CliRunner().invoke(app, ["models", "list", "--shape", "3x"])
     assert isinstance(result.exception, ConfigError)
+
+
+# ------------------------------------------------------------------ one layer plan: ensembles and plain models
+
+
+def _copy_model_k_into_plain(ens, k: int, plain) -> None:
+    """Load model ``k`` of an ensemble into a plain model, layer by layer (the layouts are documented)."""
+    sd = {}
+    if ens.spec.family == "mlp":
+        for i, layer in enumerate(ens.hidden, 1):
+            sd[f"fc{i}.weight"] = layer.weight[k].T
+            sd[f"fc{i}.bias"] = layer.bias[k]
+    else:
+        for i, (conv, norm) in enumerate(zip(ens.convs, ens.norms), 1):
+            rows = slice(k * conv.out_channels, (k + 1) * conv.out_channels)
+            sd[f"conv{i}.weight"] = conv.weight[rows]
+            if conv.bias is not None:
+                sd[f"conv{i}.bias"] = conv.bias[rows]
+            sd[f"norm{i}.weight"], sd[f"norm{i}.bias"] = norm.weight[rows], norm.bias[rows]
+            if isinstance(norm, torch.nn.modules.batchnorm._BatchNorm):
+                sd[f"norm{i}.running_mean"], sd[f"norm{i}.running_var"] = norm.running_mean[rows], norm.running_var[rows]
+                sd[f"norm{i}.num_batches_tracked"] = norm.num_batches_tracked
+    sd["out.weight"], sd["out.bias"] = ens.out.weight[k].T, ens.out.bias[k]
+    plain.load_state_dict({name: value.detach().clone() for name, value in sd.items()}, strict=True)
+
+
+@pytest.mark.parametrize("norm", ["batch", "group"])
+@pytest.mark.parametrize("spec,shape", [("mlp:16-8", (1, 8, 8)), ("cnn:4-8", (3, 8, 8)), ("cnn:6x3", (1, 5, 5)),
+                                        ("cnn1d:4-8,kernel=3", (2, 9))])
+def test_ensemble_model_k_is_the_plain_model_of_the_same_spec_and_norm(spec, shape, norm):
+    from fitscope.models import build_plain
+
+    k_models, k = 3, 1
+    ens = build(spec, shape, 5, seeds=[3, 9, 4], norm=norm)
+    plain = build_plain(spec, shape, 5, seed=0, norm=norm)
+    per_model = sum(p.numel() for p in ens.parameters()) // k_models
+    assert per_model == sum(p.numel() for p in plain.parameters())
+    assert sorted(p.numel() // k_models for p in ens.parameters()) == sorted(p.numel() for p in plain.parameters())
+    # Same network: model k's weights loaded into the plain model give the same logits, on inputs that
+    # differ per model (so a norm that mixed models would show). strict=True: the same layers, no more.
+    _copy_model_k_into_plain(ens, k, plain)
+    ens.eval(), plain.eval()
+    x = torch.randn(k_models, 4, *shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(ens(x)[k], plain(x[k]), rtol=1e-5, atol=1e-5)
+        if norm == "group":  # no batch statistics: train mode too
+            ens.train(), plain.train()
+            torch.testing.assert_close(ens(x)[k], plain(x[k]), rtol=1e-5, atol=1e-5)
+
+
+def test_parameter_counts_by_hand_and_the_norm_defaults():
+    from fitscope.models import build_plain, layer_plan
+
+    # cnn:32-64 on 1x8x8, 10 classes: conv 1*32*9 and 32*64*9 weights, norm scale+shift 2*(32+64), head 64*10+10;
+    # GroupNorm keeps the convolutions' biases (32 + 64), BatchNorm drops them.
+    batch = 288 + 18432 + 2 * 96 + 650
+    group = batch + 96
+    assert layer_plan("cnn:32-64", (1, 8, 8), 10, norm="batch").parameter_count() == batch == 19562
+    assert layer_plan("cnn:32-64", (1, 8, 8), 10, norm="group").parameter_count() == group
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(build("cnn:32-64", (1, 8, 8), 10, seeds=[0])) == batch  # ensembles default to batch
+    assert count(build_plain("cnn:32-64", (1, 8, 8), 10, seed=0)) == group  # plain models default to group
+    assert count(build_plain("cnn:32-64", (1, 8, 8), 10, seed=0, norm="batch")) == batch
+
+
+def test_bad_norm():
+    from fitscope.models import build_plain
+
+    with pytest.raises(ConfigError, match=r"^norm: expected one of batch, group, got 'layer'$"):
+        build("cnn:4-8", (1, 8, 8), 3, seeds=[0], norm="layer")
+    with pytest.raises(ConfigError, match=r"^norm: expected one of batch, group, got 'layer'$"):
+        build_plain("cnn:4-8", (1, 8, 8), 3, seed=0, norm="layer")
+    with pytest.raises(ConfigError, match=r"^norm: expected 'batch' for a resnet spec"):
+        build("resnet:4x2", (1, 8, 8), 3, seeds=[0], norm="group")
+
+
+def test_cli_models_list_says_which_study_uses_which_norm():
+    from fitscope.cli import app
+    from fitscope.cli.models import norm_table
+
+    rows = {r["norm"]: r for r in norm_table()}
+    assert rows["batch"]["params"] == 19562 and rows["group"]["params"] == 19562 + 96
+    assert "audit" in rows["batch"]["used_by"] and "privacy-study" in rows["group"]["used_by"]
+    assert "DP-SGD" in rows["group"]["used_by"]
+    result = CliRunner().invoke(app, ["models", "list"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if "19,658" in line or "19,562" in line]
+    assert any("group" in line and "privacy-study" in line for line in lines)
+    assert any("batch" in line and "audit" in line for line in lines)

@@ -113,3 +113,22 @@ def test_delta_not_below_one_over_n_warns():
     x, y = _blobs(20)
     with pytest.warns(PrivacyWarning, match="delta=0.1 >= 1/n"):
         train_dp_sgd("mlp:4x1", x, y, eps=1.0, delta=0.1, epochs=1, batch_size=10, seed=0, accountant="rdp")
+
+
+def test_private_label_statistics_are_withheld_unless_asked_for():
+    x, y = _blobs(100)
+    kw = dict(eps=4.0, delta=1e-3, epochs=2, batch_size=20, seed=3, x_test=x[:20], y_test=y[:20])
+    seen: list[dict] = []
+    hidden = train_dp_sgd("mlp:4x1", x, y, progress=seen.append, **kw)
+    assert hidden.reveal_private_stats is False
+    assert hidden.train_acc.shape == (2,) and np.isnan(hidden.train_acc).all()
+    assert all(np.isnan(info["train_acc"]) for info in seen) and len(seen) == 2
+    assert not np.isnan(hidden.test_acc).any()  # public test rows are still evaluated
+
+    shown = train_dp_sgd("mlp:4x1", x, y, reveal_private_stats=True, **kw)
+    assert shown.reveal_private_stats is True
+    # the revealed value is the accuracy of the final logits on the private labels, by hand
+    assert shown.train_acc[-1] == pytest.approx(float(np.mean(shown.train_logits.argmax(1) == y)))
+    np.testing.assert_array_equal(shown.train_logits, hidden.train_logits)  # the flag changes no training
+    with pytest.raises(ConfigError, match=r"^reveal_private_stats: expected True or False, got 'yes'$"):
+        train_dp_sgd("mlp:4x1", x, y, reveal_private_stats="yes", **kw)

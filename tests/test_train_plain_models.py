@@ -81,3 +81,15 @@ def test_train_plain_bad_input():
         train_plain(model, x, y[:3], epochs=1, seed=0)
     with pytest.raises(DataError, match="x_test/y_test"):
         train_plain(model, x, y, epochs=1, seed=0, x_test=x)
+
+
+def test_one_builder_and_opacus_needs_the_group_norm_default():
+    import fitscope.models
+    import fitscope.train.plain_models
+
+    assert fitscope.train.plain_models.build_plain is fitscope.models.build_plain  # re-exported, not a copy
+    group = build_plain("cnn:4-8", (1, 8, 8), 3, seed=0)
+    batch = build_plain("cnn:4-8", (1, 8, 8), 3, seed=0, norm="batch")
+    assert group.norm == "group" and batch.norm == "batch"
+    assert ModuleValidator.validate(group, strict=False) == []
+    assert ModuleValidator.validate(batch, strict=False) != []  # Opacus rejects BatchNorm

@@ -1,4 +1,4 @@
-"""``fitscope models``: the model spec grammar, examples and their cost.
+"""``fitscope models``: the model spec grammar, examples and their cost, and which study uses which norm.
 
 The logic lives in :func:`spec_examples_table` (tests call it directly); the
 typer command only prints it.
@@ -13,7 +13,7 @@ from rich.table import Table
 
 from fitscope.cli import app
 from fitscope.errors import ConfigError
-from fitscope.models import SPEC_HELP, build, check_input_shape, flops_per_example, parse_spec
+from fitscope.models import NORM_BY_STUDY, SPEC_HELP, build, build_plain, check_input_shape, flops_per_example, parse_spec
 
 models_app = typer.Typer(
     name="models",
@@ -73,6 +73,22 @@ def spec_examples_table(input_shape: tuple[int, ...] = (1, 8, 8), n_classes: int
     return rows
 
 
+def norm_table(spec: str = "cnn:32-64", input_shape: tuple[int, ...] = (1, 8, 8), n_classes: int = 10) -> list[dict]:
+    """One row per normalisation: its name, which builder and studies use it, and ``spec``'s parameters with it.
+
+    The parameters are those of one model, counted on a plain model
+    (:func:`~fitscope.models.build_plain` with that norm): the ensembles' model
+    ``k`` has the same layers (one layer plan), so the same count.
+    """
+    rows = []
+    for norm, used_by in NORM_BY_STUDY.items():
+        with torch.device("meta"):
+            model = build_plain(spec, input_shape, n_classes, seed=0, norm=norm)
+        rows.append(dict(norm=norm, used_by=used_by, spec=spec,
+                         params=sum(p.numel() for p in model.parameters())))
+    return rows
+
+
 @models_app.command("list")
 def list_models(
     shape: str = typer.Option("1x8x8", "--shape", help="input shape for the FLOPs column: D, CxL or CxHxW"),
@@ -104,3 +120,11 @@ def list_models(
         table.add_row(row["spec"], row["input"], f"{row['params']:,}", f"{row['flops'] / 1e6:.3f}",
                       f"{row['train_flops'] / 1e6:.3f}")
     console.print(table)
+    norms = Table(title="Normalisation of cnn and cnn1d: which studies use which",
+                  caption="the same spec and norm are the same network in every study")
+    norms.add_column("norm", style="bold", no_wrap=True)
+    norms.add_column("used by", overflow="fold")
+    norms.add_column("cnn:32-64 parameters on 1x8x8, 10 classes", justify="right")
+    for row in norm_table():
+        norms.add_row(row["norm"], row["used_by"], f"{row['params']:,}")
+    console.print(norms)

@@ -144,7 +144,8 @@ def _one_plain(defense: Defense, x, y, seed: int, s: Settings, x_test, y_test,
 
     ``progress(epochs done)`` is called after every epoch (InstaHide: as each epoch's encodings are drawn).
     """
-    from fitscope.train.plain_models import build_plain, predict_plain, train_plain
+    from fitscope.models import build_plain
+    from fitscope.train.plain_models import predict_plain, train_plain
 
     tick = None if progress is None else (lambda info: progress(int(info["epoch"])))
     if defense.kind == "dp-sgd":

@@ -54,7 +54,7 @@ from pydantic import BaseModel
 from fitscope.errors import ConfigError, FitscopeError, RunError
 from fitscope.experiments.config_errors import build_config
 from fitscope.runs.atomic import WriteError
-from fitscope.runs.executors import TaskLost, machine_cpus, make_executor
+from fitscope.runs.executors import TaskLost, env_threads, machine_cpus, make_executor
 
 #: Set to N to make the runner stop after N stored units and wait to be killed (tests of kill and resume).
 PAUSE_ENV = "FITSCOPE_TEST_PAUSE_AFTER_UNITS"
@@ -385,11 +385,14 @@ def _wait_to_be_killed(n: int) -> None:
 
 
 def default_threads(executor: str) -> int:
-    """Torch threads per unit when not given: ``FITSCOPE_NUM_THREADS``, else all cores locally, 1 per Ray task."""
-    from fitscope.runs.executors import default_threads_per_task
+    """Torch threads per unit when not given: ``FITSCOPE_NUM_THREADS``, else all usable CPUs locally, 1 per Ray task.
 
-    if os.environ.get("FITSCOPE_NUM_THREADS"):
-        return default_threads_per_task()
+    The variable is parsed by :func:`fitscope.runs.executors.env_threads` and the CPUs
+    counted by :func:`fitscope.runs.executors.machine_cpus` (the one counter).
+    """
+    value = env_threads()
+    if value is not None:
+        return value
     return machine_cpus() if executor == "local" else 1
 
 

@@ -42,14 +42,13 @@ def ntk(x1, x2=None, *, arch: str = "fc", depth: int = 3, fixed: int = 0, kind: 
         kind: ``"ntk"`` or ``"nngp"`` (the GP kernel ``Sigma^L``).
         filter_size, pool, lap_window: conv only: filter side, ``"none" |
             "gap" | "lap"`` pooling and the LAP window.
-        dtype: ``"float64"`` (default) or ``"float32"`` for the computation;
-            the fc result is always float64, the conv result has this dtype.
+        dtype: ``"float64"`` (default) or ``"float32"``: the computation's and
+            the result's dtype (whatever the inputs' dtype), for fc and conv alike.
         device: torch device of the computation (``"cpu"``, ``"cuda"``).
         max_memory_mb: cap (MiB) on one block pair's working memory.
 
     Returns:
-        ``(N1, N2)`` NumPy array (``(N1, N1)`` when ``x2`` is None): float64, or
-        float32 for ``arch="conv"`` with ``dtype="float32"``.
+        ``(N1, N2)`` NumPy array (``(N1, N1)`` when ``x2`` is None) of ``dtype``.
 
     Raises:
         DataError: bad arrays (shape, NaN/inf, mismatched features, zero rows for fc).

@@ -201,7 +201,7 @@ def fc_kernel(x1: np.ndarray, x2: np.ndarray | None, *, depth: int, fixed: int, 
             from :data:`TABLE_MIN_ENTRIES` entries on).
 
     Returns:
-        ``(N1, N2)`` float64 NumPy array.
+        ``(N1, N2)`` NumPy array of ``dtype`` (float64 or float32).
     """
     u1, n1 = unit_rows(x1)
     t1 = torch.from_numpy(u1).to(device=device, dtype=dtype)
@@ -226,4 +226,5 @@ def fc_kernel(x1: np.ndarray, x2: np.ndarray | None, *, depth: int, fixed: int, 
     return compute_in_blocks(len(t1), len(t2), block, bytes_per_pair=LIVE_TENSORS * itemsize,
                              max_memory_mb=max_memory_mb, symmetric=symmetric,
                              max_block=MAX_BLOCK if max_block is None else max_block,
+                             out_dtype=np.float64 if dtype == torch.float64 else np.float32,
                              workers=1 if torch.device(device).type != "cpu" else max(1, torch.get_num_threads()))

@@ -1,4 +1,9 @@
-"""Models built from a short spec, always as an ensemble of K independent models.
+"""Models built from a short spec: ensembles of K independent models, and single plain models.
+
+Both are built from one layer plan per spec (:func:`layer_plan`), so a spec
+and a ``norm`` name one network: :func:`build` (the batched K-model ensembles,
+BatchNorm by default) and :func:`build_plain` (one ``nn.Sequential`` of stock
+layers, GroupNorm by default, for Opacus and the privacy defenses).
 
 Every model returned by :func:`build` takes ``x`` of shape
 ``(K, B, *input_shape)`` and returns logits ``(K, B, n_classes)``, where
@@ -22,11 +27,23 @@ from fitscope.models.base import EnsembleModel
 from fitscope.models.cnn import EnsembleCNN, EnsembleCNN1d
 from fitscope.models.layers import EnsembleConv, EnsembleDropout, EnsembleLinear
 from fitscope.models.mlp import EnsembleMLP
+from fitscope.models.plain import PLAIN_FAMILIES, PlainNet, build_plain
+from fitscope.models.plan import NORM_BY_STUDY, NORMS, Block, LayerPlan, check_norm, group_count, layer_plan
 from fitscope.models.resnet import EnsembleResNet
 from fitscope.models.spec import SPEC_HELP, ModelSpec, check_input_shape, input_kind, parse_spec
 
 __all__ = [
+    "NORMS",
+    "NORM_BY_STUDY",
+    "PLAIN_FAMILIES",
     "SPEC_HELP",
+    "Block",
+    "LayerPlan",
+    "PlainNet",
+    "build_plain",
+    "check_norm",
+    "group_count",
+    "layer_plan",
     "EnsembleConv",
     "EnsembleDropout",
     "EnsembleLinear",
@@ -61,6 +78,7 @@ def build(
     *,
     seeds: Sequence[int],
     dropout: float | None = None,
+    norm: str = "batch",
 ) -> EnsembleModel:
     """Build an ensemble of ``len(seeds)`` independent models from a spec.
 
@@ -72,14 +90,19 @@ def build(
         seeds: one integer seed per model; model ``k``'s initial weights and
             dropout masks depend only on ``seeds[k]``.
         dropout: overrides the spec's dropout probability when not None.
+        norm: ``"batch"`` (default, what every ensemble study trains) or
+            ``"group"`` for the conv families; model ``k`` is then the same
+            network as ``build_plain(spec, ..., norm=norm)`` (one layer plan,
+            :func:`~fitscope.models.plan.layer_plan`). ``resnet`` has BatchNorm only.
 
     Returns:
         An :class:`EnsembleModel`: ``(K, B, *input_shape) -> (K, B, n_classes)``.
 
     Raises:
-        ConfigError: bad spec, a family that does not fit the input shape, no seeds.
+        ConfigError: bad spec or norm, a family that does not fit the input shape, no seeds.
     """
     parsed = parse_spec(spec).with_dropout(dropout)
+    norm = check_norm(norm)
     shape = _check_common(input_shape, n_classes)
     check_input_shape(parsed, shape)
     seeds = list(seeds)
@@ -89,7 +112,13 @@ def build(
         seeds = [int(s) for s in seeds]
     except (TypeError, ValueError):
         raise ConfigError(f"seeds: expected integers, got {seeds!r}") from None
-    return _FAMILIES[parsed.family](parsed, shape, int(n_classes), seeds)
+    if parsed.family == "mlp":
+        return EnsembleMLP(parsed, shape, int(n_classes), seeds)
+    if parsed.family == "resnet":
+        if norm != "batch":
+            raise ConfigError(f"norm: expected 'batch' for a resnet spec (it has no GroupNorm version), got {norm!r}")
+        return EnsembleResNet(parsed, shape, int(n_classes), seeds)
+    return _FAMILIES[parsed.family](parsed, shape, int(n_classes), seeds, norm=norm)
 
 
 def flops_per_example(spec: str | ModelSpec, input_shape: tuple[int, ...], n_classes: int) -> int:

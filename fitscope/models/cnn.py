@@ -2,7 +2,8 @@
 
 Both run on the grouped layout ``(B, K*C, *spatial)``: every convolution is
 one grouped convolution with ``groups=K`` and every BatchNorm has ``K*C``
-channels, so statistics are per model.
+channels, so statistics are per model (with ``norm="group"``, a GroupNorm of
+``K*g`` groups over ``K*C`` channels, whose groups never span two models).
 """
 
 from __future__ import annotations
@@ -22,11 +23,15 @@ from fitscope.models.layers import (
     init_generators,
     to_grouped,
 )
+from fitscope.models.plan import layer_plan
 from fitscope.models.spec import ModelSpec
 
 
 class _ConvStack(EnsembleModel):
-    """Conv-BN-ReLU(-maxpool) blocks, global average pool, dropout, linear (shared by cnn and cnn1d)."""
+    """Conv-norm-ReLU(-maxpool) blocks, global average pool, dropout, linear (shared by cnn and cnn1d).
+
+    ``norm``: ``"batch"`` (default) or ``"group"`` (see :mod:`fitscope.models.plan`).
+    """
 
     dim = 2
 
@@ -36,23 +41,24 @@ class _ConvStack(EnsembleModel):
         input_shape: tuple[int, ...],
         n_classes: int,
         seeds: Sequence[int],
-        kernel: int,
+        norm: str = "batch",
     ) -> None:
         super().__init__(spec, input_shape, n_classes, seeds)
         k, gens = self.n_models, init_generators(self.seeds)
-        bn = nn.BatchNorm1d if self.dim == 1 else nn.BatchNorm2d
-        channels, spatial = self.input_shape[0], list(self.input_shape[1:])
+        # The architecture comes from the layer plan shared with build_plain (fitscope.models.plan).
+        plan = layer_plan(spec, self.input_shape, n_classes, norm=norm)
+        self.norm = plan.norm
+        batch_norm = nn.BatchNorm1d if self.dim == 1 else nn.BatchNorm2d
         self.convs, self.norms, self.pools = nn.ModuleList(), nn.ModuleList(), []
-        for width in spec.widths:
-            self.convs.append(EnsembleConv(k, self.dim, channels, width, kernel, generators=gens))
-            self.norms.append(bn(k * width))
-            pool = all(s >= 2 for s in spatial)
-            self.pools.append(pool)
-            if pool:
-                spatial = [s // 2 for s in spatial]
-            channels = width
+        for block in plan.blocks:
+            self.convs.append(EnsembleConv(k, self.dim, block.in_size, block.out_size, block.kernel,
+                                           generators=gens, bias=plan.conv_bias))
+            # Grouped layout: model k owns channels k*C .. (k+1)*C - 1, so K*g groups never mix models.
+            self.norms.append(nn.GroupNorm(k * plan.norm_groups(block.out_size), k * block.out_size)
+                              if plan.norm == "group" else batch_norm(k * block.out_size))
+            self.pools.append(block.pool)
         self.dropout = EnsembleDropout(spec.dropout, self.seeds)
-        self.out = EnsembleLinear(k, channels, n_classes, generators=gens)
+        self.out = EnsembleLinear(k, plan.head_in, n_classes, generators=gens)
         self._pool = F.max_pool1d if self.dim == 1 else F.max_pool2d
 
     def _body(self, h: torch.Tensor) -> torch.Tensor:
@@ -84,8 +90,9 @@ class EnsembleCNN(_ConvStack):
 
     dim = 2
 
-    def __init__(self, spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int, seeds: Sequence[int]) -> None:
-        super().__init__(spec, input_shape, n_classes, seeds, kernel=3)
+    def __init__(self, spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int, seeds: Sequence[int],
+                 norm: str = "batch") -> None:
+        super().__init__(spec, input_shape, n_classes, seeds, norm)
 
 
 class EnsembleCNN1d(_ConvStack):
@@ -100,5 +107,6 @@ class EnsembleCNN1d(_ConvStack):
 
     dim = 1
 
-    def __init__(self, spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int, seeds: Sequence[int]) -> None:
-        super().__init__(spec, input_shape, n_classes, seeds, kernel=spec.kernel)
+    def __init__(self, spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int, seeds: Sequence[int],
+                 norm: str = "batch") -> None:
+        super().__init__(spec, input_shape, n_classes, seeds, norm)

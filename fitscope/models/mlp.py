@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
@@ -11,6 +10,7 @@ from torch import nn
 
 from fitscope.models.base import EnsembleModel
 from fitscope.models.layers import EnsembleDropout, EnsembleLinear, init_generators
+from fitscope.models.plan import layer_plan
 from fitscope.models.spec import ModelSpec
 
 
@@ -27,11 +27,11 @@ class EnsembleMLP(EnsembleModel):
     def __init__(self, spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int, seeds: Sequence[int]) -> None:
         super().__init__(spec, input_shape, n_classes, seeds)
         k, gens = self.n_models, init_generators(self.seeds)
-        dims = [math.prod(self.input_shape), *spec.widths]
+        plan = layer_plan(spec, self.input_shape, n_classes)  # the architecture, shared with build_plain
         self.hidden = nn.ModuleList(
-            EnsembleLinear(k, a, b, generators=gens) for a, b in zip(dims[:-1], dims[1:])
+            EnsembleLinear(k, block.in_size, block.out_size, generators=gens) for block in plan.blocks
         )
-        self.out = EnsembleLinear(k, dims[-1], n_classes, generators=gens)
+        self.out = EnsembleLinear(k, plan.head_in, n_classes, generators=gens)
         self.dropout = EnsembleDropout(spec.dropout, self.seeds)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

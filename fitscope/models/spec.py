@@ -21,7 +21,7 @@ Model spec grammar:  FAMILY:SHAPE[,OPTION=VALUE ...]
 
   mlp:WIDTHxDEPTH     fully connected ReLU net: DEPTH hidden layers of WIDTH
   mlp:W1-W2-...       hidden widths one by one; any input is flattened
-  cnn:W1-W2-...       conv3x3-BN-ReLU blocks, 2x2 max-pool after each while
+  cnn:W1-W2-...       conv3x3-norm-ReLU blocks, 2x2 max-pool after each while
                       the image is >= 2x2, global average pool, linear;
                       cnn:32x3 repeats one width; images (C, H, W) only
   resnet:WIDTHxSTAGES small ResNet: stem conv3x3, STAGES stages of basic
@@ -29,7 +29,7 @@ Model spec grammar:  FAMILY:SHAPE[,OPTION=VALUE ...]
                       (stride 2 between stages), BN, global average pool,
                       linear; resnet:16-32-64 lists the stage widths;
                       images (C, H, W) only
-  cnn1d:WIDTHxDEPTH   1-D conv-BN-ReLU blocks with max-pool 2, global
+  cnn1d:WIDTHxDEPTH   1-D conv-norm-ReLU blocks with max-pool 2, global
                       average pool, linear, for signals (C, L) such as
                       mnist1d; cnn1d:32-64 lists the widths
 
@@ -38,6 +38,11 @@ Options, after commas:
              before the final linear layer (cnn, resnet, cnn1d); default 0
   blocks=N   residual blocks per stage (resnet); default 1
   kernel=N   odd kernel size (cnn1d); default 5
+
+Normalisation (cnn, cnn1d) is not part of the spec: the ensemble studies
+build BatchNorm (norm=batch), the plain models of the privacy defenses
+GroupNorm (norm=group, what Opacus needs); the same spec and norm give the
+same network in every study (see the norm table of `fitscope models list`).
 
 Examples:
   mlp:512x2   mlp:256-128   mlp:512x2,dropout=0.5   cnn:32-64

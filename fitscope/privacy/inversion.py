@@ -42,9 +42,10 @@ from torch import nn
 
 from fitscope.data.validation import check_seed, validate_arrays
 from fitscope.errors import DataError
+from fitscope.models import build_plain
 from fitscope.privacy.ssim import ssim
 from fitscope.seeding import derive_seed
-from fitscope.train.plain_models import accuracy, build_plain, check_positive, predict_plain, train_plain
+from fitscope.train.plain_models import accuracy, check_positive, predict_plain, train_plain
 
 __all__ = ["InversionResult", "inversion_attack", "mean_ssim", "released_outputs", "train_inversion_decoder"]
 

@@ -29,16 +29,11 @@ from torch import nn
 
 from fitscope.data.validation import check_seed
 from fitscope.errors import ConfigError
+from fitscope.models import PlainNet, build_plain
 from fitscope.models.spec import parse_spec
 from fitscope.privacy.inversion import inversion_attack
 from fitscope.seeding import derive_seed
-from fitscope.train.plain_models import (
-    PlainNet,
-    build_plain,
-    check_positive,
-    check_train_arrays,
-    train_plain,
-)
+from fitscope.train.plain_models import check_positive, check_train_arrays, train_plain
 
 __all__ = ["MIDNet", "MIDResult", "MIDTradeoff", "build_mid", "mid_tradeoff", "train_mid"]
 

@@ -39,8 +39,9 @@ from fitscope.estimators.membership import (
     loss_threshold_scores,
     membership_metrics,
 )
+from fitscope.models import build_plain
 from fitscope.seeding import derive_seed
-from fitscope.train.plain_models import accuracy, build_plain, check_train_arrays, predict_plain, train_plain
+from fitscope.train.plain_models import accuracy, check_train_arrays, predict_plain, train_plain
 
 __all__ = ["PruningVsNoise", "activation_std", "match_utility", "noisy_accuracy", "noisy_activations",
            "prune_layer", "pruning_vs_noise"]

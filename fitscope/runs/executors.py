@@ -35,8 +35,8 @@ threads (a different blocking of the same sums). So every task runs with a
 fixed thread count, ``threads_per_task``, in *both* executors: the task
 wrapper sets ``torch.set_num_threads(threads_per_task)`` and
 ``FITSCOPE_NUM_THREADS`` (which :func:`fitscope.train.configure_threads`,
-called by ``train_ensemble``, obeys) for the duration of the task and
-restores both afterwards. A Ray task reserves ``num_cpus=threads_per_task``,
+called by every training function, reads at each call) for the duration of
+the task and restores both afterwards (:func:`pinned_threads`). A Ray task reserves ``num_cpus=threads_per_task``,
 so ``num_cpus // threads_per_task`` tasks run at once on each machine.
 The default, the same for both executors, is ``FITSCOPE_NUM_THREADS`` if set,
 else 1 (one thread per task and one task per core is the most throughput for
@@ -133,15 +133,31 @@ def _positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
-def default_threads_per_task() -> int:
-    """The thread count of a task when none is given: ``FITSCOPE_NUM_THREADS`` if set, else 1."""
+def env_threads() -> int | None:
+    """``FITSCOPE_NUM_THREADS`` read now, as a positive int; None when it is not set (or empty).
+
+    The one parser of that variable: the executors' default and the training
+    functions' thread rule (:func:`fitscope.train.configure_threads`) both use it.
+
+    Raises:
+        ConfigError: it is set but not a positive integer.
+    """
     env = os.environ.get(_THREADS_ENV)
     if not env:
-        return 1
+        return None
     try:
-        return _positive_int(int(env), _THREADS_ENV)
+        value = int(env)
     except ValueError:
         raise ConfigError(f"{_THREADS_ENV}: expected a positive integer, got {env!r}") from None
+    if value < 1:
+        raise ConfigError(f"{_THREADS_ENV}: expected a positive integer, got {env!r}")
+    return value
+
+
+def default_threads_per_task() -> int:
+    """The thread count of a task when none is given: ``FITSCOPE_NUM_THREADS`` if set, else 1."""
+    value = env_threads()
+    return 1 if value is None else value
 
 
 def takes_progress(fn: Callable) -> bool:
@@ -166,19 +182,32 @@ def run_task(fn: Callable, threads: int, task: Any, /, progress: Callable[[int],
     a callable of one int, the work done so far in this task (e.g. model-epochs).
     Progress never changes what a task computes.
     """
-    import torch  # lazily: fitscope.runs does not need torch otherwise
-
-    before_threads = torch.get_num_threads()
-    before_env = os.environ.get(_THREADS_ENV)
-    os.environ[_THREADS_ENV] = str(threads)
-    torch.set_num_threads(threads)
-    try:
+    with pinned_threads(threads):
         with warnings.catch_warnings():
             # Shared arrays are read-only on purpose (see the module docstring); torch warns when it wraps one.
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
             if takes_progress(fn):
                 return fn(task, progress=progress or _no_progress, **shared)
             return fn(task, **shared)
+
+
+@contextlib.contextmanager
+def pinned_threads(threads: int) -> Iterator[int]:
+    """Set torch's intra-op threads and ``FITSCOPE_NUM_THREADS`` to ``threads`` inside the block; restore both.
+
+    ``FITSCOPE_NUM_THREADS`` is set too so that a training call inside the
+    block (which reads it at every call, see :mod:`fitscope.train.threads`)
+    keeps the pinned count rather than a value from the caller's environment.
+    """
+    import torch  # lazily: fitscope.runs does not need torch otherwise
+
+    threads = _positive_int(threads, "threads")
+    before_threads = torch.get_num_threads()
+    before_env = os.environ.get(_THREADS_ENV)
+    os.environ[_THREADS_ENV] = str(threads)
+    torch.set_num_threads(threads)
+    try:
+        yield threads
     finally:
         torch.set_num_threads(before_threads)
         if before_env is None:

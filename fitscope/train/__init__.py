@@ -14,7 +14,7 @@ from fitscope.train.ensemble import EpochSampler, predict_logits, train_ensemble
 from fitscope.train.records import PerExampleRecords, pack_correct, per_example_stats, unpack_correct
 from fitscope.train.result import EnsembleResult
 from fitscope.train.schedules import lr_at, lr_schedule
-from fitscope.train.threads import available_cpus, configure_threads
+from fitscope.train.threads import configure_threads
 
 __all__ = [
     "Augmenter",
@@ -22,7 +22,6 @@ __all__ = [
     "EpochSampler",
     "PerExampleRecords",
     "TrainConfig",
-    "available_cpus",
     "configure_threads",
     "default_crop_padding",
     "default_max_shift",

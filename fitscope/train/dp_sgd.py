@@ -1,6 +1,6 @@
 """DP-SGD (Abadi et al. 2016) through Opacus: per-example clipping, Gaussian noise, an accountant.
 
-One model of a spec (:func:`~fitscope.train.plain_models.build_plain`, GroupNorm
+One model of a spec (:func:`~fitscope.models.build_plain`, GroupNorm
 instead of BatchNorm) is trained with Opacus's ``PrivacyEngine.make_private_with_epsilon``:
 every step samples a Poisson batch (each row independently with probability
 ``q = 1 / steps_per_epoch``), clips each example's gradient to L2 norm
@@ -42,13 +42,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from fitscope.data.validation import check_seed
 from fitscope.errors import ConfigError
 from fitscope.seeding import derive_seed
-from fitscope.train.plain_models import (
-    accuracy,
-    build_plain,
-    check_positive,
-    check_train_arrays,
-    predict_plain,
-)
+from fitscope.models import build_plain
+from fitscope.train.plain_models import accuracy, check_positive, check_train_arrays, predict_plain
 from fitscope.train.threads import configure_threads
 
 __all__ = ["ACCOUNTANTS", "DPSGDResult", "DPTraining", "PrivacyWarning", "make_dp_sgd", "train_dp_sgd"]
@@ -79,8 +74,10 @@ class DPSGDResult:
         batch_size: expected (Poisson) batch size.
         lr: learning rate.
         secure_mode: always False here (seeded RNG; see the module Notes).
-        train_acc: ``(epochs,)`` training accuracy after each epoch.
+        train_acc: ``(epochs,)`` training accuracy after each epoch: a statistic of the private labels,
+            so all NaN unless ``train_dp_sgd(..., reveal_private_stats=True)`` asked for it.
         test_acc: ``(epochs,)`` test accuracy after each epoch (NaN without a test set).
+        reveal_private_stats: whether ``train_acc`` holds the private-label accuracy (see :func:`train_dp_sgd`).
         train_logits: ``(n, C)`` float32 final logits on the training rows.
         test_logits: ``(n_test, C)`` float32 final test logits (``n_test = 0`` without a test set).
         seed: the seed (model init, sampler and noise are derived from it).
@@ -107,6 +104,7 @@ class DPSGDResult:
     test_logits: np.ndarray
     seed: int
     seconds: float
+    reveal_private_stats: bool = False
 
     def privacy(self) -> dict:
         """``dict(epsilon, delta, accountant, noise_multiplier, max_grad_norm, sample_rate, steps)``."""
@@ -211,12 +209,13 @@ def train_dp_sgd(
     n_classes: int | None = None,
     accountant: str = "prv",
     progress: Callable[[dict], None] | None = None,
+    reveal_private_stats: bool = False,
 ) -> DPSGDResult:
     """Train one model of ``spec`` with DP-SGD to an (eps, delta) target.
 
     Args:
         spec: ``mlp:...``, ``cnn:...`` or ``cnn1d:...`` (built by
-            :func:`~fitscope.train.plain_models.build_plain`, GroupNorm instead of BatchNorm).
+            :func:`~fitscope.models.build_plain`, GroupNorm instead of BatchNorm).
         x: ``(n, *input_shape)`` private training inputs.
         y: ``(n,)`` integer labels.
         eps: target epsilon, > 0; Opacus chooses the noise so that the whole
@@ -235,7 +234,12 @@ def train_dp_sgd(
         n_classes: number of classes; default ``max(label) + 1``.
         accountant: ``"prv"`` (default, tighter) or ``"rdp"``.
         progress: called after every epoch with ``dict(epoch, epochs, train_acc,
-            test_acc, epsilon)``.
+            test_acc, epsilon)`` (``train_acc`` NaN unless ``reveal_private_stats``).
+        reveal_private_stats: compute and return the training accuracy on the
+            private rows (``result.train_acc`` and ``progress``'s ``train_acc``).
+            Default False: the accuracy on the private labels is a statistic of
+            them that the (eps, delta) guarantee does not cover, so it is kept
+            out of the results (all NaN) unless asked for.
 
     Returns:
         A :class:`DPSGDResult`: model, per-epoch accuracies, final logits, and
@@ -249,8 +253,13 @@ def train_dp_sgd(
 
     Notes:
         Not secure-mode: the RNG is seeded for reproducibility (see the module
-        docstring for what that voids). The epsilon covers the training rows
-        only; using ``x_test`` for monitoring leaks nothing about them.
+        docstring for what that voids). The epsilon covers the trained model
+        only; using ``x_test`` for monitoring leaks nothing about the training
+        rows, but a statistic computed from them after training (the training
+        accuracy) is not covered: it is withheld unless ``reveal_private_stats=True``.
+        ``train_logits`` are the model's outputs on the private inputs, returned for
+        membership audits; publishing them, or anything computed from them with the
+        labels, is likewise outside the guarantee.
     """
     t0 = time.perf_counter()
     eps, delta, max_grad_norm, accountant = _check_privacy(eps, delta, max_grad_norm, accountant)
@@ -260,6 +269,9 @@ def train_dp_sgd(
     if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
         raise ConfigError(f"momentum must be in [0, 1), got {momentum!r}")
     seed = check_seed(seed)
+    if not isinstance(reveal_private_stats, (bool, np.bool_)):
+        raise ConfigError(f"reveal_private_stats: expected True or False, got {reveal_private_stats!r}")
+    reveal_private_stats = bool(reveal_private_stats)
     configure_threads()
     x, y, x_test, y_test, n_classes = check_train_arrays(x, y, x_test, y_test, n_classes)
     n = len(x)
@@ -286,7 +298,8 @@ def train_dp_sgd(
                 loss.backward()
             run.optimizer.step()
             steps += 1
-        train_acc[epoch] = accuracy(predict_plain(model, x), y)
+        if reveal_private_stats:
+            train_acc[epoch] = accuracy(predict_plain(model, x), y)
         if x_test is not None:
             test_acc[epoch] = accuracy(predict_plain(model, x_test), y_test)
         if progress is not None:
@@ -303,4 +316,5 @@ def train_dp_sgd(
         noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, sample_rate=sample_rate, steps=steps,
         epochs=epochs, batch_size=batch_size, lr=lr, secure_mode=False, train_acc=train_acc, test_acc=test_acc,
         train_logits=train_logits, test_logits=test_logits, seed=seed, seconds=time.perf_counter() - t0,
+        reveal_private_stats=reveal_private_stats,
     )

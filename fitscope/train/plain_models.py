@@ -1,26 +1,17 @@
-"""One model per spec as a plain ``nn.Module``, and a small loop that trains it.
+"""A small loop that trains one plain ``nn.Module`` (e.g. from :func:`fitscope.models.build_plain`).
 
-The models of :mod:`fitscope.models` are K-model ensembles built from custom
-batched layers; Opacus cannot compute per-sample gradients for those, and the
-privacy defenses (pruning, noise on activations, MID) act on one model's named
-layer. :func:`build_plain` builds the same architectures from the same spec
-grammar (``mlp:512x2``, ``cnn:32-64``, ``cnn1d:32x3``) out of stock torch
-layers, with GroupNorm where the ensembles use BatchNorm: BatchNorm mixes the
-examples of a batch, which per-example clipping (DP-SGD) forbids, so Opacus
-rejects it.
+The plain models themselves (:func:`~fitscope.models.build_plain`,
+:class:`~fitscope.models.PlainNet`) live in :mod:`fitscope.models` with the
+ensembles, built from the same layer plan; they are re-exported here for the
+callers that import them from this module.
 
 Notation: n examples, C classes, ``input_shape`` the shape of one input.
-
->>> model = build_plain("mlp:64x2", (1, 8, 8), 10, seed=0)
->>> model.hidden_layer, model(torch.zeros(5, 1, 8, 8)).shape
-('fc2', torch.Size([5, 10]))
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
@@ -31,142 +22,10 @@ from torch import nn
 
 from fitscope.data.validation import check_seed, validate_arrays
 from fitscope.errors import ConfigError, DataError
-from fitscope.models.spec import ModelSpec, check_input_shape, input_kind, parse_spec
+from fitscope.models.plain import PlainNet, build_plain, group_count
 from fitscope.train.threads import configure_threads
 
 __all__ = ["PlainNet", "PlainTrainResult", "build_plain", "group_count", "predict_plain", "train_plain"]
-
-PLAIN_FAMILIES = ("mlp", "cnn", "cnn1d")
-
-
-def group_count(channels: int) -> int:
-    """GroupNorm groups for ``channels``: the largest divisor of ``channels`` that is <= 8."""
-    return max(g for g in range(1, 9) if channels % g == 0)
-
-
-class PlainNet(nn.Sequential):
-    """One network of a spec as an ``nn.Sequential`` with named layers.
-
-    Layer names: ``mlp``: ``flatten, fc1, relu1, [drop1,] fc2, relu2, ...,
-    out``; ``cnn`` / ``cnn1d``: ``conv1, norm1, relu1, [pool1,] conv2, ...,
-    gap, flatten, [drop,] out``. ``model.get_submodule(name)`` returns a layer.
-
-    Attributes:
-        spec: the parsed :class:`~fitscope.models.ModelSpec`.
-        input_shape: shape of one input.
-        n_classes: number of logits.
-        hidden_layer: name of the last hidden weight layer (``fc<depth>`` or
-            ``conv<depth>``): where pruning and activation noise act by default.
-        feature_layer: name of the layer whose output feeds ``out``
-            (the penultimate representation, ``feature_dim`` values per example).
-        feature_dim: width of the penultimate representation.
-        seed: the initialisation seed.
-    """
-
-    def __init__(self, layers: OrderedDict, *, spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int,
-                 hidden_layer: str, feature_layer: str, feature_dim: int, seed: int) -> None:
-        super().__init__(layers)
-        self.spec = spec
-        self.input_shape = tuple(input_shape)
-        self.n_classes = int(n_classes)
-        self.hidden_layer = hidden_layer
-        self.feature_layer = feature_layer
-        self.feature_dim = int(feature_dim)
-        self.seed = int(seed)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The penultimate representation ``(B, feature_dim)`` of ``x`` ``(B, *input_shape)``."""
-        for name, layer in self.named_children():
-            if name == "out":
-                break
-            x = layer(x)
-        return x
-
-    def extra_repr(self) -> str:
-        """The spec and shapes, for ``print(model)``."""
-        return f"spec={str(self.spec)!r}, input_shape={self.input_shape}, n_classes={self.n_classes}"
-
-
-def _mlp_layers(spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int) -> tuple[OrderedDict, str, str, int]:
-    layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
-    width = math.prod(input_shape)
-    last = "flatten"
-    for i, w in enumerate(spec.widths, 1):
-        layers[f"fc{i}"] = nn.Linear(width, w)
-        layers[f"relu{i}"] = nn.ReLU()
-        last = f"relu{i}"
-        if spec.dropout:
-            layers[f"drop{i}"] = nn.Dropout(spec.dropout)
-            last = f"drop{i}"
-        width = w
-    layers["out"] = nn.Linear(width, n_classes)
-    return layers, f"fc{len(spec.widths)}", last, width
-
-
-def _conv_layers(spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int) -> tuple[OrderedDict, str, str, int]:
-    dim = len(input_shape) - 1
-    conv, pool, gap = (nn.Conv1d, nn.MaxPool1d, nn.AdaptiveAvgPool1d) if dim == 1 else \
-        (nn.Conv2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d)
-    kernel = spec.kernel if spec.family == "cnn1d" else 3
-    layers: OrderedDict[str, nn.Module] = OrderedDict()
-    channels, spatial = input_shape[0], list(input_shape[1:])
-    for i, w in enumerate(spec.widths, 1):
-        layers[f"conv{i}"] = conv(channels, w, kernel, padding=kernel // 2)
-        layers[f"norm{i}"] = nn.GroupNorm(group_count(w), w)
-        layers[f"relu{i}"] = nn.ReLU()
-        if all(s >= 2 for s in spatial):  # same pooling rule as the ensemble models
-            layers[f"pool{i}"] = pool(2)
-            spatial = [s // 2 for s in spatial]
-        channels = w
-    layers["gap"] = gap(1)
-    layers["flatten"] = nn.Flatten()
-    last = "flatten"
-    if spec.dropout:
-        layers["drop"] = nn.Dropout(spec.dropout)
-        last = "drop"
-    layers["out"] = nn.Linear(channels, n_classes)
-    return layers, f"conv{len(spec.widths)}", last, channels
-
-
-def build_plain(spec: str | ModelSpec, input_shape: tuple[int, ...], n_classes: int, *, seed: int) -> PlainNet:
-    """Build one model of ``spec`` from stock torch layers (Opacus-compatible).
-
-    Args:
-        spec: ``mlp:WxD`` / ``mlp:W1-W2``, ``cnn:W1-W2`` (images) or
-            ``cnn1d:W1-W2`` (signals), with ``dropout=P`` allowed
-            (grammar in :data:`fitscope.models.SPEC_HELP`). ``resnet`` is not
-            available as a plain model.
-        input_shape: shape of one input: ``(D,)``, ``(C, L)`` or ``(C, H, W)``.
-        n_classes: number of logits.
-        seed: the initial weights depend on this seed only (torch's default
-            initialisation drawn under a forked, seeded RNG; the global RNG is
-            left untouched).
-
-    Returns:
-        A :class:`PlainNet`: ``(B, *input_shape) -> (B, n_classes)``.
-
-    Raises:
-        ConfigError: bad spec, ``resnet``, a family that does not fit the input shape.
-    """
-    parsed = parse_spec(spec)
-    seed = check_seed(seed)
-    try:
-        shape = tuple(int(s) for s in input_shape)
-    except (TypeError, ValueError):
-        raise ConfigError(f"input_shape: expected a tuple of ints, got {input_shape!r}") from None
-    input_kind(shape)
-    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes < 1:
-        raise ConfigError(f"n_classes: expected an integer >= 1, got {n_classes!r}")
-    if parsed.family not in PLAIN_FAMILIES:
-        raise ConfigError(f"model spec {str(parsed)!r}: plain (single, Opacus-compatible) models exist for "
-                          f"{', '.join(PLAIN_FAMILIES)}; got family {parsed.family!r}")
-    check_input_shape(parsed, shape)
-    make = _mlp_layers if parsed.family == "mlp" else _conv_layers
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        layers, hidden, feature, dim = make(parsed, shape, int(n_classes))
-    return PlainNet(layers, spec=parsed, input_shape=shape, n_classes=int(n_classes), hidden_layer=hidden,
-                    feature_layer=feature, feature_dim=dim, seed=seed)
 
 
 def check_train_arrays(x, y, x_test, y_test, n_classes: int | None) -> tuple:

@@ -1,54 +1,51 @@
-"""How many CPU threads torch uses for training.
+"""How many CPU threads torch uses for a training call: one rule, decided afresh at every call.
 
-``FITSCOPE_NUM_THREADS`` (if set) wins; otherwise ``OMP_NUM_THREADS`` /
-``MKL_NUM_THREADS`` (torch reads these itself) are respected; otherwise torch
-uses every CPU this process may run on.
+The rule (applied by :func:`configure_threads`, which every training function
+of :mod:`fitscope.train` calls on entry):
+
+1. an explicit count (``configure_threads(n)``) is set;
+2. else ``FITSCOPE_NUM_THREADS``, if set, is read *at this call* and set
+   (so changing it between two calls changes the second call's threads);
+3. else torch's setting is left alone: whatever the caller chose with
+   ``torch.set_num_threads`` (or torch's own default, which follows
+   ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS``).
+
+Nothing is remembered between calls. The executors of :mod:`fitscope.runs`
+pin a task's threads (and ``FITSCOPE_NUM_THREADS``) for the task's duration,
+so a training call inside a task uses the task's count. The CPU counter is
+:func:`fitscope.runs.executors.machine_cpus`, the environment variable's
+parser :func:`fitscope.runs.executors.env_threads`.
 """
 
 from __future__ import annotations
 
-import os
-
+import numpy as np
 import torch
 
 from fitscope.errors import ConfigError
-
-_configured = False
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, else ``os.cpu_count()``)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return os.cpu_count() or 1
+from fitscope.runs.executors import env_threads
 
 
 def configure_threads(n: int | None = None) -> int:
-    """Set torch's intra-op thread count and return it.
+    """Apply the thread rule of this module for one call and return torch's thread count after it.
 
     Args:
-        n: threads to use; None reads ``FITSCOPE_NUM_THREADS``, then leaves an
-            ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` choice alone, then uses
-            :func:`available_cpus` (on the first call only, so that a later
-            ``torch.set_num_threads`` by the caller is respected).
+        n: threads to use; None reads ``FITSCOPE_NUM_THREADS`` now, and when it
+            is not set leaves torch's current setting (the caller's) alone.
+
+    Returns:
+        ``torch.get_num_threads()`` after applying the rule.
+
+    Raises:
+        ConfigError: ``n`` or ``FITSCOPE_NUM_THREADS`` is not a positive integer.
     """
-    global _configured
     if n is None:
-        env = os.environ.get("FITSCOPE_NUM_THREADS")
-        if env:
-            try:
-                n = int(env)
-            except ValueError:
-                raise ConfigError(f"FITSCOPE_NUM_THREADS: expected a positive integer, got {env!r}") from None
-        elif _configured or os.environ.get("OMP_NUM_THREADS") or os.environ.get("MKL_NUM_THREADS"):
-            # Set once per process: a later torch.set_num_threads() by the user is kept.
+        n = env_threads()
+        if n is None:
             return torch.get_num_threads()
-        else:
-            n = available_cpus()
-            _configured = True
-    if n < 1:
-        raise ConfigError(f"number of threads: expected a positive integer, got {n}")
+    elif isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ConfigError(f"threads: expected a positive integer, got {n!r}")
+    n = int(n)
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n

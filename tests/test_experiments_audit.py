@@ -107,7 +107,19 @@ def test_audit_writes_tables_and_report(small_audit):
     for column in ("mem", "mem_se", "cscore", "learning_speed", "density", "hidden_density", "oof_confidence",
                    "label_issue"):
         assert examples[column].notna().all(), column
-    assert examples.mem.between(-1, 1).all() and examples.cscore.between(0, 1).all()
+    # memorization and C-score against their definitions, by loops over the stored models of each unit
+    stored = {key: run.load_unit(key) for key in run.unit_keys()}
+    by_ratio = {0.3: [stored["cscore-0.3-000"]], 0.7: [stored["mem-000"], stored["mem-001"]]}
+    for i in range(0, n, 7):  # every 7th example (205 of them) keeps the loops short
+        per_ratio = {}
+        for r, us in by_ratio.items():
+            seen = [(bool(u["masks"][k, i]), bool(u["correct"][k, i])) for u in us for k in range(len(u["masks"]))]
+            held_out = [c for m, c in seen if not m]
+            per_ratio[r] = sum(held_out) / len(held_out)
+            if r == 0.7:
+                trained = [c for m, c in seen if m]
+                assert examples.mem[i] == pytest.approx(sum(trained) / len(trained) - per_ratio[r], abs=1e-12), i
+        assert examples.cscore[i] == pytest.approx((per_ratio[0.3] + per_ratio[0.7]) / 2, abs=1e-12), i
     influence = pd.read_parquet(run.path / "influence.parquet")
     assert list(influence.columns) == ["train_index", "test_index", "infl", "infl_se", "mem"]
     assert (influence.infl >= 0.15).all() and (influence.mem >= 0.25).all()

@@ -8,9 +8,19 @@ import pytest
 
 from fitscope.errors import ConfigError, DataError, RunError
 from fitscope.experiments import audit as audit_study
-from fitscope.experiments.leak import ATTACKS, STUDY, estimate, LeakArrays, leak, make_config, read_audit
+from fitscope.experiments.leak import (
+    ATTACKS,
+    STUDY,
+    LeakArrays,
+    attack_scores,
+    estimate,
+    leak,
+    make_config,
+    read_audit,
+)
 from fitscope.experiments.study import run_study
 from fitscope.runs import Run
+from reference_metrics import brute_force_auc
 
 SMALL = dict(model="mlp:32x1", models=8, epochs=3, chunk=4)
 
@@ -66,7 +76,19 @@ def test_leak_trains_resumes_and_writes_the_report(tmp_path):
     assert len(table) == 1437 and {"index", "label", "leak_rate", "lira_score_in_mean", "mem"} <= set(table.columns)
     assert (table["n_in"] + table["n_out"] == 8).all()
     metrics = pd.read_parquet(out / "metrics.parquet")
-    assert list(metrics["attack"]) == list(ATTACKS) and metrics["auc"].between(0, 1).all()
+    assert list(metrics["attack"]) == list(ATTACKS)
+    # every AUC against its definition, on the scores of the stored models (units hold masks and logits)
+    units = [run.load_unit(key) for key in sorted(run.unit_keys())]
+    masks = np.concatenate([u["masks"] for u in units]).astype(bool)
+    logits = np.concatenate([u["train_logits"] for u in units]).astype(np.float64)
+    labels = table["label"].to_numpy()
+    scores = attack_scores(masks, logits, labels)
+    z = logits - logits.max(axis=-1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    scores["loss threshold"] = log_p[:, np.arange(len(labels)), labels]  # minus the cross-entropy, by hand
+    auc = dict(zip(metrics["attack"], metrics["auc"]))
+    for name in ATTACKS:
+        assert auc[name] == pytest.approx(brute_force_auc(scores[name], masks), abs=1e-9), name
     html = (out / "report.html").read_text()
     assert "log-log" in html and "Examples that leak most" in html and "data:image/png" in html
     assert sorted(p.name for p in (out / "units").iterdir()) == ["leak-000.npz", "leak-001.npz"]
@@ -114,6 +136,6 @@ def test_from_audit_without_the_arrays_is_one_line(tmp_path):
         read_audit(fake.path)
     assert "\n" not in str(info.value)
     out = tmp_path / "leak"
-    with pytest.raises(DataError):
+    with pytest.raises(DataError, match="unit mem-000 .* lacks train_logits"):
         leak(make_config(from_audit=str(fake.path)), out)
     assert not out.exists()

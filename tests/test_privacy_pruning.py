@@ -16,6 +16,22 @@ from fitscope.privacy.pruning import (
     pruning_vs_noise,
 )
 from fitscope.train.plain_models import accuracy, build_plain, predict_plain, train_plain
+from reference_metrics import brute_force_auc
+
+
+def _spy_on_membership_metrics(monkeypatch) -> list[tuple[float, float]]:
+    """Record, for every membership_metrics call in pruning, (its AUC, the AUC by definition of its input)."""
+    import fitscope.privacy.pruning as pruning_module
+
+    real, calls = pruning_module.membership_metrics, []
+
+    def spy(scores, is_member):
+        out = real(scores, is_member)
+        calls.append((out.auc, brute_force_auc(scores, is_member)))
+        return out
+
+    monkeypatch.setattr(pruning_module, "membership_metrics", spy)
+    return calls
 
 
 def _blobs(n: int, seed: int = 0, k: int = 4):
@@ -84,7 +100,8 @@ def test_match_utility_finds_the_largest_sigma_at_the_target_accuracy():
 
 
 @pytest.mark.slow
-def test_pruning_vs_noise_table():
+def test_pruning_vs_noise_table(monkeypatch):
+    calls = _spy_on_membership_metrics(monkeypatch)
     x, y = _blobs(240, seed=1)
     res = pruning_vs_noise(x[:160], y[:160], x[160:], y[160:], spec="mlp:32x2", fractions=(0.5, 0.95),
                            epochs=8, seed=0)
@@ -92,7 +109,14 @@ def test_pruning_vs_noise_table():
     assert [r["fraction"] for r in res.rows] == [0.5, 0.95]
     for r in res.rows:
         assert r["noisy_test_acc"] >= r["pruned_test_acc"]  # matched: noise costs no more accuracy than pruning
-        assert 0 <= r["pruned_auc"] <= 1 and 0 <= r["noisy_auc"] <= 1 and r["sigma"] >= 0
+        assert r["sigma"] >= 0
+    # calls: the unpruned model, then per fraction the pruned and the noisy model; each AUC is its definition's
+    assert len(calls) == 1 + 2 * len(res.rows)
+    for reported, reference in calls:
+        assert reported == pytest.approx(reference, abs=1e-12)
+    assert res.baseline["auc"] == calls[0][0]
+    assert [(r["pruned_auc"], r["noisy_auc"]) for r in res.rows] == [(a[0], b[0]) for a, b in zip(calls[1::2],
+                                                                                                   calls[2::2])]
     assert list(res.to_frame().columns)[:3] == ["fraction", "pruned_test_acc", "pruned_auc"]
     again = pruning_vs_noise(x[:160], y[:160], x[160:], y[160:], spec="mlp:32x2", fractions=(0.5, 0.95),
                              epochs=8, seed=0)
@@ -100,13 +124,17 @@ def test_pruning_vs_noise_table():
 
 
 @pytest.mark.slow
-def test_pruning_vs_noise_with_lira_shadow_models():
+def test_pruning_vs_noise_with_lira_shadow_models(monkeypatch):
+    calls = _spy_on_membership_metrics(monkeypatch)
     x, y = _blobs(200, seed=2)
     res = pruning_vs_noise(x[:120], y[:120], x[120:], y[120:], spec="mlp:16x1", fractions=(0.9,), epochs=5,
                            shadow_models=6, seed=0)
     row = res.rows[0]
     assert {"pruned_lira_auc", "noisy_lira_auc", "pruned_lira_tpr_at_1pct", "noisy_lira_tpr_at_1pct"} <= set(row)
-    assert 0 <= row["pruned_lira_auc"] <= 1 and 0 <= res.baseline["lira_auc"] <= 1
+    # the last three calls are LiRA's: unpruned, pruned, noisy; each AUC is its definition's
+    for reported, reference in calls:
+        assert reported == pytest.approx(reference, abs=1e-12)
+    assert [res.baseline["lira_auc"], row["pruned_lira_auc"], row["noisy_lira_auc"]] == [c[0] for c in calls[-3:]]
     assert res.config["shadow_models"] == 6
 
 

@@ -145,7 +145,7 @@ def test_macros_file_and_defaults(tmp_path, env):
 def test_base_renders_without_a_run_and_undefined_is_an_error(env):
     html = render("base.html.j2", {"title": "Empty"})
     assert "<h1>Empty</h1>" in html and "Config and seeds" not in html
-    with pytest.raises(jinja2.UndefinedError):
+    with pytest.raises(jinja2.UndefinedError, match="is undefined"):
         render("child.html.j2", {"curve": None, "rows": []}, environment=env)
 
 

@@ -285,7 +285,7 @@ def test_timer_accumulates_and_survives_errors(tmp_path):
     with run.timer("train:labels"):
         pass
     first = run.timings["train:labels"]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^boom$"):  # the timer passes the error on unchanged
         with run.timer("train:labels"):
             raise ValueError("boom")
     assert run.timings["train:labels"] >= first
@@ -316,7 +316,7 @@ def test_context_manager_marks_the_outcome(tmp_path):
     assert meta["status"] == "failed" and meta["error"].startswith("ZeroDivisionError: division by zero")
     assert meta["attempts"][-1]["status"] == "failed"
 
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="^printing the summary failed$"):
         with _make(tmp_path / "late") as run:
             run.finish()
             raise RuntimeError("printing the summary failed")

@@ -1,16 +1,13 @@
-"""Shared benchmark helpers: fp32 matmul peak, machine info, CPU contention, atomic JSON writes.
+"""Shared benchmark helpers: fp32 matmul peak and CPU contention.
 
 Import from a script in ``bench/`` with ``from _peak import matmul_peak`` (the
-script's folder is on ``sys.path``).
+script's folder is on ``sys.path``). Result files, with the machine, the load
+average and the commit, are written only through ``bench/_results.py``.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import os
-import platform
-import tempfile
 import time
 from pathlib import Path
 
@@ -42,54 +39,6 @@ def matmul_peak(sizes: tuple[int, ...] = (1024, 2048), runs: int = 5, min_second
             best = max(best, 2.0 * s**3 * reps / (time.perf_counter() - t0) / 1e9)
         per_size[s] = best
     return dict(gflops=max(per_size.values()), per_size=per_size, runs=runs, threads=torch.get_num_threads())
-
-
-def machine_info() -> dict:
-    """CPU count, torch threads and versions, for benchmark result files."""
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover
-        affinity = os.cpu_count()
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return dict(
-        cpu=cpu,
-        load_average=[round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
-        cpu_count=os.cpu_count(),
-        cpus_available=affinity,
-        torch_threads=torch.get_num_threads(),
-        torch_version=torch.__version__,
-        python=platform.python_version(),
-        platform=platform.platform(),
-    )
-
-
-def timestamp() -> str:
-    """Current UTC time, ISO 8601."""
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def write_json_atomic(path: str | Path, data: dict) -> Path:
-    """Write ``data`` as JSON to ``path`` via a temporary file and ``os.replace`` (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def _cpu_busy_seconds() -> float | None:

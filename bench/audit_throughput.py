@@ -32,12 +32,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _peak import machine_info, matmul_peak, timestamp, write_json_atomic  # noqa: E402
+from _peak import matmul_peak  # noqa: E402
+from _results import start_run  # noqa: E402
 from train_throughput import load_digits_split, run_baseline  # noqa: E402
 
 from fitscope.experiments.audit import audit, make_config  # noqa: E402
 from fitscope.models import flops_per_example  # noqa: E402
-from fitscope.train import available_cpus, configure_threads  # noqa: E402
+from fitscope.runs.executors import machine_cpus  # noqa: E402
+from fitscope.train import configure_threads  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "audit_throughput.json"
 
@@ -49,7 +51,8 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=100)
     parser.add_argument("--baseline-models", type=int, default=4)
     args = parser.parse_args()
-    threads = configure_threads(available_cpus())
+    run_record = start_run(__file__)
+    threads = configure_threads(machine_cpus())
 
     peak = matmul_peak()
     cfg = make_config(data="digits", model="mlp:512x2", ratio=0.7, cscore_ratios=[0.7], models=args.models,
@@ -71,7 +74,7 @@ def main() -> None:
     train_flops = 3 * flops_per_example("mlp:512x2", (1, 8, 8), 10) * n_sub * args.epochs * args.models
     gflops = train_flops / train_seconds / 1e9
     record = dict(
-        benchmark="audit_throughput", timestamp=timestamp(), command=" ".join(sys.argv),
+        benchmark="audit_throughput",
         models=args.models, epochs=args.epochs, chunk=args.chunk, threads=threads,
         audit_seconds=round(audit_seconds, 1), train_seconds=round(train_seconds, 1), timings=timings,
         target_seconds=600, within_target=audit_seconds <= 600,
@@ -80,7 +83,7 @@ def main() -> None:
                       seconds_scaled_to_models=round(baseline_seconds, 1)),
         speedup_vs_baseline_train=round(baseline_seconds / train_seconds, 2),
         train_gflops=round(gflops, 1), peak_gflops=round(peak["gflops"], 1),
-        fraction_of_peak=round(gflops / peak["gflops"], 3), machine=machine_info(),
+        fraction_of_peak=round(gflops / peak["gflops"], 3),
     )
     print(f"{args.models} subset models x {args.epochs} epochs (mlp:512x2, digits, ratio 0.7), {threads} threads")
     print(f"  audit end to end      {audit_seconds:8.1f} s   (target <= 600 s: {'met' if audit_seconds <= 600 else 'MISSED'})")
@@ -88,7 +91,7 @@ def main() -> None:
           f"of the fp32 peak {peak['gflops']:.1f} GFLOP/s")
     print(f"  plain loop, scaled    {baseline_seconds:8.1f} s   ({args.baseline_models} models timed: "
           f"{base['wall']:.1f} s) -> training part is {baseline_seconds / train_seconds:.2f}x faster")
-    write_json_atomic(RESULTS, record)
+    run_record.write(RESULTS, record)
     print(f"wrote {RESULTS}")
 
 

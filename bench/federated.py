@@ -33,7 +33,6 @@ Writes bench/results/federated.json.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import tempfile
 import time
@@ -47,7 +46,9 @@ from fitscope.data import load
 from fitscope.experiments.federated import federated_study, make_config
 from fitscope.privacy.federated import run_federated_in_process
 from fitscope.experiments.study import PrintProgress
-from fitscope.runs.atomic import atomic_write_json
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import start_run  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "federated.json"
 
@@ -78,6 +79,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=300, help="most rounds per setting")
     parser.add_argument("--target", type=float, default=0.9, help="test accuracy to reach")
     args = parser.parse_args()
+    run_record = start_run(__file__)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     lrs, sgd_lrs = floats(args.lrs), floats(args.fedsgd_lrs)
 
@@ -149,11 +151,8 @@ def main() -> None:
                      in_process_round_median=local_round,
                      startup_median=float(table["start-up seconds"].median())),
         config=cfg.model_dump(),
-        command=" ".join([Path(sys.executable).name, *sys.argv]),
-        machine=dict(platform=platform.platform(), python=platform.python_version(), torch=torch.__version__,
-                     cpus=__import__("os").cpu_count()),
     )
-    atomic_write_json(RESULTS, record)
+    run_record.write(RESULTS, record)
     print(f"wrote {RESULTS}")
 
 

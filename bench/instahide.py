@@ -24,19 +24,17 @@ Writes bench/results/instahide.json (nothing with --quick).
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from fitscope.data import load
 from fitscope.privacy.instahide import train_instahide
 from fitscope.privacy.instahide_attack import instahide_study
-from fitscope.runs.atomic import atomic_write_json
 from fitscope.train import configure_threads
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import start_run  # noqa: E402
 
 SETTINGS = {
     "default": dict(private=100, per_image=10, rounds=5, steps=300, epochs=30),
@@ -50,6 +48,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small settings for a smoke run")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    run = start_run(__file__)
     setting = "quick" if args.quick else "default"
     cfg = SETTINGS[setting]
     configure_threads(1)
@@ -87,7 +86,7 @@ def main() -> int:
         print("\n--quick: nothing written")
         return 0
     out = Path(__file__).parent / "results" / "instahide.json"
-    atomic_write_json(out, {
+    run.write(out, {
         "benchmark": "instahide",
         "setting": setting,
         "config": dict(cfg, seed=args.seed, data="digits", data_seed=0, threads=1, model="mlp:256x2",
@@ -95,8 +94,6 @@ def main() -> int:
         "attack": table.to_dict(orient="records"),
         "training": training,
         "seconds": time.perf_counter() - t0,
-        "machine": dict(python=sys.version.split()[0], torch=torch.__version__, numpy=np.__version__,
-                        platform=platform.platform()),
     })
     print(f"\nwrote {out}")
     return 0

@@ -17,6 +17,10 @@ spreads its units (data sets, kernels, networks) over a Ray cluster, and
 ``--threads`` sets the torch threads per unit (results are bitwise identical
 for the same value, whichever executor ran them).
 
+A study resumed from a run made before this invocation is marked reused in
+the result file's provenance (its finished units were not measured again);
+delete ``--root`` to measure everything in one run.
+
 Usage: python bench/kernel_studies.py [--root runs/bench-kernels] [--quick] [--executor ray] [--threads N]
 """
 
@@ -24,14 +28,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import sys
 import time
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from fitscope.cli import main
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import start_run  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "kernel_studies.json"
 
@@ -55,18 +61,23 @@ def main_bench() -> None:
     parser.add_argument("--address", default=None, help="HOST:PORT of a Ray cluster (with --executor ray)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per unit")
     args = parser.parse_args()
+    run = start_run(__file__)
     root = Path(args.root)
     quick = ["--quick"] if args.quick else []
     placement = ["--executor", args.executor]
     placement += ["--address", args.address] if args.address else []
     placement += ["--threads", str(args.threads)] if args.threads else []
-    seconds = {}
+    seconds, resumed = {}, {}
     for name, argv in (("uci", ["kernels", "uci", *quick]),
                        ("small_data", ["kernels", "small-data", "--data", "digits", *quick]),
                        ("complexity", ["kernels", "complexity", "--data", "digits"])):  # complexity has no --quick
         out = root / name
-        seconds[name] = _run([*argv, *placement, "--out", str(out),
-                              *(["--resume"] if (out / "run.json").exists() else [])])
+        if (out / "run.json").exists():  # an earlier run: its finished units are reused, not measured again
+            earlier = json.loads((out / "run.json").read_text())
+            resumed[name] = (out / "run.json", f"study resumed from run {earlier.get('id')} created "
+                             f"{earlier.get('created')} (status then: {earlier.get('status')}); units finished "
+                             "before this invocation were not measured again")
+        seconds[name] = _run([*argv, *placement, "--out", str(out), *(["--resume"] if name in resumed else [])])
 
     uci = pd.read_parquet(root / "uci" / "results.parquet")
     uci["rank"] = uci.groupby("dataset").accuracy.rank(ascending=False, method="average")
@@ -94,10 +105,8 @@ def main_bench() -> None:
 
     record = {
         "benchmark": "kernel_studies",
-        "command": "python bench/kernel_studies.py" + (" --quick" if quick else "") + f" --executor {args.executor}"
-                   + (f" --threads {args.threads}" if args.threads else ""),
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},
+        "executor": args.executor,
+        "threads_per_unit": args.threads,
         "uci": {"summary": uci_summary.round(4).reset_index().to_dict("records"),
                 "per_dataset": per_set.round(4).reset_index().to_dict("records"),
                 "ntk_svm_at_least_random_forest": bool(uci_summary.loc["NTK-SVM", "mean_accuracy"]
@@ -108,10 +117,10 @@ def main_bench() -> None:
         "complexity": cx_summary.round(4).reset_index().to_dict("records"),
         "wall_seconds": {k: round(v, 1) for k, v in seconds.items()},
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(RESULTS)
+    for name, (source, note) in resumed.items():
+        run.reuse(name, record[name], source=source, note=note)
+        print(f"{name}: resumed an earlier run ({source}); marked reused in {RESULTS.name}")
+    run.write(RESULTS, record)
     print(f"wrote {RESULTS}")
 
 

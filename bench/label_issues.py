@@ -25,24 +25,23 @@ audit's training settings, against about 0.6 for ``mlp:256x2``).
 Usage: python bench/label_issues.py [--quick] [--cases digits-10,mnist1d-20]
 Writes bench/results/label_issues.json (or label_issues_quick.json with --quick);
 with --cases, the other cases already in that file are kept (each case records
-when it was measured).
+when it was measured, and the file's provenance marks them reused from it).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from fitscope.estimators import detection_metrics, label_issue_scores
 from fitscope.experiments.audit import audit, make_config
-from fitscope.runs.atomic import atomic_write_json
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import start_run  # noqa: E402
 
 # name -> (data, noise, mode, model)
 CASES = {
@@ -101,6 +100,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer models, C-score ratios and epochs")
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, among {', '.join(CASES)}")
     args = parser.parse_args()
+    run = start_run(__file__)
     setting = "quick" if args.quick else "default"
     names = [c for c in args.cases.split(",") if c]
     unknown = [c for c in names if c not in CASES]
@@ -118,14 +118,15 @@ def main() -> None:
         if old.get("setting") == setting:
             kept = [c for c in old.get("cases", []) if c["case"] not in names and c["case"] in CASES
                     and c.get("model") == CASES[c["case"]][3] and "measured" in c]  # same bench version only
+            for c in kept:
+                run.reuse(f"cases/{c['case']}", c, source=out, note=f"case measured {c['measured']}, not in this run")
+                print(f"kept {c['case']} from {out.name} (measured {c['measured']}): marked reused")
             results = sorted(kept + results, key=lambda c: list(CASES).index(c["case"]))
     record = dict(
         benchmark="label_issues", setting=setting, settings=SETTINGS[setting], cases=results,
         total_seconds=round(time.perf_counter() - t0, 1),
-        machine=dict(cpus=torch.get_num_threads(), torch=torch.__version__, python=platform.python_version()),
-        measured=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
-    atomic_write_json(out, record)
+    run.write(out, record)
     print(f"\ntotal {record['total_seconds']:.0f} s; wrote {out}")
 
 

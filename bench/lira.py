@@ -16,16 +16,15 @@ Writes bench/results/lira.json.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from fitscope.experiments.leak import leak, make_config
-from fitscope.runs.atomic import atomic_write_json
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import start_run  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -36,6 +35,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "lira.json"))
     args = parser.parse_args(argv)
+    run_record = start_run(__file__, argv)
 
     cfg = make_config(data="digits", model=args.model, models=args.models, epochs=args.epochs, seed=args.seed,
                       ratio=0.5)
@@ -61,7 +61,6 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"best LiRA ({best}) beats the loss threshold at 1% FPR: {beats}")
     result = {
         "benchmark": "lira",
-        "command": " ".join(["python", "bench/lira.py", *(argv if argv is not None else sys.argv[1:])]),
         "config": cfg.model_dump(),
         "attacks": rows,
         "best_lira": best,
@@ -71,11 +70,8 @@ def main(argv: list[str] | None = None) -> dict:
         "leak_rate_vs_mem_spearman": outcome.summary.get("leak_rate vs mem Spearman rho"),
         "seconds": round(seconds, 1),
         "timings": timings,
-        "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads(), "platform": platform.platform()},
-        "date": time.strftime("%Y-%m-%d", time.gmtime()),
     }
-    atomic_write_json(args.out, result)
+    result = run_record.write(args.out, result)
     print(f"wrote {args.out}")
     return result
 

@@ -43,14 +43,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _peak import (  # noqa: E402
-    CpuMonitor,
-    machine_info,
-    matmul_peak,
-    timestamp,
-    wait_for_quiet_cpu,
-    write_json_atomic,
-)
+from _peak import CpuMonitor, matmul_peak, wait_for_quiet_cpu  # noqa: E402
+from _results import start_run  # noqa: E402
 
 from fitscope.models import flops_per_example  # noqa: E402
 from fitscope.train import TrainConfig, configure_threads, train_ensemble  # noqa: E402
@@ -142,6 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-wait", type=float, default=300.0,
                         help="seconds to wait for other processes to go quiet before each measurement (0: never)")
     args = parser.parse_args(argv)
+    run = start_run(__file__, argv)
     epochs = args.epochs or (3 if args.quick else 20)
     repeats = args.repeats or (1 if args.quick else 3)
     k = args.models
@@ -209,6 +204,8 @@ def main(argv: list[str] | None = None) -> dict:
             examples_per_s=round(rate, 1),
             gflops=round(g, 2),
             all_flops_gflops=round((train_flops_ex * examples + extra) / seconds / 1e9, 2) if extra else None,
+            all_flops_fraction_of_peak=round((train_flops_ex * examples + extra) / seconds / 1e9 / peak, 3)
+            if extra else None,
             vs_baseline=round(rate / b_rate, 3),
             fraction_of_peak=round(g / peak, 3),
         ))
@@ -236,8 +233,6 @@ def main(argv: list[str] | None = None) -> dict:
 
     result = dict(
         benchmark="train_throughput",
-        timestamp=timestamp(),
-        command=" ".join(["python", "bench/train_throughput.py", *(argv if argv is not None else sys.argv[1:])]),
         workload=dict(spec=SPEC, models=k, baseline_models=k_base, dataset="sklearn digits, x/16, 80% stratified "
                       "train split seed 0", n_train=len(x), n_test=len(x_te), epochs=epochs, batch_size=args.batch,
                       optimizer="sgd lr=0.05 momentum=0.9", repeats=repeats, statistic="best of repeats"),
@@ -257,9 +252,8 @@ def main(argv: list[str] | None = None) -> dict:
                      reached_vs_baseline_wall=rows[0]["vs_baseline"], reached_vs_baseline_train=rows[1]["vs_baseline"],
                      reached_fraction_of_peak_wall=rows[0]["fraction_of_peak"],
                      reached_fraction_of_peak_train=rows[1]["fraction_of_peak"]),
-        machine=machine_info(),
     )
-    write_json_atomic(args.out, result)
+    result = run.write(args.out, result)
     print(f"wrote {args.out}")
     return result
 

@@ -25,14 +25,17 @@ from fitscope.data import load
 from fitscope.experiments.randomization import (
     RandomizationConfig, findings, make_config, model_seeds, plan_units, randomization_study,
 )
-from fitscope.runs.atomic import atomic_write_json
 from fitscope.train import train_ensemble
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import start_run  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the demo setting instead of the full default")
     args = parser.parse_args()
+    bench_run = start_run(__file__)
     cfg = RandomizationConfig.quick() if args.quick else make_config()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -54,7 +57,7 @@ def main() -> None:
                        x_test=data.x_test, y_test=data.y_test)
     sequential_seconds = time.perf_counter() - t0
 
-    checks = findings(outcome.results, data.n_classes)
+    checks = findings(outcome.results, data.n_classes, outcome.late_examples)
     record = dict(
         benchmark="randomization",
         setting="quick" if args.quick else "default",
@@ -65,6 +68,7 @@ def main() -> None:
                         one_at_a_time_seconds=round(sequential_seconds, 2),
                         speedup=round(sequential_seconds / batched_seconds, 2)),
         findings=checks,
+        late_examples=outcome.late_examples.to_dict("records") if outcome.late_examples is not None else None,
         machine=dict(cpus=torch.get_num_threads(), torch=torch.__version__, python=platform.python_version()),
         measured=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
@@ -76,7 +80,7 @@ def main() -> None:
     for c in checks:
         print(f"  {'ok  ' if c['holds'] else 'MISS'} {c['check']}: {c['value']:.3f} (target {c['target']})")
     out = Path(__file__).parent / "results" / ("randomization_quick.json" if args.quick else "randomization.json")
-    atomic_write_json(out, record)
+    bench_run.write(out, record)
     print(f"wrote {out}")
 
 

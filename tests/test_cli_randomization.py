@@ -21,8 +21,10 @@ ARGS = ["randomization", "--model", "mlp:32x1", "--seeds", "0", "--epochs", "3",
     "extra, needle",
     [
         (["--data", "nope"], "nope"),
+        (["--corrupt-prob", "0,abc"], "--corrupt-prob"),
+        (["--corrupt-prob", "0,2"], "noise_levels"),
         (["--noise", "0,abc"], "--noise"),
-        (["--noise", "0,2"], "noise_levels"),
+        (["--noise", "0,1", "--corrupt-prob", "0,1"], "--noise: expected it left out with --corrupt-prob"),
         (["--corruptions", "blur"], "corruptions"),
         (["--model", "transformer:9"], "transformer"),
     ],
@@ -65,7 +67,7 @@ def test_quick_run_resumes_with_its_config_from_run_json(tmp_path, capsys):
 
     out = tmp_path / "rand"
     small = ["--model", "mlp:16x1", "--epochs", "2", "--parts", "curves,noise", "--corruptions",
-             "none,random_labels", "--noise", "0,1"]
+             "none,random_labels", "--corrupt-prob", "0,1"]
     code, captured = _run_main(["randomization", "--quick", *small, "--out", str(out)], capsys)
     assert code in (0, None), captured.err
     meta = json.loads((out / "run.json").read_text())
@@ -86,6 +88,41 @@ def test_quick_run_resumes_with_its_config_from_run_json(tmp_path, capsys):
     code, captured = _run_main(["randomization", "--out", str(out), "--resume", "--epochs", "5"], capsys)
     assert code == 2 and "--epochs 5 differs from the run's 2" in captured.err
     assert len(captured.err.strip().splitlines()) == 1
+
+
+def test_corrupt_prob_and_its_deprecated_alias_parse_to_the_same_config(monkeypatch, capsys):
+    import fitscope.cli.randomization as command
+
+    seen = []
+    monkeypatch.setattr(command, "run_command", lambda study, values, **kw: seen.append(values))
+    code, new = _run_main(["randomization", "--corrupt-prob", "0,0.5,1", "--out", "x"], capsys)
+    assert code in (0, None), new.err
+    code, old = _run_main(["randomization", "--noise", "0,0.5,1", "--out", "x"], capsys)
+    assert code in (0, None), old.err
+    assert seen[0] == seen[1] and seen[0]["noise_levels"] == [0.0, 0.5, 1.0]
+    assert "deprecated" not in new.err
+    note = [line for line in old.err.splitlines() if line.strip()]
+    assert len(note) == 1 and "--noise is deprecated; use --corrupt-prob" in note[0]
+
+
+def test_resume_names_the_corrupt_prob_flag():
+    from fitscope.experiments import get_study
+
+    assert get_study("randomization").flag("noise_levels") == "--corrupt-prob"
+
+
+def test_help_of_randomization_and_audit_each_state_what_their_number_means(capsys):
+    code, captured = _run_main(["randomization", "--help"], capsys)
+    assert code in (0, None)
+    text = _flat(captured.out)
+    assert "--corrupt-prob" in text and "redrawn uniformly over all C classes with probability p" in text
+    assert "p(1-1/C) of the labels end up wrong" in text
+    assert "--noise TEXT" not in text  # the deprecated alias is hidden
+    code, captured = _run_main(["audit", "--help"], capsys)
+    assert code in (0, None)
+    text = _flat(captured.out)
+    assert "Exact fraction of training labels flipped to another class" in text
+    assert "round(noise x n) labels change" in text
 
 
 @pytest.mark.slow

@@ -9,6 +9,10 @@ import pytest
 from fitscope.data import corrupt, load
 from fitscope.errors import ConfigError
 from fitscope.experiments.randomization import (
+    CHECK_90,
+    CHECK_ALL,
+    CHECK_LATE,
+    LATE_AT,
     findings,
     make_config,
     model_seeds,
@@ -17,7 +21,7 @@ from fitscope.experiments.randomization import (
     train_ensemble_task,
 )
 from fitscope.seeding import derive_seed
-from fitscope.train import train_ensemble
+from fitscope.train import train_ensemble, unpack_correct
 
 SMALL = dict(
     model="mlp:64x1",
@@ -139,9 +143,65 @@ def test_findings_are_measured_from_results():
             for p, e in [(0.0, 5), (0.5, 12), (1.0, 30)]
         ]
     )
-    checks = {c["check"]: c for c in findings(results, n_classes=10)}
+    late = pd.DataFrame([dict(noise=0.0, late_examples=4, late_conflicting=1, pairs=100, all_conflicting=2),
+                         dict(noise=0.5, late_examples=6, late_conflicting=5, pairs=100, all_conflicting=30),
+                         dict(noise=1.0, late_examples=10, late_conflicting=9, pairs=100, all_conflicting=90)])
+    checks = {c["check"]: c for c in findings(results, n_classes=10, late=late)}
     assert all(c["holds"] for c in checks.values())
     assert checks["random labels: test accuracy minus chance"]["value"] == pytest.approx(0.01)
+    assert checks[CHECK_90]["value"] == pytest.approx(1.0)  # 2, 6, 15 epochs to 90%: perfectly monotone
+    assert checks[CHECK_ALL]["value"] == pytest.approx(12 / 5)  # fastest p > 0 over p = 0
+    assert checks[CHECK_LATE]["value"] == pytest.approx(14 / 16)  # pooled over p > 0 only
+    assert "0.600" in checks[CHECK_LATE]["target"]  # (30 + 90) / 200 over all examples
+
+
+def test_findings_state_the_90pct_criterion_and_the_jump_not_the_old_claim():
+    rows = [dict(part="noise", corruption="labels", regularizers="none", noise=p, train_acc=1.0, test_acc=0.5,
+                 epochs_to_fit=e, epochs_to_90pct=e90, epochs_run=90)
+            for p, e, e90 in [(0.0, 15, 3), (0.2, 70, 5), (0.6, 55, 9), (1.0, -1, 20)]]
+    checks = findings(pd.DataFrame(rows), n_classes=10)
+    names = [c["check"] for c in checks]
+    assert names == [CHECK_90, CHECK_ALL]
+    assert "90% train accuracy" in CHECK_90 and "Spearman rho" in CHECK_90
+    assert not any("100%" in n and "rho" in n for n in names)  # the old "epochs to fit grow with p" check
+    # p = 1 never fit: counted at the budget + 1 = 91; the fastest p > 0 is p = 0.6 (55 epochs)
+    assert checks[1]["value"] == pytest.approx(55 / 15) and checks[1]["holds"]
+    slow_clean = [dict(r, epochs_to_fit=40) if r["noise"] == 0 else r for r in rows]
+    jump = findings(pd.DataFrame(slow_clean), n_classes=10)[1]
+    assert jump["value"] == pytest.approx(55 / 40) and not jump["holds"]
+
+
+def test_late_examples_finding_matches_brute_force_on_the_stored_records(tmp_path):
+    cfg = make_config(**dict(SMALL, parts=["noise"]))
+    run, outcome = randomization_study(cfg, tmp_path / "noise")
+    arrays = run.load_unit("noise")
+    data = load(cfg.data, seed=cfg.data_seed)
+    unit = next(u for u in plan_units(cfg, data) if u.key == "noise")
+    n = len(data.y_train)
+    assert "records_loss" not in arrays  # only the packed correctness is stored
+    correct = unpack_correct(arrays["records_correct"], n)
+    fit = arrays["epochs_to_fit"]
+    x = data.x_train.reshape(n, -1).astype(np.float64)
+    sq = (x * x).sum(1)
+    d2 = sq[:, None] + sq[None, :] - 2 * x @ x.T
+    np.fill_diagonal(d2, np.inf)
+    nb = d2.argmin(1)
+    late_hits = late_total = all_hits = all_total = 0
+    for k, row in enumerate(unit.rows):
+        if row["noise"] == 0:
+            continue
+        horizon = fit[k] if fit[k] > 0 else correct.shape[0]
+        late = ~correct[max(1, int(LATE_AT * horizon)) - 1, k]
+        conflict = unit.labels[k][nb] != unit.labels[k]
+        late_hits, late_total = late_hits + conflict[late].sum(), late_total + late.sum()
+        all_hits, all_total = all_hits + conflict.sum(), all_total + n
+    checks = {c["check"]: c for c in outcome.findings}
+    assert late_total > 0
+    assert checks[CHECK_LATE]["value"] == pytest.approx(late_hits / late_total)
+    assert f"{all_hits / all_total:.3f}" in checks[CHECK_LATE]["target"]
+    assert (run.path / "late_examples.parquet").exists()
+    html = (run.path / "report.html").read_text()
+    assert "nearest training neighbour carries another label" in html and "90% training accuracy" in html
 
 
 @pytest.mark.slow
@@ -150,12 +210,22 @@ def test_default_mlp_reproduces_the_shape_on_digits(tmp_path):
     cfg = make_config(corruptions=["none", "random_labels"], parts=["curves", "noise"],
                       seeds=[0])
     run, outcome = randomization_study(cfg, tmp_path / "full")
-    checks = {c["check"]: c for c in findings(outcome.results, n_classes=10)}
+    checks = {c["check"]: c for c in outcome.findings}
+    assert checks == {c["check"]: c for c in findings(outcome.results, 10, outcome.late_examples)}
     for name in ("random labels: train accuracy (min over seeds)", "random labels: test accuracy minus chance",
-                 "true labels: test accuracy", "epochs to 90% train accuracy vs noise p: Spearman rho over models"):
+                 "true labels: test accuracy", CHECK_90, CHECK_ALL, CHECK_LATE):
         assert checks[name]["holds"], (name, checks[name]["value"])
     # Time to the last example (100%) plateaus for p > 0 on digits (near-duplicate images with
     # conflicting labels set it), but every noisy level still takes longer than clean labels.
     noise = outcome.results[outcome.results.part == "noise"]
     clean = noise[noise.noise == 0].epochs_to_fit.max()
     assert (noise[noise.noise > 0].epochs_to_fit.replace(-1, 10**6) > clean).all()
+
+
+def test_noise_only_verdict_states_the_90pct_growth_and_the_jump():
+    from fitscope.report.randomization import verdict
+
+    checks = [dict(check=CHECK_90, value=0.63, holds=True), dict(check=CHECK_ALL, value=3.4, holds=True)]
+    text = verdict(dict(data=dict(n_classes=10), findings=checks))
+    assert text == ("Time to 90% training accuracy grows with the label corruption p (Spearman rho 0.63 over models); "
+                    "time to fit every example jumps at p > 0 (3.4x the time at p = 0 for the fastest p > 0).")

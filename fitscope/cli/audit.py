@@ -18,7 +18,9 @@ def audit(
     data: Optional[str] = typer.Option(
         None, help="Built-in name (see `fitscope data list`) or a data file/folder (default digits)."),
     model: Optional[str] = typer.Option(None, help="Model spec (see `fitscope models list`; default mlp:512x2)."),
-    noise: Optional[float] = typer.Option(None, help="Fraction of training labels to flip (ground truth kept)."),
+    noise: Optional[float] = typer.Option(
+        None, help="Exact fraction of training labels flipped to another class: round(noise x n) labels change "
+                   "(ground truth kept). Not randomization's --corrupt-prob, a per-label redraw probability."),
     noise_mode: Optional[str] = typer.Option(None, help="uniform (any other class) or pair (class c -> c+1)."),
     models: Optional[int] = typer.Option(None, help="Memorization subset models (default 200)."),
     ratio: Optional[float] = typer.Option(None, help="Subset ratio of the memorization models (default 0.7)."),

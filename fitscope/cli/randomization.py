@@ -1,4 +1,11 @@
-"""``fitscope randomization``: the Zhang et al. (2017) randomization study."""
+"""``fitscope randomization``: the Zhang et al. (2017) randomization study.
+
+``--corrupt-prob`` is Zhang et al.'s label corruption probability p: each
+training label is redrawn uniformly over all C classes with probability p, so
+about ``p * (1 - 1/C)`` of the labels end up wrong. It is not ``audit
+--noise``, which flips an exact fraction of the labels to another class.
+``--noise`` is kept here as a hidden, deprecated alias of ``--corrupt-prob``.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +27,13 @@ def randomization(
     model: Optional[str] = typer.Option(None, help="Model spec (see `fitscope models list`; default mlp:512x2)."),
     corruptions: Optional[str] = typer.Option(
         None, help="Comma list of none, random_labels, shuffled_pixels, random_pixels, gaussian (default: all)."),
-    noise: Optional[str] = typer.Option(None, help="Label-noise levels p, e.g. 0,0.2,0.4,0.6,0.8,1."),
+    corrupt_prob: Optional[str] = typer.Option(
+        None, "--corrupt-prob",
+        help="Label corruption probabilities p (Zhang et al.), e.g. 0,0.2,0.4,0.6,0.8,1: each training label is "
+             "redrawn uniformly over all C classes with probability p (it may land on its own class), so about "
+             "p(1-1/C) of the labels end up wrong. Not audit's --noise, an exact fraction flipped."),
+    noise: Optional[str] = typer.Option(None, "--noise", hidden=True,
+                                        help="Deprecated alias of --corrupt-prob."),
     regularizers: Optional[str] = typer.Option(
         None, help="Comma list of none, wd, dropout, augment, wd+dropout+augment (default: all)."),
     seeds: Optional[str] = typer.Option(None, help="Model seeds, e.g. 0,1,2 (default 0,1)."),
@@ -54,12 +67,21 @@ def randomization(
     On a Ray cluster: fitscope randomization --executor ray --address 10.0.0.1:6379 --out runs/rand
     (a run started with one executor can be resumed with --resume on the other).
     """
+    from fitscope.errors import ConfigError
     from fitscope.experiments import get_study
 
+    if noise is not None and corrupt_prob is not None:
+        raise ConfigError(f"--noise: expected it left out with --corrupt-prob (it is its deprecated alias), "
+                          f"got --noise {noise} and --corrupt-prob {corrupt_prob}")
+    flag, levels = ("--noise", noise) if noise is not None else ("--corrupt-prob", corrupt_prob)
+    noise_levels = parse_floats(levels, flag) if levels else None
+    if noise is not None:
+        typer.echo("note: randomization --noise is deprecated; use --corrupt-prob (the same label corruption "
+                   "probabilities p)", err=True)
     values = dict(
         data=data, model=model, label_column=label_column, data_seed=data_seed,
         corruptions=parse_names(corruptions) if corruptions else None,
-        noise_levels=parse_floats(noise, "--noise") if noise else None,
+        noise_levels=noise_levels,
         regularizers=parse_names(regularizers) if regularizers else None,
         seeds=parse_ints(seeds, "--seeds") if seeds else None,
         epochs=epochs, lr=lr, optimizer=optimizer, batch_size=batch_size,

@@ -44,6 +44,7 @@ from fitscope.estimators.memorization import (
     influence_scores,
     memorization_scores,
 )
+from fitscope.estimators.neighbours import NeighbourConflicts, late_examples, nearest_neighbour, neighbour_conflicts
 from fitscope.estimators.subsets import min_models, subset_masks
 from fitscope.estimators.proxies import kernel_density, learning_speed, median_bandwidth, relative_distance
 from fitscope.estimators.results import (
@@ -56,6 +57,10 @@ from fitscope.estimators.results import (
 )
 
 __all__ = [
+    "NeighbourConflicts",
+    "late_examples",
+    "nearest_neighbour",
+    "neighbour_conflicts",
     "min_models",
     "subset_masks",
     "DEFAULT_WEIGHTS",

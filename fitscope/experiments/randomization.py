@@ -11,9 +11,13 @@ stopped):
 - ``curves``: one ensemble per corruption (true labels, random labels,
   shuffled pixels, random pixels, gaussian), ``len(seeds)`` models each, full
   learning curves (Zhang et al. figure 1a).
-- ``noise``: one ensemble holding every label-noise level x seed (the inputs
-  are shared, only the labels differ per model): epochs to fit and test error
-  against the noise level p (figures 1b, 1c).
+- ``noise``: one ensemble holding every label-corruption probability p x seed
+  (the inputs are shared, only the labels differ per model; each label is
+  redrawn uniformly at random with probability p, so about ``p * (1 - 1/C)``
+  of them end up wrong): time to fit and test error against p (figures 1b,
+  1c). Its per-epoch correctness is kept, to find the examples still wrong
+  late in training and test whether their nearest training neighbour carries
+  another label (:mod:`fitscope.estimators.neighbours`).
 - ``regularizers``: one ensemble per regularizer setting (none, weight decay,
   dropout, augmentation, all three), true and random labels side by side
   (table 1).
@@ -24,8 +28,14 @@ and the report; this module supplies ``prepare`` (load, check, plan the label
 corruptions), ``plan`` (one unit per ensemble, trained by the pure
 module-level :func:`train_ensemble_task` with the clean data arrays shared;
 input corruptions are drawn inside the task from their seed), ``estimate``
-(the ``results`` and ``curves`` tables and the findings) and the report
-context.
+(the ``results``, ``curves`` and ``late_examples`` tables and the findings)
+and the report context.
+
+What the noise sweep measures (:func:`findings`): the time to 90% training
+accuracy grows with p (the bulk of the memorization), while the time to fit
+the *last* example jumps at any p > 0, because it is
+decided by a few near-duplicate inputs whose labels conflict, and those exist
+at any p > 0.
 """
 
 from __future__ import annotations
@@ -40,16 +50,19 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fitscope.data import Dataset, corrupt, load
 from fitscope.data.support import check_supports_study
+from fitscope.estimators.neighbours import late_examples, neighbour_conflicts
 from fitscope.experiments.config_errors import build_config
 from fitscope.experiments.study import Outcome, Prepared, Study, StudyResult, Unit, run_study
 from fitscope.models import check_input_shape, parse_spec
 from fitscope.seeding import derive_seed
-from fitscope.train import EnsembleResult, TrainConfig, train_ensemble
+from fitscope.train import EnsembleResult, TrainConfig, train_ensemble, unpack_correct
 
 CORRUPTIONS = ("none", "random_labels", "shuffled_pixels", "random_pixels", "gaussian")
 REGULARIZERS = ("none", "wd", "dropout", "augment", "wd+dropout+augment")
 #: Corruptions of the inputs (the labels stay): drawn inside the unit's task from their seed.
 INPUT_CORRUPTIONS = ("shuffled_pixels", "random_pixels", "gaussian")
+#: The examples a model still gets wrong at this fraction of its time to fit are its "late" examples.
+LATE_AT = 0.8
 
 
 class RandomizationConfig(BaseModel):
@@ -66,7 +79,10 @@ class RandomizationConfig(BaseModel):
     data_seed: int = 0
     model: str = "mlp:512x2"
     corruptions: list[str] = Field(default_factory=lambda: list(CORRUPTIONS))
-    noise_levels: list[float] = Field(default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    noise_levels: list[float] = Field(
+        default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+        description="label corruption probabilities p (--corrupt-prob): each training label is redrawn "
+                    "uniformly over all classes with probability p, so about p * (1 - 1/C) end up wrong")
     regularizers: list[str] = Field(default_factory=lambda: list(REGULARIZERS))
     seeds: list[int] = Field(default_factory=lambda: [0, 1])
     epochs: int = Field(150, gt=0, description="epoch budget; training stops early once every model fits")
@@ -95,7 +111,7 @@ class RandomizationConfig(BaseModel):
     @classmethod
     def _noise_in_unit_interval(cls, value: list[float]) -> list[float]:
         if not value or any(not 0.0 <= p <= 1.0 for p in value):
-            raise ValueError(f"expected label-noise levels in [0, 1]; got {value}")
+            raise ValueError(f"expected label corruption probabilities in [0, 1]; got {value}")
         return sorted(set(value))
 
     @field_validator("seeds")
@@ -153,12 +169,14 @@ class StudyOutcome:
 
     results: pd.DataFrame
     curves: pd.DataFrame
+    late_examples: pd.DataFrame | None = None
     findings: list[dict] = field(default_factory=list)
     trained_units: list[str] = field(default_factory=list)
     reused_units: list[str] = field(default_factory=list)
 
 
-def _train_config(cfg: RandomizationConfig, *, weight_decay: float = 0.0, augment: bool = False) -> TrainConfig:
+def _train_config(cfg: RandomizationConfig, *, weight_decay: float = 0.0, augment: bool = False,
+                  record: bool = False) -> TrainConfig:
     return TrainConfig(
         flip=cfg.augment_flip,
         epochs=cfg.epochs,
@@ -170,7 +188,7 @@ def _train_config(cfg: RandomizationConfig, *, weight_decay: float = 0.0, augmen
         augment=augment,
         schedule="constant",
         early_stop="fit",
-        record=False,
+        record=record,
     )
 
 
@@ -212,7 +230,8 @@ def plan_units(cfg: RandomizationConfig, data: Dataset) -> list[Ensemble]:
                 c = corrupt(data, "labels", noise=p, seed=derive_seed(cfg.data_seed, "noise", int(round(p * 1000)), s))
                 labels.append(c.dataset.y_train)
                 rows.append(dict(part="noise", corruption="labels", noise=p, regularizers="none", seed=s))
-        units.append(Ensemble("noise", "noise", rows, np.stack(labels), base_train, 0.0))
+        # Per-epoch correctness kept (only it is stored: see train_ensemble_task) to find the late examples.
+        units.append(Ensemble("noise", "noise", rows, np.stack(labels), _train_config(cfg, record=True), 0.0))
 
     if "regularizers" in cfg.parts:
         for reg in cfg.regularizers:
@@ -259,7 +278,9 @@ def train_ensemble_task(task: tuple[Ensemble, str, int], *, x_train: np.ndarray,
     ``progress(model-epochs done)`` is called after every epoch.
 
     Returns:
-        :meth:`fitscope.train.EnsembleResult.to_arrays` of the trained ensemble.
+        :meth:`fitscope.train.EnsembleResult.to_arrays` of the trained ensemble;
+        of the per-example records (kept by the noise ensemble) only the
+        bit-packed correctness (``records_correct``, ``records_n``) is stored.
     """
     unit, spec, n_classes = task
     if unit.inputs is not None:
@@ -273,7 +294,10 @@ def train_ensemble_task(task: tuple[Ensemble, str, int], *, x_train: np.ndarray,
     result = train_ensemble(spec, x_train, unit.labels, config=unit.train, seeds=model_seeds(unit),
                             x_test=x_test, y_test=y_test, dropout=unit.dropout, progress=tick,
                             n_classes=n_classes)
-    return result.to_arrays()
+    arrays = result.to_arrays()
+    arrays.pop("records_loss", None)
+    arrays.pop("records_margin", None)
+    return arrays
 
 
 def _tables(unit: Ensemble, result: EnsembleResult) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -310,11 +334,82 @@ def _tables(unit: Ensemble, result: EnsembleResult) -> tuple[pd.DataFrame, pd.Da
     return pd.DataFrame(rows), pd.DataFrame(curves)
 
 
-def findings(results: pd.DataFrame, n_classes: int) -> list[dict]:
-    """The four checks of the study, measured: name, value, target and whether it holds.
+def late_example_table(unit: Ensemble, arrays, x_train: np.ndarray) -> pd.DataFrame | None:
+    """Per label-corruption probability p: the late examples and how often their nearest neighbour has another label.
 
-    Each check is computed from ``results`` only, so the report and the
-    benchmark state the same numbers.
+    The late examples of a model are those it still gets wrong at
+    :data:`LATE_AT` of its time to fit (:func:`fitscope.estimators.neighbours.late_examples`).
+    For each of them and for every example, the nearest *other* training
+    input (Euclidean, on the clean inputs every model of the noise ensemble
+    shares) is compared under the model's own corrupted labels
+    (:func:`fitscope.estimators.neighbours.neighbour_conflicts`). Models of one
+    p are pooled.
+
+    Args:
+        unit: the noise ensemble.
+        arrays: its stored arrays (``records_correct``, ``records_n``, ``epochs_to_fit``).
+        x_train: the shared training inputs ``(n, ...)``.
+
+    Returns:
+        One row per p: ``noise``, ``models``, ``late_examples`` (model, example
+        pairs), ``late_conflicting``, ``pairs`` (models x n), ``all_conflicting``,
+        ``late_conflict`` and ``all_conflict`` (shares), ``late_nn_distance_median``
+        and ``all_nn_distance_median``; None when the unit kept no correctness
+        records (a run stored before they were kept).
+    """
+    if "records_correct" not in arrays:
+        return None
+    n = unit.labels.shape[1]
+    correct = unpack_correct(np.asarray(arrays["records_correct"]), n)
+    late = late_examples(correct, np.asarray(arrays["epochs_to_fit"], np.int64), at=LATE_AT)
+    conflicts = neighbour_conflicts(x_train, unit.labels)
+    noise = np.array([row["noise"] for row in unit.rows])
+    rows = []
+    for p in sorted(set(noise.tolist())):
+        models = noise == p
+        late_p = late & models[:, None]
+        all_p = np.zeros_like(late) | models[:, None]
+        rows.append(dict(
+            noise=p, models=int(models.sum()),
+            late_examples=conflicts.count(late_p), late_conflicting=int(conflicts.conflict[late_p].sum()),
+            pairs=conflicts.count(all_p), all_conflicting=int(conflicts.conflict[all_p].sum()),
+            late_conflict=conflicts.rate(late_p), all_conflict=conflicts.rate(all_p),
+            late_nn_distance_median=conflicts.distance_median(late_p),
+            all_nn_distance_median=conflicts.distance_median(all_p),
+        ))
+    return pd.DataFrame(rows)
+
+
+#: The check names of the noise sweep (the report and the benchmark look them up by name).
+CHECK_90 = "epochs to 90% train accuracy vs label corruption p: Spearman rho over models"
+CHECK_ALL = "epochs to fit every example (100% train accuracy): smallest p > 0 over p = 0"
+CHECK_LATE = (f"examples still wrong at {LATE_AT:.0%} of the time to fit (p > 0): "
+              "share whose nearest training neighbour has another label")
+
+
+def findings(results: pd.DataFrame, n_classes: int, late: pd.DataFrame | None = None) -> list[dict]:
+    """The checks of the study, measured: name, value, target, whether it holds, and how to show the value.
+
+    Random labels are fit and generalize at chance, true labels generalize
+    (Zhang et al.). For the label-corruption sweep, what was measured on
+    digits replaces the paper's "time to fit grows with p":
+
+    - the time to **90%** training accuracy grows with p (Spearman rho over
+      models > 0.5, and the largest p is slower than the smallest);
+    - the time to fit **every** example jumps at any p > 0: the mean epochs to
+      100% training accuracy at the fastest p > 0 is at least twice that at
+      p = 0;
+    - why (when ``late`` is given, :func:`late_example_table`): the examples
+      still wrong late in training have a nearest training neighbour with
+      another label more often than the examples overall (pooled over p > 0).
+
+    Models that never got there count at their budget plus one (a lower bound
+    on their time). Each check is computed from ``results`` (and ``late``)
+    only, so the report and the benchmark state the same numbers.
+
+    Returns:
+        A list of dicts ``check, value, target, holds, format`` (``format``:
+        ``"pct"``, ``"ratio"`` or ``"number"``).
     """
     out: list[dict] = []
     chance = 1.0 / n_classes
@@ -323,26 +418,40 @@ def findings(results: pd.DataFrame, n_classes: int) -> list[dict]:
     if len(rand):
         v = float(rand.train_acc.min())
         out.append(dict(check="random labels: train accuracy (min over seeds)", value=v, target=">= 0.99",
-                        holds=v >= 0.99))
+                        holds=v >= 0.99, format="pct"))
         v = float(rand.test_acc.mean())
         out.append(dict(check="random labels: test accuracy minus chance", value=v - chance,
-                        target="within +-0.05", holds=abs(v - chance) <= 0.05))
+                        target="within +-0.05", holds=abs(v - chance) <= 0.05, format="pct"))
     if len(true):
         v = float(true.test_acc.mean())
-        out.append(dict(check="true labels: test accuracy", value=v, target=">= 0.95", holds=v >= 0.95))
+        out.append(dict(check="true labels: test accuracy", value=v, target=">= 0.95", holds=v >= 0.95,
+                        format="pct"))
     noise = results[results.part == "noise"]
+
+    def epochs(column: str) -> pd.Series:
+        return noise[column].where(noise[column] > 0, noise.epochs_run + 1)
+
     if noise.noise.nunique() >= 3:
         from scipy.stats import spearmanr
 
-        for column, what in (("epochs_to_fit", "100%"), ("epochs_to_90pct", "90%")):
-            # Models that never got there count at the budget they used (a lower bound on their time).
-            epochs = noise[column].where(noise[column] > 0, noise.epochs_run + 1)
-            # No model got there in a tiny budget: every time is the budget and rho is undefined.
-            rho = float(spearmanr(noise.noise, epochs).statistic) if epochs.nunique() > 1 else float("nan")
-            means = epochs.groupby(noise.noise).mean()
-            out.append(dict(check=f"epochs to {what} train accuracy vs noise p: Spearman rho over models",
-                            value=rho, target="> 0.5, and p = max slower than p = min",
-                            holds=bool(rho > 0.5) and bool(means.iloc[-1] > means.iloc[0])))
+        to_90 = epochs("epochs_to_90pct")
+        # No model got there in a tiny budget: every time is the budget and rho is undefined.
+        rho = float(spearmanr(noise.noise, to_90).statistic) if to_90.nunique() > 1 else float("nan")
+        means = to_90.groupby(noise.noise).mean()
+        out.append(dict(check=CHECK_90, value=rho, target="> 0.5, and p = max slower than p = min",
+                        holds=bool(rho > 0.5) and bool(means.iloc[-1] > means.iloc[0]), format="number"))
+    if (noise.noise == 0).any() and (noise.noise > 0).any():
+        means = epochs("epochs_to_fit").groupby(noise.noise).mean()
+        ratio = float(means[means.index > 0].min() / means.loc[0.0])
+        out.append(dict(check=CHECK_ALL, value=ratio, target=">= 2x: a jump at any p > 0",
+                        holds=bool(ratio >= 2.0), format="ratio"))
+    if late is not None and (late.noise > 0).any():
+        some = late[late.noise > 0]
+        n_late, n_all = int(some.late_examples.sum()), int(some.pairs.sum())
+        v = float(some.late_conflicting.sum() / n_late) if n_late else float("nan")
+        base = float(some.all_conflicting.sum() / n_all)
+        out.append(dict(check=CHECK_LATE, value=v, target=f"above {base:.3f}, the share over all examples",
+                        holds=bool(v > base), format="pct"))
     return out
 
 
@@ -380,18 +489,24 @@ def plan(cfg: RandomizationConfig, prepared: Prepared) -> list[Unit]:
 
 
 def estimate(cfg: RandomizationConfig, prepared: Prepared, units) -> Outcome:
-    """The ``results`` and ``curves`` tables from the stored ensembles, and the findings as the summary."""
+    """The ``results`` and ``curves`` tables (and ``late_examples`` of the noise ensemble) and the findings."""
     state: RandomizationState = prepared.state
     results, curves = [], []
     for ensemble in state.ensembles:
         r, c = _tables(ensemble, EnsembleResult.from_arrays(units[ensemble.key]))
         results.append(r)
         curves.append(c)
+    late = None
+    noise_unit = next((e for e in state.ensembles if e.part == "noise"), None)
+    if noise_unit is not None:
+        late = late_example_table(noise_unit, units[noise_unit.key], state.data.x_train)
     detail = StudyOutcome(results=pd.concat(results, ignore_index=True),
-                          curves=pd.concat(curves, ignore_index=True))
-    detail.findings = findings(detail.results, state.data.n_classes)
-    return Outcome(tables={"results": detail.results, "curves": detail.curves},
-                   summary={c["check"]: c["value"] for c in detail.findings}, detail=detail)
+                          curves=pd.concat(curves, ignore_index=True), late_examples=late)
+    detail.findings = findings(detail.results, state.data.n_classes, late)
+    tables = {"results": detail.results, "curves": detail.curves}
+    if late is not None:
+        tables["late_examples"] = late
+    return Outcome(tables=tables, summary={c["check"]: c["value"] for c in detail.findings}, detail=detail)
 
 
 def report(cfg: RandomizationConfig, prepared: Prepared, outcome: Outcome) -> dict:
@@ -413,6 +528,8 @@ def report(cfg: RandomizationConfig, prepared: Prepared, outcome: Outcome) -> di
         curves_png=figures.learning_curves_figure(detail.curves) if "curves" in cfg.parts else None,
         fit_png=figures.fit_time_figure(detail.results, cfg.epochs) if "noise" in cfg.parts else None,
         error_png=figures.test_error_figure(detail.results, data.n_classes) if "noise" in cfg.parts else None,
+        late_table=figures.late_example_table(detail.late_examples) if detail.late_examples is not None else None,
+        late_at=LATE_AT,
         trained_units=detail.trained_units,
         reused_units=detail.reused_units,
         n_models=len(detail.results),
@@ -421,7 +538,7 @@ def report(cfg: RandomizationConfig, prepared: Prepared, outcome: Outcome) -> di
 
 STUDY = Study(kind="randomization", command="fitscope randomization", config=RandomizationConfig,
               prepare=prepare, plan=plan, estimate=estimate, report=report, template="randomization.html.j2",
-              quick=QUICK, work_name="model-epochs", flags={"noise_levels": "--noise"})
+              quick=QUICK, work_name="model-epochs", flags={"noise_levels": "--corrupt-prob"})
 
 
 def randomization_study(cfg: RandomizationConfig, out: str | Path, *, resume: bool = False, **placement):

@@ -276,6 +276,10 @@ def _randomization_context() -> dict:
         curves_png=figures.learning_curves_figure(curves),
         fit_png=figures.fit_time_figure(results, 40),
         error_png=figures.test_error_figure(results, 10),
+        late_table=figures.late_example_table(pd.DataFrame([dict(
+            noise=0.5, models=1, late_examples=3, late_conflict=1.0, all_conflict=0.4,
+            late_nn_distance_median=0.7, all_nn_distance_median=1.0)])),
+        late_at=0.8,
         trained_units=["curves-none"], reused_units=[], n_models=len(results),
     )
 

@@ -13,36 +13,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from fitscope.report.figures import MIN_FONT_PT, PANEL_WIDTH, SMALL_FONT, figure_to_data_uri, new_figure
+from fitscope.report.figures import MIN_FONT_PT, PANEL_WIDTH, SMALL_FONT, draw_input, figure_to_data_uri, new_figure
 from fitscope.report.html import format_number, format_percent, percent_columns
 
 SHOWN = 16  # examples per gallery
 PAIRS_SHOWN = 8
-
-
-def _draw(ax, x: np.ndarray, kind: str, limits: tuple[float, float] | None = None) -> None:
-    """Draw one input on ``ax``: an image, a signal or a feature bar plot (``limits``: a shared y range)."""
-    if kind == "image":
-        if x.shape[0] == 3:
-            img = np.transpose(x, (1, 2, 0))
-            low, high = float(img.min()), float(img.max())
-            ax.imshow((img - low) / (high - low) if high > low else np.zeros_like(img), aspect="equal")
-        else:
-            ax.imshow(x[0], cmap="gray_r", interpolation="nearest", aspect="equal")
-        ax.set_xticks([])
-        ax.set_yticks([])
-    elif kind == "signal":
-        for channel in x:
-            ax.plot(channel, lw=0.8)
-        ax.set_xticks([])
-        ax.tick_params(labelsize=MIN_FONT_PT)
-    else:
-        ax.bar(np.arange(x.shape[0]), x, width=0.9, color="tab:blue")
-        ax.axhline(0.0, color="gray", lw=0.5)
-        ax.set_xticks([])
-        ax.tick_params(labelsize=MIN_FONT_PT)
-    if limits is not None and kind != "image":
-        ax.set_ylim(*limits)
 
 
 def _limits(data) -> tuple[float, float]:
@@ -97,7 +72,7 @@ def gallery_figure(data, examples: pd.DataFrame, indices, score: str, *, columns
     for i in indices:
         row = examples.iloc[i]
         fig = new_figure(width, height)
-        _draw(fig.subplots(), data.x_train[i], kind, limits)
+        draw_input(fig.subplots(), data.x_train[i], kind, limits)
         lines = [f"#{i} given {_class_name(data.classes, row['label'])}"]
         flag = False
         if has_truth:
@@ -120,8 +95,8 @@ def pairs_figure(data, pairs: pd.DataFrame, labels: np.ndarray) -> list[dict] | 
         i, j = int(pair.train_index), int(pair.test_index)
         fig = new_figure(2 * width + 0.1, height)
         ax_train, ax_test = fig.subplots(1, 2)
-        _draw(ax_train, data.x_train[i], data.kind, limits)
-        _draw(ax_test, data.x_test[j], data.kind, limits)
+        draw_input(ax_train, data.x_train[i], data.kind, limits)
+        draw_input(ax_test, data.x_test[j], data.kind, limits)
         lines = [f"train #{i} ({_class_name(data.classes, labels[i])}) | test #{j} "
                  f"({_class_name(data.classes, data.y_test[j])})", f"infl {pair.infl:.2f}"]
         tiles.append({"uri": figure_to_data_uri(fig), "lines": lines, "flag": False})

@@ -21,6 +21,7 @@ import base64
 import io
 import sys
 
+import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -96,3 +97,28 @@ def release_figure(fig: Figure) -> None:
     if pyplot is not None:
         pyplot.close(fig)
     fig.clear()
+
+
+def draw_input(ax, x: np.ndarray, kind: str, limits: tuple[float, float] | None = None) -> None:
+    """Draw one input on ``ax``: an image, a signal or a feature bar plot (``limits``: a shared y range)."""
+    if kind == "image":
+        if x.shape[0] == 3:
+            img = np.transpose(x, (1, 2, 0))
+            low, high = float(img.min()), float(img.max())
+            ax.imshow((img - low) / (high - low) if high > low else np.zeros_like(img), aspect="equal")
+        else:
+            ax.imshow(x[0], cmap="gray_r", interpolation="nearest", aspect="equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    elif kind == "signal":
+        for channel in x:
+            ax.plot(channel, lw=0.8)
+        ax.set_xticks([])
+        ax.tick_params(labelsize=MIN_FONT_PT)
+    else:
+        ax.bar(np.arange(x.shape[0]), x, width=0.9, color="tab:blue")
+        ax.axhline(0.0, color="gray", lw=0.5)
+        ax.set_xticks([])
+        ax.tick_params(labelsize=MIN_FONT_PT)
+    if limits is not None and kind != "image":
+        ax.set_ylim(*limits)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from fitscope.report.figures import PANEL_WIDTH, SMALL_FONT, figure_to_data_uri, new_figure
+from fitscope.report.figures import PANEL_WIDTH, SMALL_FONT, draw_input, figure_to_data_uri, new_figure
 from fitscope.report.html import format_number, format_percent, percent_columns
 
 SHOWN = 16  # unstable examples in the gallery and the table
@@ -86,15 +86,7 @@ def unstable_tiles(data, examples: pd.DataFrame, rows: list[int]) -> list[dict] 
         row = examples.iloc[i]
         x = data.x_test[int(row["index"])]
         fig = new_figure(TILE_WIDTH, TILE_WIDTH * height / width)
-        ax = fig.subplots()
-        if x.shape[0] == 3:
-            img = np.transpose(x, (1, 2, 0))
-            low, high = float(img.min()), float(img.max())
-            ax.imshow((img - low) / (high - low) if high > low else np.zeros_like(img), aspect="equal")
-        else:
-            ax.imshow(x[0], cmap="gray_r", interpolation="nearest", aspect="equal")
-        ax.set_xticks([])
-        ax.set_yticks([])
+        draw_input(fig.subplots(), x, "image")
         lines = [f"#{int(row['index'])} label {_class_name(data.classes, row['label'])}",
                  f"votes {row['votes']}", f"disagree {format_percent(float(row['disagreement']))}"]
         tiles.append({"uri": figure_to_data_uri(fig), "lines": lines, "flag": not bool(row["majority_correct"])})

@@ -464,15 +464,15 @@ def run_study(
     with make_executor(executor, address=address, threads_per_task=threads) as ex, \
             Run.create(out, kind=study.kind, config=cfg.model_dump(mode="json"), seeds=prepared.seeds,
                        resume=resume, rebuild_meta=rebuild_meta) as run:
-        damaged = list(getattr(run, "damaged_units", []) or [])
+        damaged = list(run.damaged_units)
         for key in damaged:
-            why = (getattr(run, "unit_damage", {}) or {}).get(key, "damaged")
-            progress.message(f"unit {key} was damaged ({why}); training it again")
+            progress.message(f"unit {key} was damaged ({run.unit_damage.get(key, 'unreadable')}); training it again")
         attempt = run.meta.setdefault("attempts", [{}])[-1]
         attempt["executor"] = ex.info
         run.timings["prepare"] = round(run.timings.get("prepare", 0.0) + prepare_seconds, 3)
         todo = [u for u in units if not run.has_unit(u.key)]
-        reused = [u.key for u in units if u not in todo]
+        todo_keys = {u.key for u in todo}
+        reused = [u.key for u in units if u.key not in todo_keys]
         if reused:
             progress.message(f"reused {len(reused)} finished units, training {len(todo)}")
         attempt["reused_units"] = reused
@@ -487,15 +487,15 @@ def run_study(
             _write(study, run, cfg, prepared, outcome, progress)
         except KeyboardInterrupt:
             saved = sum(run.has_unit(u.key) for u in units)
-            run.fail("interrupted (Ctrl-C)", status="interrupted")
+            _mark_failed(run, "interrupted (Ctrl-C)", status="interrupted")
             raise StudyInterrupted(f"interrupted: {saved} of {len(units)} units are saved in {out}; "
                                    f"resume with: {resume_hint(study, out)}") from None
         except WriteError as err:  # disk full, or not writable: say exactly how to continue
-            run_failed(run, str(err))
+            _mark_failed(run, str(err))
             raise RunError(f"{err}; resume with: {resume_hint(study, out)}") from None
         except TaskLost as err:
             saved = sum(run.has_unit(u.key) for u in units)
-            run.fail(str(err))
+            _mark_failed(run, str(err))
             raise RunError(f"{err}; {saved} of {len(units)} units are saved: run "
                            f"{resume_hint(study, out)} to finish") from None
         run.finish(summary=outcome.summary)
@@ -503,10 +503,10 @@ def run_study(
                        damaged=damaged)
 
 
-def run_failed(run, message: str) -> None:
-    """Mark ``run`` failed with ``message`` if its run.json can still be written (a full disk may refuse)."""
+def _mark_failed(run, message: str, *, status: str = "failed") -> None:
+    """Mark ``run`` failed (or ``status``) with ``message`` if its run.json can still be written (a full disk may not)."""
     try:
-        run.fail(message)
+        run.fail(message, status=status)
     except FitscopeError:
         pass
 

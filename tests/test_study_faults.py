@@ -1,8 +1,10 @@
 """Faults the study runner survives: a Ray node dies mid-run, a report that cannot be written, disk full.
 
-The node test starts a two-node Ray cluster on this machine (``ray.cluster_utils.Cluster``: a head and a
-worker node, one CPU each, so each runs one unit at a time) and removes the worker node as soon as the
-first unit reports progress, while both nodes are training.
+The node tests start a Ray cluster on this machine (``ray.cluster_utils.Cluster``): a head node with no
+CPUs (the driver and the progress board live there) and one worker node with one CPU, so every unit runs
+on that worker, one after another. As soon as the first unit reports progress, the worker node is removed
+while it is training (it is the only node that can run a unit, and units are queued back to back) and a
+fresh one-CPU node joins. The loss is thus certain, not a race between two nodes' schedules.
 """
 
 from __future__ import annotations
@@ -19,20 +21,22 @@ from fitscope.experiments import get_study
 from fitscope.experiments.study import Progress, run_study
 from fitscope.runs import executors
 
-# 4 units of 2 tiny models (120 model-epochs each), long enough that both nodes are busy when the worker dies
+# 4 units of 2 tiny models (120 model-epochs each, about a second): the first tick comes well before the last unit ends
 VALUES = dict(model="mlp:16x1", models=8, ratio=0.5, cscore_ratios=[0.5], epochs=60, noise=0.1, chunk=2)
 
 
-class KillNodeOnFirstTick(Progress):
-    """Removes a cluster node once the units have reported some progress (both nodes are training by then)."""
+class ReplaceNodeOnFirstTick(Progress):
+    """Removes the only CPU node at the first progress tick (a unit is training on it), then adds a fresh one."""
 
     def __init__(self, cluster, node) -> None:
         self.cluster, self.node, self.killed = cluster, node, False
 
     def advance(self, done: int) -> None:
-        if not self.killed and done >= 40:
+        if not self.killed and done > 0:
             self.killed = True
             self.cluster.remove_node(self.node, allow_graceful=False)
+            self.cluster.add_node(num_cpus=1)
+            self.cluster.wait_for_nodes()
 
 
 @pytest.fixture
@@ -40,7 +44,7 @@ def two_nodes():
     import ray
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     worker = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
@@ -50,9 +54,9 @@ def two_nodes():
 
 
 @pytest.mark.slow
-def test_units_lost_with_a_node_are_retried_on_the_survivor(two_nodes, tmp_path):
+def test_units_lost_with_a_node_are_retried_on_another_node(two_nodes, tmp_path):
     cluster, worker = two_nodes
-    progress = KillNodeOnFirstTick(cluster, worker)
+    progress = ReplaceNodeOnFirstTick(cluster, worker)
     result = run_study(get_study("audit"), VALUES, tmp_path / "ray", executor="ray", threads=1, progress=progress)
     assert progress.killed and result.run.status == "done"
     assert sorted(result.trained) == ["mem-000", "mem-001", "mem-002", "mem-003"]
@@ -71,7 +75,7 @@ def test_retries_spent_is_one_line_then_resume_finishes(two_nodes, tmp_path, mon
     out = tmp_path / "run"
     with pytest.raises(RunError) as info:
         run_study(get_study("audit"), VALUES, out, executor="ray", threads=1,
-                  progress=KillNodeOnFirstTick(cluster, worker))
+                  progress=ReplaceNodeOnFirstTick(cluster, worker))
     text = str(info.value)
     assert "was lost" in text and f"fitscope audit --out {out} --resume" in text and "\n" not in text
     assert json.loads((out / "run.json").read_text())["status"] == "failed"

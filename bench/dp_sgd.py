@@ -63,7 +63,7 @@ def _train(setting, spec, x, y, x_test, y_test, *, seed, epochs):
         return fit.model, float(fit.test_acc[-1]), None
     res = train_dp_sgd(spec, x, y, eps=setting, delta=DELTA, max_grad_norm=1.0, epochs=epochs, batch_size=64,
                        lr=0.5, seed=seed, x_test=x_test, y_test=y_test, n_classes=10)
-    return res.model, float(res.test_acc[-1]), dict(epsilon=res.epsilon, noise_multiplier=res.noise_multiplier,
+    return res.model, float(res.test_acc[-1]), dict(epsilon=res.eps, noise_multiplier=res.noise_multiplier,
                                                      accountant=res.accountant, delta=res.delta, steps=res.steps)
 
 

@@ -81,11 +81,11 @@ def test_local_task_error_names_the_task():
 
 
 def test_unknown_executor_and_bad_options():
-    with pytest.raises(ConfigError, match=r"--executor: expected one of local, ray; got 'dask'"):
+    with pytest.raises(ConfigError, match=r"^--executor: expected one of local, ray, got 'dask'$"):
         make_executor("dask")
     with pytest.raises(ConfigError, match="only used with --executor ray"):
         make_executor("local", address="head:6379")
-    with pytest.raises(ConfigError, match="threads_per_task: expected a positive integer; got 0"):
+    with pytest.raises(ConfigError, match=r"^threads_per_task: expected an integer >= 1, got 0$"):
         make_executor("local", threads_per_task=0)
 
 

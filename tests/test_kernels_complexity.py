@@ -72,7 +72,7 @@ def test_duplicates_need_jitter_and_bad_input_is_rejected():
         complexity_measure(X, y[:5])
     with pytest.raises(DataError, match="at least 2 classes"):
         complexity_measure(X, np.zeros(20))
-    with pytest.raises(ConfigError, match=r"noise_levels: expected fractions in \[0, 1\], got 1.5"):
+    with pytest.raises(ConfigError, match=r"^noise_levels\[\d\]: expected a number in \[0, 1\], got 1.5$"):
         complexity_measure(X, y, noise_levels=[0.5, 1.5], jitter=1e-8)
     with pytest.raises(ConfigError, match="jitter"):
         complexity_measure(X, y, jitter=-1.0)

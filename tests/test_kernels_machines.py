@@ -75,7 +75,8 @@ def test_zero_rows_get_zero_kernel_rows():
 
 def test_bad_parameters_are_config_errors_raised_in_fit():
     X, y = _blobs(5, n=12)
-    with pytest.raises(ConfigError, match="The 'C' parameter of NTKSVC must be a float"):
+    with pytest.raises(ConfigError,
+                       match=r"^C: expected a float in the range \(0.0, inf\) \(a parameter of NTKSVC\), got -1$"):
         NTKSVC(C=-1).fit(X, y)
     with pytest.raises(ConfigError, match="fixed"):
         NTKClassifier(depth=2, fixed=3).fit(X, y)

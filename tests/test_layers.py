@@ -9,9 +9,11 @@ above ``estimators``: a defense is measured with the estimators' attacks (member
 inference) and shares their input checks, so DESIGN.md's "peers" for the three was
 too strict for privacy (the code has always imported them). The
 top-level modules ``fitscope/errors.py``, ``fitscope/seeding.py``,
-``fitscope/__init__.py`` and ``fitscope/__main__.py`` are the base: any module may
-import them; ``errors`` and ``seeding`` import only each other, while the package
-``__init__`` and ``__main__`` (the entry points) may import anything, the CLI included.
+``fitscope/validation.py`` (the shared argument checks), ``fitscope/__init__.py``
+and ``fitscope/__main__.py`` are the base: any module may import them; ``errors``,
+``seeding`` and ``validation`` import only each other (``validation`` only
+``errors``), while the package ``__init__`` and ``__main__`` (the entry points) may
+import anything, the CLI included.
 
 Studies never import each other: a module of ``fitscope/experiments`` imports no
 study module (a module named in :data:`fitscope.experiments.STUDIES`) other than
@@ -50,7 +52,7 @@ LAYERS: dict[str, int] = {
     "cli": 8,
 }
 #: top-level modules that any module may import
-BASE = {"errors", "seeding", "__init__", "__main__"}
+BASE = {"errors", "seeding", "validation", "__init__", "__main__"}
 #: base modules that may import anything (the entry points)
 ENTRY = {"__init__", "__main__"}
 #: modules of fitscope/experiments every study may import
@@ -264,6 +266,15 @@ def test_checker_allows_what_the_contract_allows():
         _src("fitscope.report.html", "from fitscope.runs.atomic import atomic_write_text\n"),
     )
     assert found == []
+
+
+def test_the_validation_module_is_base_and_imports_only_errors():
+    text = (ROOT / "validation.py").read_text(encoding="utf-8")
+    found = imported_modules(ast.parse(text), "fitscope.validation", package=False, known=set(package_sources()))
+    assert {target for _, target in found} == {"fitscope.errors"}
+    assert check_import("fitscope.runs.executors", "fitscope.validation", set()) is None  # the lowest layer may use it
+    rule = check_import("fitscope.validation", "fitscope.data.validation", set())
+    assert rule is not None and "base module fitscope/validation.py may import only the base" in rule
 
 
 def test_checker_catches_the_base_importing_a_layer_and_unknown_packages():

@@ -18,7 +18,7 @@ def _rr_procedure(eps, seed):
     """A procedure that is exactly eps-label-DP and memorizes its noisy labels perfectly (the strongest case)."""
 
     def train_and_predict(x, y):
-        noisy = rr_with_prior(y, np.full((len(y), K), 1.0 / K), eps, seed)
+        noisy = rr_with_prior(y, np.full((len(y), K), 1.0 / K), eps, seed=seed)
         return np.eye(K)[noisy]
 
     return train_and_predict
@@ -75,12 +75,12 @@ def test_guess_excludes_the_original_label():
 
 
 def test_bad_input():
-    with pytest.raises(ConfigError, match="m: expected a number of canaries"):
+    with pytest.raises(ConfigError, match=r"^m: expected an integer in \[1, 10\], got 11$"):
         plant_canaries(np.arange(10) % 3, 11, 3, seed=0)
-    with pytest.raises(ConfigError, match="K >= 3"):
+    with pytest.raises(ConfigError, match=r"^n_classes: expected an integer >= 3, got 2$"):
         plant_canaries(np.arange(10) % 2, 2, 2, seed=0)
     with pytest.raises(ConfigError, match="confidence"):
         canary_bound(3, 10, K, confidence=1.0)
     c = plant_canaries(np.arange(10) % 3, 2, 3, seed=0)
-    with pytest.raises(DataError, match=r"probs: expected model outputs of shape \(n, K\) = \(10, 3\)"):
+    with pytest.raises(DataError, match=r"probs: expected model outputs of shape \(n, C\) = \(10, 3\)"):
         guess_canaries(np.zeros((10, 4)), c)

@@ -84,25 +84,29 @@ def test_weight_cap_holds():
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        (dict(k=0), ConfigError, "k must be an integer >= 1"),
-        (dict(k=13), ConfigError, "k must be <= the number of private examples"),
-        (dict(k=2, max_weight=0.5), ConfigError, r"max_weight must be in \(1/k, 1\]"),
-        (dict(k=2, max_weight=1.2), ConfigError, r"max_weight must be in \(1/k, 1\]"),
-        (dict(k=2, y=np.arange(5)), DataError, "expected 12 labels"),
+        (dict(k=0), ConfigError, r"^k: expected an integer >= 1, got 0$"),
+        (dict(k=13), ConfigError,
+         r"^k: expected at most the 12 private examples for Inside-dataset InstaHide, got 13$"),
+        (dict(k=2, max_weight=0.5), ConfigError, r"^max_weight: expected a number in \(1/k, 1\] = \(0.5, 1\] for k=2, "
+                                                 r"got 0.5$"),
+        (dict(k=2, max_weight=1.2), ConfigError, r"max_weight: expected a number in \(1/k, 1\]"),
+        (dict(k=2, y=np.arange(5)), DataError, r"^y: expected an integer array of shape \(n,\) = \(12,\) like x, "
+                                               r"got shape \(5,\)$"),
         (dict(k=2, public=np.zeros((3, 1, 5, 5))), DataError, "public: expected shape"),
-        (dict(k=2, n_encodings=0), ConfigError, "n_encodings must be"),
+        (dict(k=2, n_encodings=0), ConfigError, r"^n_encodings: expected an integer >= 1, got 0$"),
+        (dict(k=2, seed=-1), ConfigError, r"^seed: expected an integer in \[0, 2\*\*32\), got -1$"),
     ],
 )
 def test_bad_input(kwargs, error, match):
     x, y = _data()
     kwargs.setdefault("y", y)
     with pytest.raises(error, match=match):
-        instahide_encode(x, seed=0, **kwargs)
+        instahide_encode(x, **({"seed": 0} | kwargs))
 
 
 def test_too_few_public_members():
     x, y = _data()
-    with pytest.raises(ConfigError, match="public members needed"):
+    with pytest.raises(ConfigError, match=r"^public: expected at least k - k_private = 3 examples .*, got 2 examples$"):
         instahide_encode(x, y, k=6, seed=0, public=np.zeros((2, 1, 4, 4)))
 
 
@@ -120,7 +124,7 @@ def test_training_runs_and_plain_baseline_learns():
                              on_epoch=lambda e, enc: seen.append(enc.encodings.copy()))
     assert masked.test_acc.shape == (3,) and len(seen) == 3
     assert not np.array_equal(seen[0], seen[1])  # fresh encodings every epoch
-    with pytest.raises(ConfigError, match="k must be"):
+    with pytest.raises(ConfigError, match="^k: expected an integer >= 1, got 0$"):
         train_instahide("mlp:32x1", x, y, k=0, seed=0, x_test=x, y_test=y, epochs=1)
 
 

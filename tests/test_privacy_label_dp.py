@@ -75,17 +75,18 @@ def test_top_k_choice_matches_the_definition():
 def test_deterministic_given_the_seed():
     y = np.arange(50) % 4
     p = np.full((50, 4), 0.25)
-    np.testing.assert_array_equal(rr_with_prior(y, p, 1.0, 7), rr_with_prior(y, p, 1.0, 7))
-    assert not np.array_equal(rr_with_prior(y, p, 1.0, 7), rr_with_prior(y, p, 1.0, 8))
+    np.testing.assert_array_equal(rr_with_prior(y, p, 1.0, seed=7), rr_with_prior(y, p, 1.0, seed=7))
+    assert not np.array_equal(rr_with_prior(y, p, 1.0, seed=7), rr_with_prior(y, p, 1.0, seed=8))
 
 
 @pytest.mark.parametrize("kwargs, error, needle", [
-    (dict(eps=0.0), ConfigError, "eps: expected a finite number > 0, got 0.0"),
-    (dict(eps=-1), ConfigError, "eps: expected a finite number > 0, got -1"),
+    (dict(eps=0.0), ConfigError, r"^eps: expected a number in \(0, inf\), got 0.0$"),
+    (dict(eps=-1), ConfigError, r"^eps: expected a number in \(0, inf\), got -1$"),
     (dict(eps=float("inf")), ConfigError, "eps"),
     (dict(priors=np.full((4, 3), 0.3)), DataError, "priors: expected every row to sum to 1"),
     (dict(priors=np.full((3, 3), 1 / 3)), DataError, "priors"),
-    (dict(labels=np.array([0, 1, 2, 3])), DataError, "labels: expected class indices below K = 3"),
+    (dict(labels=np.array([0, 1, 2, 3])), DataError, "labels: expected class indices below C = 3"),
+    (dict(seed=-1), ConfigError, r"^seed: expected an integer in \[0, 2\*\*32\), got -1$"),
 ])
 def test_bad_input_is_one_line(kwargs, error, needle):
     args = dict(labels=np.array([0, 1, 2, 0]), priors=np.full((4, 3), 1 / 3), eps=1.0, seed=0) | kwargs

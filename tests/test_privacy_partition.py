@@ -81,9 +81,10 @@ def test_more_shards_per_client_gives_more_labels():
 
 @pytest.mark.parametrize("call,match", [
     (lambda: iid_partition(5, 6, seed=0), "n_clients: expected at most the 5"),
-    (lambda: iid_partition(5, 0, seed=0), "n_clients: expected a positive integer"),
-    (lambda: shard_partition(np.arange(10), 3, 4, seed=0), "12 shards, more than the 10"),
-    (lambda: shard_partition(np.arange(10), 2, 0, seed=0), "shards_per_client: expected a positive integer"),
+    (lambda: iid_partition(5, 0, seed=0), "n_clients: expected an integer >= 1, got 0"),
+    (lambda: shard_partition(np.arange(10), 3, 4, seed=0),
+     r"shards_per_client: expected at most 3 with 3 clients .*, got 4 \(12 shards\)"),
+    (lambda: shard_partition(np.arange(10), 2, 0, seed=0), "shards_per_client: expected an integer >= 1, got 0"),
     (lambda: shard_partition(np.zeros((3, 2), int), 1, 1, seed=0), "labels: expected a non-empty 1-D"),
     (lambda: shard_partition(np.array([0.5, 1.0]), 1, 1, seed=0), "labels: expected integer"),
 ])

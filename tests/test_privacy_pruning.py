@@ -57,13 +57,13 @@ def test_prune_layer_zeros_the_smallest_weights_of_that_layer_only():
 
 def test_prune_bad_input():
     model = build_plain("mlp:4x1", (6,), 2, seed=0)
-    with pytest.raises(ConfigError, match="fraction must be in"):
+    with pytest.raises(ConfigError, match=r"^fraction: expected a number in \[0, 1\], got 1.5$"):
         prune_layer(model, "fc1", 1.5)
     with pytest.raises(ConfigError, match="layer: expected the name of a layer"):
         prune_layer(model, "fc9", 0.5)
     with pytest.raises(ConfigError, match="layer with weights"):
         prune_layer(model, "relu1", 0.5)
-    with pytest.raises(ConfigError, match="sigma must be"):
+    with pytest.raises(ConfigError, match=r"^sigma: expected a number in \[0, inf\), got -1.0$"):
         noisy_activations(model, "fc1", -1.0, seed=0)
 
 
@@ -128,17 +128,17 @@ def test_pruning_vs_noise_with_lira_shadow_models(monkeypatch):
     calls = _spy_on_membership_metrics(monkeypatch)
     x, y = _blobs(200, seed=2)
     res = pruning_vs_noise(x[:120], y[:120], x[120:], y[120:], spec="mlp:16x1", fractions=(0.9,), epochs=5,
-                           shadow_models=6, seed=0)
+                           models=6, seed=0)
     row = res.rows[0]
     assert {"pruned_lira_auc", "noisy_lira_auc", "pruned_lira_tpr_at_1pct", "noisy_lira_tpr_at_1pct"} <= set(row)
     # the last three calls are LiRA's: unpruned, pruned, noisy; each AUC is its definition's
     for reported, reference in calls:
         assert reported == pytest.approx(reference, abs=1e-12)
     assert [res.baseline["lira_auc"], row["pruned_lira_auc"], row["noisy_lira_auc"]] == [c[0] for c in calls[-3:]]
-    assert res.config["shadow_models"] == 6
+    assert res.config["models"] == 6
 
 
 def test_pruning_vs_noise_needs_enough_shadow_models():
     x, y = _blobs(40)
-    with pytest.raises(ConfigError, match="shadow_models: expected 0 .* or an integer >= 5"):
-        pruning_vs_noise(x[:30], y[:30], x[30:], y[30:], shadow_models=2, epochs=1)
+    with pytest.raises(ConfigError, match="models: expected 0 .* or an integer >= 5"):
+        pruning_vs_noise(x[:30], y[:30], x[30:], y[30:], models=2, epochs=1)

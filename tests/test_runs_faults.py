@@ -88,7 +88,7 @@ def test_a_unit_carries_its_own_record_and_run_json_its_checksum(tmp_path):
 @pytest.mark.parametrize("arrays, info, needle", [
     ({"__unit__": np.zeros(2)}, None, "reserved"),
     ({"a": np.zeros(2)}, {"sha256": "x"}, "info"),
-    ({"a": np.zeros(2)}, {"f": object()}, "JSON-able"),
+    ({"a": np.zeros(2)}, {"f": object()}, "stored as JSON"),
 ])
 def test_save_unit_refuses_reserved_names(tmp_path, arrays, info, needle):
     run = _make(tmp_path / "r")

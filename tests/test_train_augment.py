@@ -27,7 +27,7 @@ def test_defaults():
 
 def test_image_crop_and_flip():
     x = torch.randn(2, 5, 3, 8, 8)
-    aug = Augmenter((3, 8, 8), [1, 2])
+    aug = Augmenter((3, 8, 8), seeds=[1, 2])
     assert aug.pad == 1 and aug.flip and aug.active
     out = aug(x)
     assert out.shape == x.shape and out.dtype == x.dtype
@@ -39,9 +39,9 @@ def test_image_crop_and_flip():
 
 def test_image_seeded_and_per_model():
     x = torch.randn(2, 16, 1, 8, 8)
-    a = Augmenter((1, 8, 8), [1, 2], crop_padding=2)
-    b = Augmenter((1, 8, 8), [1, 2], crop_padding=2)
-    single = Augmenter((1, 8, 8), [2], crop_padding=2)
+    a = Augmenter((1, 8, 8), seeds=[1, 2], crop_padding=2)
+    b = Augmenter((1, 8, 8), seeds=[1, 2], crop_padding=2)
+    single = Augmenter((1, 8, 8), seeds=[2], crop_padding=2)
     out_a, out_b, out_single = a(x), b(x), single(x[1:])
     assert torch.equal(out_a, out_b)
     assert torch.equal(out_a[1], out_single[0])  # model 2's draws do not depend on model 1
@@ -50,7 +50,7 @@ def test_image_seeded_and_per_model():
 
 def test_signal_shift():
     x = torch.randn(3, 4, 2, 40)
-    aug = Augmenter((2, 40), [0, 1, 2])
+    aug = Augmenter((2, 40), seeds=[0, 1, 2])
     assert aug.pad == 4
     out = aug(x)
     assert out.shape == x.shape
@@ -62,7 +62,7 @@ def test_signal_shift():
 
 def test_vectors_and_inactive_settings_are_identity():
     x = torch.randn(2, 3, 10)
-    assert Augmenter((10,), [0, 1])(x) is x
+    assert Augmenter((10,), seeds=[0, 1])(x) is x
     img = torch.randn(1, 3, 1, 4, 4)
-    aug = Augmenter((1, 4, 4), [0], crop_padding=0, flip=False)
+    aug = Augmenter((1, 4, 4), seeds=[0], crop_padding=0, flip=False)
     assert not aug.active and aug(img) is img

@@ -74,7 +74,7 @@ def test_learns_separable_problem_within_the_privacy_budget():
     res = train_dp_sgd("mlp:16x1", x[:200], y[:200], **kwargs)
     assert res.test_acc.shape == (4,)
     assert res.test_acc[-1] > 0.8  # chance is 0.5
-    assert 0 < res.epsilon <= 3.0 and res.target_epsilon == 3.0
+    assert 0 < res.eps <= 3.0 and res.target_eps == 3.0 and res.privacy()["epsilon"] == res.eps
     assert res.delta == 1e-3 and res.accountant == "prv" and res.noise_multiplier > 0
     assert res.steps > 0 and res.sample_rate == pytest.approx(1 / 7)
     assert not hasattr(next(res.model.parameters()), "grad_sample") or \
@@ -88,18 +88,20 @@ def test_rdp_accountant_and_smaller_eps_means_more_noise():
     kw = dict(delta=1e-3, epochs=1, batch_size=20, seed=0, accountant="rdp")
     loose = train_dp_sgd("mlp:4x1", x, y, eps=8.0, **kw)
     tight = train_dp_sgd("mlp:4x1", x, y, eps=0.5, **kw)
-    assert tight.accountant == "rdp" and tight.epsilon <= 0.5
+    assert tight.accountant == "rdp" and tight.eps <= 0.5
     assert tight.noise_multiplier > loose.noise_multiplier
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(eps=0), "eps must be a finite number > 0, got 0"),
-    (dict(eps=-1), "eps must be"),
-    (dict(delta=0), r"delta must be in \(0, 1\), got 0"),
-    (dict(delta=1.0), "delta must be"),
-    (dict(max_grad_norm=0), "max_grad_norm must be a finite number > 0, got 0"),
-    (dict(accountant="gdp"), "accountant must be one of prv, rdp"),
-    (dict(epochs=0), "epochs must be"),
+    (dict(eps=0), r"^eps: expected a number in \(0, inf\), got 0$"),
+    (dict(eps=-1), r"^eps: expected a number in \(0, inf\), got -1$"),
+    (dict(delta=0), r"^delta: expected a number in \(0, 1\), got 0$"),
+    (dict(delta=1.0), r"^delta: expected a number in \(0, 1\), got 1.0$"),
+    (dict(max_grad_norm=0), r"^max_grad_norm: expected a number in \(0, inf\), got 0$"),
+    (dict(accountant="gdp"), r"^accountant: expected one of prv, rdp, got 'gdp'$"),
+    (dict(epochs=0), r"^epochs: expected an integer >= 1, got 0$"),
+    (dict(momentum=1.0), r"^momentum: expected a number in \[0, 1\), got 1.0$"),
+    (dict(seed=2**32), r"^seed: expected an integer in \[0, 2\*\*32\), got 4294967296$"),
 ])
 def test_bad_settings_are_one_line_config_errors(kwargs, match):
     x, y = _blobs(20)

@@ -70,7 +70,7 @@ def test_every_family_trains(spec, shape):
 
 def test_sampler_equal_masks_is_a_permutation_of_own_rows():
     rows = [torch.tensor([0, 2, 4, 6, 8]), torch.tensor([1, 3, 5, 7, 9])]
-    sampler = EpochSampler(10, rows, [1, 2], batch_size=2)
+    sampler = EpochSampler(10, rows, seeds=[1, 2], batch_size=2)
     for _ in range(3):
         index = sampler.epoch()
         assert index.shape == (2, 5) and sampler.steps == 3
@@ -81,7 +81,7 @@ def test_sampler_equal_masks_is_a_permutation_of_own_rows():
 
 def test_sampler_unequal_masks_cycles_smaller_subsets():
     rows = [torch.arange(10), torch.tensor([3, 7, 8])]
-    sampler = EpochSampler(10, rows, [1, 2], batch_size=4)
+    sampler = EpochSampler(10, rows, seeds=[1, 2], batch_size=4)
     assert sampler.steps == 3
     epochs = [sampler.epoch() for _ in range(5)]
     for index in epochs:
@@ -95,8 +95,8 @@ def test_sampler_unequal_masks_cycles_smaller_subsets():
 
 
 def test_sampler_order_depends_only_on_own_seed():
-    a = EpochSampler(20, None, [5, 6], batch_size=4).epoch()
-    b = EpochSampler(20, None, [6], batch_size=4).epoch()
+    a = EpochSampler(20, None, seeds=[5, 6], batch_size=4).epoch()
+    b = EpochSampler(20, None, seeds=[6], batch_size=4).epoch()
     assert torch.equal(a[1], b[0])
     assert not torch.equal(a[0], a[1])
 
@@ -306,18 +306,21 @@ def test_hand_written_and_autograd_training_agree(monkeypatch):
     "change, error, words",
     [
         (dict(y=np.full(20, 7)), DataError, "n_classes"),
-        (dict(y=-np.ones(20, int)), DataError, ">= 0"),
+        (dict(y=-np.ones(20, int)), DataError, "y: expected non-negative integer class labels, got -1 at [0]"),
         (dict(y=np.zeros(19, int)), DataError, "shape"),
         (dict(y=np.zeros((3, 20), int)), DataError, "per model"),
         (dict(y=np.full(20, 0.5)), DataError, "integer"),
         (dict(x=np.zeros(20, np.float32)), DataError, "(n, *input_shape)"),
-        (dict(x=np.full((20, 4), np.nan, np.float32)), DataError, "NaN"),
+        (dict(x=np.full((20, 4), np.nan, np.float32)), DataError, "x: expected finite values, got nan at [0, 0]"),
         (dict(masks=np.ones((2, 19), bool)), ConfigError, "masks"),
         (dict(masks=np.stack([np.ones(20, bool), np.zeros(20, bool)])), ConfigError, "empty"),
         (dict(x_test=np.zeros((5, 4), np.float32)), DataError, "both"),
         (dict(x_test=np.zeros((5, 3), np.float32), y_test=np.zeros(5, int)), DataError, "x_test"),
         (dict(x_test=np.zeros((5, 4), np.float32), y_test=np.zeros(4, int)), DataError, "y_test"),
-        (dict(seeds=[]), ConfigError, "seeds"),
+        (dict(seeds=[]), ConfigError, "seeds: expected at least one seed, got an empty sequence"),
+        (dict(seeds=[0, -1]), ConfigError, "seeds[1]: expected an integer in [0, 2**32), got -1"),
+        (dict(seeds=[0, 1.5]), ConfigError, "seeds[1]: expected an integer in [0, 2**32), got 1.5"),
+        (dict(masks=np.full((2, 20), 2)), ConfigError, "masks: expected bool or 0/1 values, got 2 at [0, 0]"),
         (dict(config={"epochs": 2}), ConfigError, "TrainConfig"),
         (dict(spec="cnn:8"), ConfigError, "mlp"),
     ],

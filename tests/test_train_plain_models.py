@@ -51,7 +51,7 @@ def test_group_count_divides_channels():
 @pytest.mark.parametrize("spec,shape,match", [
     ("resnet:4x2", (1, 8, 8), "resnet"),
     ("cnn:4-8", (12,), "needs images"),
-    ("mlp:x", (12,), "bad model spec"),
+    ("mlp:x", (12,), "spec: expected FAMILY:SHAPE"),
 ])
 def test_bad_specs(spec, shape, match):
     with pytest.raises(ConfigError, match=match):
@@ -79,7 +79,7 @@ def test_train_plain_bad_input():
         train_plain(model, x, y, epochs=0, seed=0)
     with pytest.raises(DataError):
         train_plain(model, x, y[:3], epochs=1, seed=0)
-    with pytest.raises(DataError, match="x_test/y_test"):
+    with pytest.raises(DataError, match=r"^y_test: expected both x_test and y_test or neither, got None$"):
         train_plain(model, x, y, epochs=1, seed=0, x_test=x)
 
 

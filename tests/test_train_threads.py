@@ -91,13 +91,13 @@ def test_configure_threads_rule_in_process(monkeypatch):
         monkeypatch.setenv("FITSCOPE_NUM_THREADS", "1")
         assert configure_threads() == 1 and torch.get_num_threads() == 1  # env read at this call
         assert configure_threads(2) == 2 and torch.get_num_threads() == 2  # explicit beats env
-        with pytest.raises(ConfigError, match=r"^threads: expected a positive integer, got 0$"):
+        with pytest.raises(ConfigError, match=r"^threads: expected an integer >= 1, got 0$"):
             configure_threads(0)
         monkeypatch.setenv("FITSCOPE_NUM_THREADS", "0")
-        with pytest.raises(ConfigError, match=r"^FITSCOPE_NUM_THREADS: expected a positive integer, got '0'$"):
+        with pytest.raises(ConfigError, match=r"^FITSCOPE_NUM_THREADS: expected an integer >= 1, got '0'$"):
             configure_threads()
         monkeypatch.setenv("FITSCOPE_NUM_THREADS", "lots")
-        with pytest.raises(ConfigError, match=r"^FITSCOPE_NUM_THREADS: expected a positive integer, got 'lots'$"):
+        with pytest.raises(ConfigError, match=r"^FITSCOPE_NUM_THREADS: expected an integer >= 1, got 'lots'$"):
             env_threads()
     finally:
         torch.set_num_threads(before)

@@ -1,8 +1,9 @@
 """Data: loaders, validation at the boundary, and corruptions with ground truth.
 
-Notation used across this package: ``N`` examples, ``K`` classes; inputs are
+Notation used across this package: ``N`` examples, ``n_classes`` classes
+(``K`` is kept for a number of models, ``C`` here for channels); inputs are
 float32 of shape ``(N, D)`` (vectors), ``(N, C, L)`` (signals) or
-``(N, C, H, W)`` (images); labels are int64 in ``[0, K)``.
+``(N, C, H, W)`` (images); labels are int64 in ``[0, n_classes)``.
 
 - :func:`load`: a built-in name (:func:`builtin_names`) or a ``.npz``/``.csv``
   file, an MNIST IDX folder, a CIFAR-10/100 python folder or an image folder

@@ -1,6 +1,6 @@
 """Randomization-test corruptions of a training set, with ground truth (Zhang et al. 2017).
 
-Notation: ``N`` train examples, ``K`` classes, labels ``y`` of shape ``(N,)``.
+Notation: ``N`` train examples, ``n_classes`` classes, labels ``y`` of shape ``(N,)``.
 A *position* is one feature of a vector ``(D,)``, one time step of a signal
 ``(C, L)`` or one pixel of an image ``(C, H, W)``; pixel permutations move
 positions and keep all channels of a position together. ``noise`` is a
@@ -10,8 +10,8 @@ Kinds (:data:`CORRUPTION_KINDS`); only the train split changes, except where sai
 
 - ``none``: the data as given.
 - ``labels``: each train label, with probability ``p``, is replaced by a
-  uniform draw over all ``K`` classes (it may land on the true class), so a
-  fraction of about ``p * (1 - 1/K)`` of the labels changes.
+  uniform draw over all ``n_classes`` classes (it may land on the true class), so a
+  fraction of about ``p * (1 - 1/n_classes)`` of the labels changes.
 - ``random_labels``: ``labels`` with ``p = 1``.
 - ``shuffled_pixels``: one fixed permutation of positions applied to every
   train and every test input.
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fitscope.data.dataset import Dataset
-from fitscope.errors import ConfigError, DataError
+from fitscope.validation import check_choice, check_fraction, check_int, check_labels, check_seed
 
 CORRUPTION_KINDS = ("none", "labels", "random_labels", "shuffled_pixels", "random_pixels", "gaussian")
 FLIP_MODES = ("uniform", "pair")
@@ -67,19 +67,6 @@ class Corruption:
     permutation: np.ndarray | None = None
 
 
-def _check_noise(noise, name: str = "noise") -> float:
-    if isinstance(noise, bool) or not isinstance(noise, (int, float, np.integer, np.floating)) \
-            or not 0.0 <= float(noise) <= 1.0:
-        raise ConfigError(f"{name}: expected a number in [0, 1], got {noise!r}")
-    return float(noise)
-
-
-def _check_seed(seed) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or int(seed) < 0:
-        raise ConfigError(f"seed: expected a non-negative integer, got {seed!r}")
-    return int(seed)
-
-
 def _positions(x: np.ndarray) -> np.ndarray:
     """``x`` of shape ``(N, *input_shape)`` viewed as ``(N, channels, positions)``."""
     if x.ndim == 2:
@@ -106,12 +93,11 @@ def corrupt(dataset: Dataset, kind: str, *, noise: float = 1.0, seed: int) -> Co
         A :class:`Corruption` with the corrupted dataset and the ground truth.
 
     Raises:
-        ConfigError: unknown ``kind``, ``noise`` outside ``[0, 1]``, or a negative ``seed``.
+        ConfigError: unknown ``kind``, ``noise`` outside ``[0, 1]``, or a ``seed`` outside ``[0, 2**32)``.
     """
-    if kind not in CORRUPTION_KINDS:
-        raise ConfigError(f"kind: expected one of {', '.join(CORRUPTION_KINDS)}, got {kind!r}")
-    noise = _check_noise(noise)
-    seed = _check_seed(seed)
+    kind = check_choice(kind, "kind", CORRUPTION_KINDS)
+    noise = check_fraction(noise, "noise")
+    seed = check_seed(seed)
     rng = np.random.default_rng(seed)
     x, y = dataset.x_train, dataset.y_train
     n = len(y)
@@ -180,9 +166,9 @@ def flip_labels(
     Args:
         y: int labels in ``[0, n_classes)``, shape ``(N,)``.
         rate: fraction of labels to flip, in ``[0, 1]``.
-        n_classes: ``K >= 2``.
-        mode: ``"uniform"`` (the new class is uniform over the ``K - 1`` others)
-            or ``"pair"`` (class ``c`` becomes ``(c + 1) mod K``).
+        n_classes: the number of classes, >= 2.
+        mode: ``"uniform"`` (the new class is uniform over the ``n_classes - 1`` others)
+            or ``"pair"`` (class ``c`` becomes ``(c + 1) mod n_classes``).
         seed: seed of the draw.
 
     Returns:
@@ -191,22 +177,14 @@ def flip_labels(
 
     Raises:
         ConfigError: ``rate`` outside ``[0, 1]``, ``n_classes < 2``, an unknown
-            ``mode`` or a negative ``seed``.
-        DataError: ``y`` is not 1-D integers in ``[0, n_classes)``.
+            ``mode`` or a ``seed`` outside ``[0, 2**32)``.
+        DataError: ``y`` is not a non-empty 1-D array of integer labels in ``[0, n_classes)``.
     """
-    rate = _check_noise(rate, "rate")
-    seed = _check_seed(seed)
-    if mode not in FLIP_MODES:
-        raise ConfigError(f"mode: expected one of {', '.join(FLIP_MODES)}, got {mode!r}")
-    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes < 2:
-        raise ConfigError(f"n_classes: expected an integer >= 2, got {n_classes!r}")
-    y = np.asarray(y)
-    if y.ndim != 1 or y.dtype.kind not in "iu":
-        raise DataError(f"y: expected a 1-D array of integer labels, got dtype {y.dtype} and shape {y.shape}")
-    if y.size and (y.min() < 0 or y.max() >= n_classes):
-        bad = int(np.argmax((y < 0) | (y >= n_classes)))
-        raise DataError(f"y: expected labels in [0, {n_classes}), got {int(y[bad])} at index {bad}")
-    y = y.astype(np.int64)
+    rate = check_fraction(rate, "rate")
+    seed = check_seed(seed)
+    mode = check_choice(mode, "mode", FLIP_MODES)
+    n_classes = check_int(n_classes, "n_classes", low=2)
+    y = check_labels(y, "y", n_classes=n_classes)
     rng = np.random.default_rng(seed)
     n_flip = int(round(rate * len(y)))
     flipped = np.sort(rng.choice(len(y), size=n_flip, replace=False)).astype(np.int64)

@@ -10,7 +10,7 @@
   ``class`` (any case), else the last column.
 - Labels: when every label cell is a number they must be non-negative
   integers (``"2"`` and ``"2.0"`` both give class 2); otherwise every label is a
-  class name and sorted names become indices ``0..K-1``.
+  class name and sorted names become indices ``0 .. n_classes - 1``.
 - Features: every other column; each cell must be a finite number. They are
   standardized with the train split's per-feature mean and std, like the
   built-in tables.

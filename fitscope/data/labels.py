@@ -1,6 +1,6 @@
 """Class names to label indices.
 
-Labels inside fitscope are int64 indices in ``[0, K)`` and
+Labels inside fitscope are int64 indices in ``[0, n_classes)`` and
 ``Dataset.classes[c]`` names index ``c``. When a file gives class names
 (``"setosa"``, ``"cat"``) instead of indices, the names are sorted and the
 ``c``-th sorted name becomes label ``c``, so the mapping is reproducible and
@@ -28,5 +28,5 @@ def encode_class_names(names: Sequence[str] | np.ndarray) -> tuple[np.ndarray, t
 
 
 def index_class_names(n_classes: int) -> tuple[str, ...]:
-    """The default names ``("0", "1", ..., "K-1")`` for ``K = n_classes`` integer classes."""
+    """The default names ``("0", "1", ..., str(n_classes - 1))`` of ``n_classes`` integer classes."""
     return tuple(str(c) for c in range(n_classes))

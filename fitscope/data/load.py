@@ -24,8 +24,8 @@ from pathlib import Path
 
 from fitscope.data.builtin import builtin_names, load_builtin
 from fitscope.data.dataset import Dataset
-from fitscope.data.validation import check_seed, check_test_fraction
 from fitscope.errors import ConfigError, DataError
+from fitscope.validation import check_fraction, check_seed, message, shorten
 
 FILE_KINDS = (
     (".npz", "NumPy archive: x_train/y_train/x_test/y_test, or x/y (split with the seed)"),
@@ -83,14 +83,15 @@ def load(
         >>> data.x_train.shape[1:], data.n_classes
         ((1, 8, 8), 10)
     """
-    test_fraction = check_test_fraction(test_fraction)
+    test_fraction = check_fraction(test_fraction, "test_fraction", open_low=True, open_high=True)
     seed = check_seed(seed)
     if not isinstance(source, (str, os.PathLike)):
-        raise ConfigError(f"source: expected a built-in name or a path, got {type(source).__name__}")
+        raise ConfigError(message("source", "a built-in name or a path", type(source).__name__))
 
     def no_label_column(what: str) -> None:
         if label_column is not None:
-            raise ConfigError(f"label_column: applies only to .csv files, got {label_column!r} for {what}")
+            raise ConfigError(message("label_column", f"None for {what} (it applies only to .csv files)",
+                                      shorten(label_column)))
 
     if isinstance(source, str) and source.strip().lower() in builtin_names():
         name = source.strip().lower()

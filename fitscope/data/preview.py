@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from fitscope.data.dataset import Dataset
-from fitscope.errors import ConfigError, DataError
+from fitscope.errors import DataError
+from fitscope.validation import check_choice, check_int, check_seed, message
 
 
 def _pick(y: np.ndarray, *, per_class: int, max_classes: int, seed: int) -> list[tuple[int, np.ndarray]]:
@@ -53,7 +54,7 @@ def write_sample_grid(
 
     Raises:
         DataError: ``dataset`` holds vectors (nothing to draw).
-        ConfigError: a bad ``split``, ``per_class`` or ``max_classes``.
+        ConfigError: a bad ``split``, ``per_class``, ``max_classes`` or ``seed``.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -61,14 +62,12 @@ def write_sample_grid(
     from fitscope.runs.atomic import atomic_write_bytes
 
     if dataset.kind == "vector":
-        raise DataError(
-            f"sample grid of {dataset.name}: expected images or signals, got vectors of shape {dataset.input_shape}"
-        )
-    if split not in ("train", "test"):
-        raise ConfigError(f"split: expected train or test, got {split!r}")
-    for name, value in (("per_class", per_class), ("max_classes", max_classes)):
-        if not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name}: expected an integer >= 1, got {value!r}")
+        raise DataError(message("dataset", f"images or signals to draw ({dataset.name})",
+                                f"vectors of shape {dataset.input_shape}"))
+    split = check_choice(split, "split", ("train", "test"))
+    per_class = check_int(per_class, "per_class")
+    max_classes = check_int(max_classes, "max_classes")
+    seed = check_seed(seed)
     x = dataset.x_train if split == "train" else dataset.x_test
     y = dataset.y_train if split == "train" else dataset.y_test
     rows = _pick(y, per_class=per_class, max_classes=max_classes, seed=seed)

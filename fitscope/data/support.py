@@ -6,6 +6,7 @@ import numpy as np
 
 from fitscope.data.dataset import Dataset
 from fitscope.errors import DataError
+from fitscope.validation import message
 
 
 def check_supports_study(data: Dataset, *, study: str, min_per_class: int = 2, need_test: bool = True) -> None:
@@ -26,8 +27,8 @@ def check_supports_study(data: Dataset, *, study: str, min_per_class: int = 2, n
         c, k = short[0]
         name = data.classes[c] if c < len(data.classes) else str(c)
         more = f" (and {len(short) - 1} more classes)" if len(short) > 1 else ""
-        raise DataError(f"{data.name}: {study} needs at least {min_per_class} training rows of every class; "
-                        f"class {name!r} has {k}{more} in the training split of {len(data.y_train)} rows; "
-                        "use more data or drop the class")
+        raise DataError(message(data.name, f"at least {min_per_class} training rows of every class ({study} "
+                                "needs them)", f"{k} of class {name!r}{more} in the training split of "
+                                f"{len(data.y_train)} rows; use more data or drop the class"))
     if need_test and len(data.y_test) == 0:
-        raise DataError(f"{data.name}: {study} evaluates on a test split, got an empty one")
+        raise DataError(message(data.name, f"a test split ({study} evaluates on it)", "an empty one"))

@@ -1,16 +1,17 @@
 """The checks every loader runs at the boundary, and the assembly of a checked Dataset.
 
-Notation: ``N`` examples, ``K`` classes. Inputs ``x`` have shape
+Notation: ``N`` examples, ``n_classes`` classes. Inputs ``x`` have shape
 ``(N, *input_shape)`` (``input_shape`` is ``(D,)``, ``(C, L)`` or ``(C, H, W)``);
 labels ``y`` have shape ``(N,)``. Inside fitscope, inputs are float32 and
-labels int64 in ``[0, K)``.
+labels int64 in ``[0, n_classes)``.
 
 Loaders hand raw arrays to :func:`validate_arrays` (one set, before any split,
 so that positions in messages are positions in the user's file) and to
 :func:`build_dataset` (both splits). Both raise :class:`~fitscope.errors.DataError`
-with a one-line message shaped ``<what> in <where>: expected <...>, got <...>``.
-The arguments of :func:`fitscope.data.load` are checked by
-:func:`check_test_fraction` and :func:`check_seed`
+with a one-line message shaped ``<what> in <where>: expected <...>, got <...>``
+(the one form of :func:`fitscope.validation.message`, with the file named).
+The scalar arguments of :func:`fitscope.data.load` (``test_fraction``,
+``seed``) are checked by the shared checks of :mod:`fitscope.validation`
 (:class:`~fitscope.errors.ConfigError`). Inner code trusts what passed.
 """
 
@@ -21,7 +22,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from fitscope.data.dataset import Dataset
-from fitscope.errors import ConfigError, DataError
+from fitscope.errors import DataError
+from fitscope.validation import shorten
 
 Locate = Callable[[int], str]
 
@@ -32,14 +34,6 @@ def _index(i: int) -> str:
 
 def _in(what: str, where: str, split: str | None) -> str:
     return f"{what} in {where}" + (f" ({split} split)" if split else "")
-
-
-def _fmt(value) -> str:
-    if isinstance(value, (float, np.floating)):
-        return repr(float(value))
-    if isinstance(value, (np.integer,)):
-        return str(int(value))
-    return repr(value.item() if isinstance(value, np.generic) else value)
 
 
 def validate_arrays(
@@ -90,7 +84,7 @@ def validate_arrays(
             bad = tuple(np.argwhere(~finite)[0])
             raise DataError(
                 f"{_in('inputs', where, split)}: expected finite numbers, "
-                f"got {_fmt(x[bad])} at {locate(int(bad[0]))}"
+                f"got {shorten(x[bad])} at {locate(int(bad[0]))}"
             )
     with np.errstate(over="ignore"):
         xf = np.ascontiguousarray(x, dtype=np.float32)
@@ -100,7 +94,7 @@ def validate_arrays(
             bad = tuple(np.argwhere(~finite)[0])
             raise DataError(
                 f"{_in('inputs', where, split)}: expected numbers within float32 range (|x| < 3.4e38), "
-                f"got {_fmt(x[bad])} at {locate(int(bad[0]))}"
+                f"got {shorten(x[bad])} at {locate(int(bad[0]))}"
             )
 
     yi = _integer_labels(y, what=_in("labels", where, split), locate=locate)
@@ -119,7 +113,7 @@ def _integer_labels(y: np.ndarray, *, what: str, locate: Locate) -> np.ndarray:
         integral = np.isfinite(y) & (y == np.floor(y))
         if not integral.all():
             i = int(np.argmin(integral))
-            raise DataError(f"{what}: expected non-negative integers, got {_fmt(y[i])} at {locate(i)}")
+            raise DataError(f"{what}: expected non-negative integers, got {shorten(y[i])} at {locate(i)}")
         yi = y.astype(np.int64)
     else:
         raise DataError(f"{what}: expected non-negative integers, got dtype {y.dtype}")
@@ -162,8 +156,8 @@ def build_dataset(
         x_train, y_train, x_test, y_test: raw arrays (see :func:`validate_arrays`).
         where: the source for messages (file or folder name).
         source: the human-readable origin stored in the dataset.
-        classes: class names, index ``c`` names label ``c``; default ``"0" .. "K-1"``
-            with ``K = 1 + the largest label``.
+        classes: class names, index ``c`` names label ``c``; default ``"0" .. str(n_classes - 1)``
+            with ``n_classes = 1 + the largest label``.
         meta: extra facts to store (copied).
 
     Raises:
@@ -210,19 +204,3 @@ def build_dataset(
         meta=dict(meta or {}),
     )
 
-
-def check_test_fraction(test_fraction) -> float:
-    """Return ``test_fraction`` as a float; :class:`ConfigError` unless it is a number in (0, 1)."""
-    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float, np.integer, np.floating)):
-        raise ConfigError(f"test_fraction: expected a number in (0, 1), got {test_fraction!r}")
-    value = float(test_fraction)
-    if not 0.0 < value < 1.0:
-        raise ConfigError(f"test_fraction: expected a number in (0, 1), got {test_fraction!r}")
-    return value
-
-
-def check_seed(seed, *, name: str = "seed") -> int:
-    """Return ``seed`` as an int; :class:`ConfigError` unless it is an integer in [0, 2**32)."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**32:
-        raise ConfigError(f"{name}: expected an integer in [0, 2**32), got {seed!r}")
-    return int(seed)

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fitscope.errors import ConfigError, DataError
+from fitscope.errors import DataError
 from fitscope.estimators.validation import check_labels_and_probs
+from fitscope.validation import check_choice
 
 #: Methods of ``cleanlab.rank.get_label_quality_scores``.
 QUALITY_METHODS = ("self_confidence", "normalized_margin", "confidence_weighted_entropy")
@@ -67,8 +68,7 @@ def cleanlab_issues(labels, pred_probs, *, method: str = "self_confidence",
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
-    if method not in QUALITY_METHODS:
-        raise ConfigError(f"method: expected one of {', '.join(QUALITY_METHODS)}, got {method!r}")
+    method = check_choice(method, "method", QUALITY_METHODS)
     labels, probs = check_labels_and_probs(labels, pred_probs)
     n, c = probs.shape
     have = ~np.isnan(probs).any(axis=1)

@@ -22,7 +22,7 @@ import numpy as np
 
 from fitscope.errors import ConfigError, DataError
 from fitscope.estimators.results import CScoreResult
-from fitscope.estimators.validation import check_binary, check_mask, check_number
+from fitscope.validation import check_binary, check_mask, check_number
 
 
 def cscore_holdout(correct_by_ratio: Mapping) -> CScoreResult:
@@ -49,7 +49,7 @@ def cscore_holdout(correct_by_ratio: Mapping) -> CScoreResult:
                         f"got {type(correct_by_ratio).__name__}")
     if len(correct_by_ratio) == 0:
         raise ConfigError("correct_by_ratio: expected at least one subset ratio, got an empty dict")
-    ratios = [check_number("correct_by_ratio key (a subset ratio)", r, low=0.0, high=1.0, open_low=True, open_high=True)
+    ratios = [check_number(r, "correct_by_ratio key (a subset ratio)", low=0.0, high=1.0, open_low=True, open_high=True)
               for r in correct_by_ratio]
     order = np.argsort(ratios, kind="stable")
     items = list(correct_by_ratio.items())
@@ -61,11 +61,11 @@ def cscore_holdout(correct_by_ratio: Mapping) -> CScoreResult:
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
             raise DataError(f"{where}: expected a pair (correct, in_subset), got {type(pair).__name__}"
                             + (f" of length {len(pair)}" if isinstance(pair, (tuple, list)) else ""))
-        correct = check_binary(f"{where} correct", pair[0], ("K_s", "n"), (None, n),
+        correct = check_binary(pair[0], f"{where} correct", axes=("K_s", "n"), shape=(None, n),
                                like=None if n is None else "the other ratios")
         if n is None:
             n = correct.shape[1]
-        in_subset = check_mask(f"{where} in_subset", pair[1], ("K_s", "n"), correct.shape,
+        in_subset = check_mask(pair[1], f"{where} in_subset", axes=("K_s", "n"), shape=correct.shape,
                                like="correct", meaning="True = example i is in model k's training subset")
         held_out = ~in_subset
         count = np.count_nonzero(held_out, axis=0)

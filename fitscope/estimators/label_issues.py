@@ -53,15 +53,8 @@ from sklearn.metrics import roc_auc_score
 
 from fitscope.errors import ConfigError, DataError
 from fitscope.estimators.results import LabelIssueResult
-from fitscope.estimators.validation import (
-    check_binary,
-    check_int,
-    check_labels_and_probs,
-    check_mask,
-    check_number,
-    check_real,
-    check_scores,
-)
+from fitscope.estimators.validation import check_labels_and_probs, check_scores
+from fitscope.validation import check_binary, check_int, check_mask, check_number, check_real
 
 # Default models per softmax block: about this many float64 entries (32 MB).
 _BLOCK_ENTRIES = 4_000_000
@@ -99,14 +92,14 @@ def out_of_fold_probs(logits, in_subset, *, block_models: int | None = None) -> 
         ConfigError: ``block_models`` is not a positive integer.
     """
     raw = logits
-    logits = check_real("logits", logits, ("K", "n", "C"), check_values=False)  # values: checked on the sums
+    logits = check_real(logits, "logits", axes=("K", "n", "C"), check_values=False)  # values: checked on the sums
     k, n, c = logits.shape
-    in_subset = check_mask("in_subset", in_subset, ("K", "n"), (k, n), like="logits",
+    in_subset = check_mask(in_subset, "in_subset", axes=("K", "n"), shape=(k, n), like="logits",
                            meaning="True = example i is in model k's training subset")
     if block_models is None:
         block_models = max(1, _BLOCK_ENTRIES // (n * c))
     else:
-        block_models = check_int("block_models", block_models)
+        block_models = check_int(block_models, "block_models")
     held_out = ~in_subset
     total = np.zeros((n, c))
     for start in range(0, k, block_models):  # blocks of models
@@ -116,7 +109,7 @@ def out_of_fold_probs(logits, in_subset, *, block_models: int | None = None) -> 
         z /= z.sum(axis=-1, keepdims=True)
         total += np.einsum("kn,knc->nc", held_out[start:start + block_models].astype(np.float64), z)
     if not np.isfinite(total).all():  # a non-finite logit makes its softmax NaN; name the first
-        check_real("logits", raw, ("K", "n", "C"))
+        check_real(raw, "logits", axes=("K", "n", "C"))
     count = np.count_nonzero(held_out, axis=0)
     out = np.full((n, c), np.nan)
     np.divide(total, count[:, None], out=out, where=count[:, None] > 0)
@@ -169,7 +162,7 @@ def label_issue_scores(labels, pred_probs, *, mem=None, cscore=None, learning_sp
     for key, value in (weights or {}).items():
         if key not in DEFAULT_WEIGHTS:
             raise ConfigError(f"weights: expected keys among {', '.join(DEFAULT_WEIGHTS)}, got {key!r}")
-        w[key] = check_number(f"weights[{key!r}]", value, low=0.0, high=np.inf, open_high=True)
+        w[key] = check_number(value, f"weights[{key!r}]", low=0.0, high=np.inf, open_high=True)
 
     rows = np.arange(n)
     given = probs[rows, labels]
@@ -182,7 +175,7 @@ def label_issue_scores(labels, pred_probs, *, mem=None, cscore=None, learning_sp
               "margin": (margin, -1.0), "hidden_density": (hidden_density, -1.0)}
     for key, (value, sign) in extras.items():
         if value is not None:
-            suspicion[key] = sign * check_scores(key, value, n)
+            suspicion[key] = sign * check_scores(value, key, n)
     names = tuple(key for key in suspicion if w[key] > 0)
     if not names:
         raise ConfigError(f"weights: expected a positive weight for at least one of {', '.join(suspicion)}, "
@@ -218,9 +211,9 @@ def detection_metrics(scores, is_noisy) -> dict:
         DataError: shapes differ, ``is_noisy`` is not 0/1, or it holds no noisy
             or no clean example (AUROC is undefined).
     """
-    noisy = check_binary("is_noisy", is_noisy, ("n",))
+    noisy = check_binary(is_noisy, "is_noisy", axes=("n",))
     n = noisy.shape[0]
-    s = check_scores("scores", scores, n, like="is_noisy")
+    s = check_scores(scores, "scores", n, like="is_noisy")
     k = int(np.count_nonzero(noisy))
     if k == 0 or k == n:
         raise DataError(f"is_noisy: expected both noisy and clean examples, got {k} noisy of {n}")

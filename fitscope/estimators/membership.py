@@ -50,7 +50,7 @@ import numpy as np
 from scipy.special import log_ndtr, logsumexp
 
 from fitscope.errors import ConfigError, DataError
-from fitscope.estimators.validation import check_labels, check_mask, check_real
+from fitscope.validation import check_choice, check_labels, check_mask, check_real, first_index, message, shorten
 
 #: Fewest shadow scores per example and side, on average over examples.
 MIN_SHADOWS_PER_SIDE = 2
@@ -69,12 +69,12 @@ def _labels_for(labels, shape: tuple[int, ...]) -> np.ndarray:
     """Labels ``(n,)`` or matching the leading axes ``(..., n)`` of the outputs, as int64."""
     arr = np.asarray(labels)
     if arr.ndim == 1:
-        lab = check_labels("labels", arr, shape[-2], like="the outputs' example axis")
+        lab = check_labels(arr, "labels", shape[-2], like="the outputs' example axis")
     else:
         if arr.shape != shape[:-1]:
             raise DataError(f"labels: expected shape (n,) = ({shape[-2]},) or {shape[:-1]} like the outputs' "
                             f"leading axes, got {arr.shape}")
-        lab = check_labels("labels", arr.ravel()).reshape(arr.shape)
+        lab = check_labels(arr.ravel(), "labels").reshape(arr.shape)
     if lab.size and int(lab.max()) >= shape[-1]:
         raise DataError(f"labels: expected class indices below C = {shape[-1]} (the outputs' last axis), "
                         f"got {int(lab.max())}")
@@ -84,13 +84,15 @@ def _labels_for(labels, shape: tuple[int, ...]) -> np.ndarray:
 def _log_probs(outputs, labels, probs: bool) -> tuple[np.ndarray, np.ndarray]:
     """``(log-softmax outputs (..., n, C) float64, labels broadcast to (..., n))``."""
     names = ("K", "n", "C") if np.ndim(outputs) == 3 else ("n", "C")
-    arr = np.asarray(check_real("logits_or_probs", outputs, names), dtype=np.float64)
+    arr = np.asarray(check_real(outputs, "logits_or_probs", axes=names), dtype=np.float64)
     if arr.shape[-1] < 2:
         raise DataError(f"logits_or_probs: expected outputs over C >= 2 classes, got shape {arr.shape}")
     lab = _labels_for(labels, arr.shape)
     if probs:
-        if (arr < 0).any() or (arr > 1).any():
-            raise DataError("logits_or_probs: probs=True expects probabilities in [0, 1]; pass probs=False for logits")
+        bad = (arr < 0) | (arr > 1)
+        if bad.any():
+            raise DataError(message("logits_or_probs", "probabilities in [0, 1] with probs=True "
+                                    "(pass probs=False for logits)", f"{shorten(arr[bad][0])} at {first_index(bad)}"))
         with np.errstate(divide="ignore"):
             logp = np.log(arr)
         logp = logp - logsumexp(logp, axis=-1, keepdims=True)  # renormalize rows that are off by rounding
@@ -177,23 +179,24 @@ def _sums(scores: np.ndarray, member: np.ndarray) -> tuple[np.ndarray, ...]:
 
 
 def _check_shadows(scores, in_mask) -> tuple[np.ndarray, np.ndarray]:
-    scores = check_real("shadow_scores", scores, ("K", "n")).astype(np.float64)
-    in_mask = check_mask("shadow_in", in_mask, ("K", "n"), scores.shape, like="shadow_scores", meaning=_IN)
+    scores = check_real(scores, "shadow_scores", axes=("K", "n")).astype(np.float64)
+    in_mask = check_mask(in_mask, "shadow_in", axes=("K", "n"), shape=scores.shape, like="shadow_scores", meaning=_IN)
     return scores, in_mask
 
 
 def _check_targets(target_scores, n: int) -> np.ndarray:
     arr = np.asarray(target_scores)
     if arr.ndim == 1:
-        return check_real("target_scores", arr, ("n",), (n,), like="shadow_scores").astype(np.float64)
-    return check_real("target_scores", arr, ("T", "n"), (None, n), like="shadow_scores").astype(np.float64)
+        return check_real(arr, "target_scores", axes=("n",), shape=(n,), like="shadow_scores").astype(np.float64)
+    return check_real(arr, "target_scores", axes=("T", "n"), shape=(None, n), like="shadow_scores").astype(np.float64)
 
 
 def _need(count_mean: float, side: str, what: str) -> None:
     if count_mean < MIN_SHADOWS_PER_SIDE:
-        raise ConfigError(
-            f"shadow models: LiRA needs on average at least {MIN_SHADOWS_PER_SIDE} shadow models per example "
-            f"trained {side} it, got {count_mean:.2g} {what}; train more shadow models (e.g. 16 or more at ratio 0.5)")
+        raise ConfigError(message(
+            "shadow_in", f"on average at least {MIN_SHADOWS_PER_SIDE} shadow models per example trained {side} it "
+            "(LiRA fits a Gaussian to each side; train more shadow models, e.g. 16 or more at ratio 0.5)",
+            f"{count_mean:.2g} {what}"))
 
 
 def lira_online(shadow_scores, shadow_in, target_scores, *, global_variance: bool = False) -> np.ndarray:
@@ -271,14 +274,13 @@ def lira_leave_one_out(scores, in_mask, *, method: str = "online", global_varian
         ConfigError: fewer than :data:`MIN_MODELS` models, an unknown ``method``, or (after leaving any
             one model out) fewer than 2 "in" / 2 "out" shadows per example on average.
     """
-    if method not in ("online", "offline"):
-        raise ConfigError(f"method: expected 'online' or 'offline', got {method!r}")
-    scores = check_real("scores", scores, ("K", "n")).astype(np.float64)
-    member = check_mask("in_mask", in_mask, ("K", "n"), scores.shape, like="scores", meaning=_IN)
+    method = check_choice(method, "method", ("online", "offline"))
+    scores = check_real(scores, "scores", axes=("K", "n")).astype(np.float64)
+    member = check_mask(in_mask, "in_mask", axes=("K", "n"), shape=scores.shape, like="scores", meaning=_IN)
     k = scores.shape[0]
     if k < MIN_MODELS:
-        raise ConfigError(f"models: LiRA's leave-one-model-out evaluation needs at least {MIN_MODELS} models "
-                          f"(shadow models trained with and without each example), got {k}")
+        raise ConfigError(message("scores", f"at least {MIN_MODELS} models (rows K) for LiRA's leave-one-model-out "
+                                  "evaluation (shadow models trained with and without each example)", f"K = {k}"))
     t_in, t2_in, c_in, t_out, t2_out, c_out = _sums(scores, member)
     # (K, n) sums over every model but the target
     own_in = np.where(member, scores, 0.0)

@@ -25,7 +25,8 @@ import pandas as pd
 
 from fitscope.errors import DataError
 from fitscope.estimators.results import InfluencePairs, InfluenceResult, MemorizationResult
-from fitscope.estimators.validation import check_binary, check_int, check_mask, check_number, check_scores
+from fitscope.estimators.validation import check_scores
+from fitscope.validation import check_binary, check_int, check_mask, check_number
 
 _IN_SUBSET = "True = example i is in model k's training subset"
 # Default rows per influence block: about this many (n, m) entries per float32 temporary (8 MB).
@@ -63,8 +64,8 @@ def memorization_scores(correct, in_subset) -> MemorizationResult:
         DataError: an argument is not a 2-D array of the shape above, ``in_subset``
             is not bool, or ``correct`` holds values other than 0 and 1.
     """
-    correct = check_binary("correct", correct, ("K", "n"))
-    in_subset = check_mask("in_subset", in_subset, ("K", "n"), correct.shape, like="correct",
+    correct = check_binary(correct, "correct", axes=("K", "n"))
+    in_subset = check_mask(in_subset, "in_subset", axes=("K", "n"), shape=correct.shape, like="correct",
                            meaning=_IN_SUBSET)
     k = correct.shape[0]
     n_in = np.count_nonzero(in_subset, axis=0).astype(np.int64)
@@ -116,12 +117,12 @@ def _influence_blocks(correct_test: np.ndarray, in_subset: np.ndarray, block_row
 
 
 def _check_influence_inputs(correct_test, in_subset, block_rows):
-    correct_test = check_binary("correct_test", correct_test, ("K", "m"))
+    correct_test = check_binary(correct_test, "correct_test", axes=("K", "m"))
     k = correct_test.shape[0]
-    in_subset = check_mask("in_subset", in_subset, ("K", "n"), (k, None), like="correct_test",
+    in_subset = check_mask(in_subset, "in_subset", axes=("K", "n"), shape=(k, None), like="correct_test",
                            meaning=_IN_SUBSET)
     m = correct_test.shape[1]
-    block_rows = max(1, _BLOCK_ENTRIES // m) if block_rows is None else check_int("block_rows", block_rows)
+    block_rows = max(1, _BLOCK_ENTRIES // m) if block_rows is None else check_int(block_rows, "block_rows")
     return correct_test, in_subset, block_rows
 
 
@@ -187,10 +188,10 @@ def high_influence_pairs(result: InfluenceResult, mem=None, *, infl_threshold: f
     """
     if not isinstance(result, InfluenceResult):
         raise DataError(f"result: expected an InfluenceResult from influence_scores, got {type(result).__name__}")
-    infl_threshold = check_number("infl_threshold", infl_threshold)
-    mem_threshold = check_number("mem_threshold", mem_threshold)
+    infl_threshold = check_number(infl_threshold, "infl_threshold")
+    mem_threshold = check_number(mem_threshold, "mem_threshold")
     n = result.infl.shape[0]
-    mem_arr = None if mem is None else check_scores("mem", mem, n, like="result.infl rows")
+    mem_arr = None if mem is None else check_scores(mem, "mem", n, like="result.infl rows")
     keep = result.infl >= infl_threshold  # NaN compares False
     if mem_arr is not None:
         keep &= (mem_arr >= mem_threshold)[:, None]
@@ -246,10 +247,10 @@ def high_influence_pairs_streamed(correct_test, in_subset, mem=None, *, infl_thr
         ConfigError: a threshold is not a finite number, ``block_rows`` not a positive integer.
     """
     correct_test, in_subset, block_rows = _check_influence_inputs(correct_test, in_subset, block_rows)
-    infl_threshold = check_number("infl_threshold", infl_threshold)
-    mem_threshold = check_number("mem_threshold", mem_threshold)
+    infl_threshold = check_number(infl_threshold, "infl_threshold")
+    mem_threshold = check_number(mem_threshold, "mem_threshold")
     k, n = in_subset.shape
-    mem_arr = None if mem is None else check_scores("mem", mem, n, like="in_subset columns")
+    mem_arr = None if mem is None else check_scores(mem, "mem", n, like="in_subset columns")
     row_ok = np.ones(n, bool) if mem_arr is None else mem_arr >= mem_threshold
     found: list[tuple[np.ndarray, ...]] = []
     se_sum, se_count = 0.0, 0

@@ -25,7 +25,7 @@ import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
 from fitscope.errors import DataError
-from fitscope.estimators.validation import check_binary, check_features, check_labels, check_number
+from fitscope.validation import check_binary, check_features, check_labels, check_number
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def nearest_neighbour(features) -> tuple[np.ndarray, np.ndarray]:
     Raises:
         DataError: bad features or fewer than 2 examples.
     """
-    x = check_features("features", features)
+    x = check_features(features, "features")
     if x.shape[0] < 2:
         raise DataError(f"features: expected at least 2 examples to have a neighbour, got {x.shape[0]}")
     # kneighbors() without a query leaves each point out of its own neighbours (duplicates stay in).
@@ -121,9 +121,9 @@ def neighbour_conflicts(features, labels) -> NeighbourConflicts:
     n = len(neighbour)
     y = np.asarray(labels)
     if y.ndim == 1:
-        y = check_labels("labels", y, n, like="features")[None, :]
+        y = check_labels(y, "labels", n, like="features")[None, :]
     elif y.ndim == 2:
-        y = np.stack([check_labels(f"labels[{k}]", row, n, like="features") for k, row in enumerate(y)])
+        y = np.stack([check_labels(row, f"labels[{k}]", n, like="features") for k, row in enumerate(y)])
     else:
         raise DataError(f"labels: expected shape (n,) or (K, n) with n = {n}, got {y.shape}")
     return NeighbourConflicts(neighbour=neighbour, distance=distance, conflict=y[:, neighbour] != y)
@@ -150,9 +150,9 @@ def late_examples(correct_records, epochs_to_fit, *, at: float = 0.8) -> np.ndar
         DataError: bad shapes or values.
         ConfigError: ``at`` outside (0, 1].
     """
-    correct = check_binary("correct_records", correct_records, ("E", "K", "n")).astype(bool)
+    correct = check_binary(correct_records, "correct_records", axes=("E", "K", "n")).astype(bool)
     e, k, _ = correct.shape
-    at = check_number("at", at, low=0.0, high=1.0, open_low=True)
+    at = check_number(at, "at", low=0.0, high=1.0, open_low=True)
     fit = np.asarray(epochs_to_fit)
     if fit.shape != (k,) or fit.dtype.kind not in "iu":
         raise DataError(f"epochs_to_fit: expected an integer array of shape (K,) = ({k},) like correct_records, "

@@ -24,7 +24,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from fitscope.errors import ConfigError, DataError
 from fitscope.estimators.results import ProxyScores
-from fitscope.estimators.validation import (
+from fitscope.validation import (
     check_binary,
     check_features,
     check_int,
@@ -32,6 +32,7 @@ from fitscope.estimators.validation import (
     check_mask,
     check_number,
     check_real,
+    check_seed,
 )
 
 # Rows of a kernel block are sized so that one block holds about this many float64 entries (32 MB).
@@ -68,21 +69,21 @@ def learning_speed(correct_records=None, *, in_subset=None, confidence=None) -> 
         got = "both" if correct_records is not None else "neither"
         raise ConfigError(f"correct_records, confidence: expected exactly one of them, got {got}")
     if correct_records is not None:
-        values = check_binary("correct_records", correct_records, ("E", "K", "n"))
+        values = check_binary(correct_records, "correct_records", axes=("E", "K", "n"))
         signal = "correct"
         per_model = np.count_nonzero(values, axis=0).astype(np.float64)  # (K, n) epochs correct
     else:
-        values = check_real("confidence", confidence, ("E", "K", "n"), check_values=False)
+        values = check_real(confidence, "confidence", axes=("E", "K", "n"), check_values=False)
         signal = "confidence"
         per_model = values.sum(axis=0, dtype=np.float64)  # (K, n)
         if not np.isfinite(per_model).all():  # a non-finite entry spoils its sum; name the first
-            check_real("confidence", values, ("E", "K", "n"))
+            check_real(values, "confidence", axes=("E", "K", "n"))
     e, k, n = values.shape
     name = "correct_records" if signal == "correct" else "confidence"
     if in_subset is None:
         scores = per_model.sum(axis=0) / (e * k)
     else:
-        mask = check_mask("in_subset", in_subset, ("K", "n"), (k, n), like=name,
+        mask = check_mask(in_subset, "in_subset", axes=("K", "n"), shape=(k, n), like=name,
                           meaning="True = example i is in model k's training subset")
         count = np.count_nonzero(mask, axis=0)
         scores = np.full(n, np.nan)
@@ -94,8 +95,8 @@ def learning_speed(correct_records=None, *, in_subset=None, confidence=None) -> 
 
 def _features_and_labels(features, labels) -> tuple[np.ndarray, np.ndarray]:
     """Check ``features`` ``(n, ...)`` and ``labels`` ``(n,)``; return ``(n, D)`` features and int64 labels."""
-    x = check_features("features", features)
-    return x, check_labels("labels", labels, x.shape[0], like="features")
+    x = check_features(features, "features")
+    return x, check_labels(labels, "labels", x.shape[0], like="features")
 
 
 def _class_groups(labels: np.ndarray) -> list[np.ndarray]:
@@ -122,7 +123,8 @@ def median_bandwidth(features, *, seed: int = 0) -> float:
     Raises:
         DataError: fewer than 2 examples, or the median distance is 0 (most pairs are duplicates).
     """
-    x = check_features("features", features)
+    x = check_features(features, "features")
+    seed = check_seed(seed)
     n = x.shape[0]
     if n < 2:
         raise DataError(f"features: expected at least 2 examples for the median heuristic, got {n}")
@@ -170,10 +172,10 @@ def kernel_density(features, labels, *, bandwidth=None, same_class: bool = True,
     if bandwidth is None:
         h, source = median_bandwidth(x, seed=seed), "median heuristic"
     else:
-        h = check_number("bandwidth", bandwidth, low=0.0, open_low=True, high=np.inf, open_high=True)
+        h = check_number(bandwidth, "bandwidth", low=0.0, open_low=True, high=np.inf, open_high=True)
         source = "given"
     if block_rows is not None:
-        block_rows = check_int("block_rows", block_rows)
+        block_rows = check_int(block_rows, "block_rows")
     groups = _class_groups(y) if same_class else [np.arange(len(y))]
     scale = -1.0 / (2.0 * h * h)
     density = np.full(len(y), np.nan)
@@ -226,7 +228,7 @@ def relative_distance(features, labels, *, k: int = 5) -> ProxyScores:
         ConfigError: ``k`` not a positive integer.
     """
     x, y = _features_and_labels(features, labels)
-    k = check_int("k", k)
+    k = check_int(k, "k")
     groups = _class_groups(y)
     if len(groups) < 2:
         raise DataError(f"labels: expected at least 2 classes for relative_distance, got only class {int(y[0])}")

@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from fitscope.errors import ConfigError
+from fitscope.validation import check_fraction, check_int, check_seed, message
 
 
 def min_models(ratio: float) -> int:
@@ -34,13 +35,20 @@ def subset_masks(n: int, ratio: float, n_models: int, *, seed: int) -> np.ndarra
     is in at least one subset and out of at least one.
 
     Raises:
-        ConfigError: ``n_models`` is below :func:`min_models` or the subset size is 0 or n.
+        ConfigError: ``n`` or ``n_models`` is not a positive integer, ``ratio`` is not in (0, 1),
+            ``n_models`` is below :func:`min_models`, the subset size is 0 or n, or a bad ``seed``.
     """
+    n = check_int(n, "n")
+    ratio = check_fraction(ratio, "ratio", open_low=True, open_high=True)
+    n_models = check_int(n_models, "n_models")
+    seed = check_seed(seed)
     size = int(round(ratio * n))
     if not 0 < size < n:
-        raise ConfigError(f"ratio: a subset of {ratio:g} of {n} examples holds {size}; expected between 1 and {n - 1}")
+        raise ConfigError(message("ratio", f"a ratio that puts between 1 and {n - 1} of the {n} examples in a subset",
+                                  f"{ratio:g} ({size} examples)"))
     if n_models < min_models(ratio):
-        raise ConfigError(f"models: expected at least {min_models(ratio)} models for ratio {ratio:g}, got {n_models}")
+        raise ConfigError(message("n_models", f"at least {min_models(ratio)} models for ratio {ratio:g}",
+                                  str(n_models)))
     rng = np.random.default_rng(seed)
     masks = np.zeros((n_models, n), bool)
     for k in range(n_models):
@@ -61,5 +69,6 @@ def subset_masks(n: int, ratio: float, n_models: int, *, seed: int) -> np.ndarra
                     n_in[j] += 1 if want_out else -1
                     break
     if (n_in == 0).any() or (n_in == n_models).any():  # pragma: no cover - impossible above min_models
-        raise ConfigError(f"models: {n_models} subsets of ratio {ratio:g} cannot cover every example; use more")
+        raise ConfigError(message("n_models", f"enough models for subsets of ratio {ratio:g} to cover every example",
+                                  str(n_models)))
     return masks

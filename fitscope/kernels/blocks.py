@@ -1,6 +1,6 @@
 """Splitting a kernel matrix into row/column blocks with bounded working memory.
 
-A kernel ``K`` of shape ``(N1, N2)`` is computed block pair by block pair:
+A kernel matrix of shape ``(N1, N2)`` is computed block pair by block pair:
 rows ``s1`` of ``x1`` against rows ``s2`` of ``x2``. The caller says how
 many bytes of working memory one kernel entry needs (``bytes_per_pair``:
 all temporaries of its recursion) and, optionally, how much one input row

@@ -1,20 +1,20 @@
 """The fine-grained generalization measure of Arora, Du, Hu, Li, Wang (2019).
 
 Notation: ``N`` examples ``x_i`` (rows of ``X``, normalized to unit norm),
-``K`` classes. The Gram matrix of a two-layer ReLU net's first layer is
+``C`` classes. The Gram matrix of a two-layer ReLU net's first layer is
 
     H_ij = u_ij (pi - arccos(u_ij)) / (2 pi),   u_ij = x_i . x_j,
 
 and the measure is ``sqrt(2 y^T H^{-1} y / N)``. For two classes ``y`` is the
-paper's +-1 vector (``+1`` for the larger label); for ``K > 2`` classes
-``y`` is the one-hot matrix and ``y^T H^{-1} y`` is summed over the ``K``
+paper's +-1 vector (``+1`` for the larger label); for ``C > 2`` classes
+``y`` is the one-hot matrix and ``y^T H^{-1} y`` is summed over the ``C``
 columns (the trace of ``Y^T H^{-1} Y``). A larger value means labels that are
 harder to fit with a small-norm solution; it is larger for random labels than
 for true ones.
 
 Label noise (as in the paper's random-label experiments): at level ``p``,
 ``round(p N)`` examples drawn at random get a label drawn uniformly over all
-``K`` classes (it may equal the true one, so about ``p (1 - 1/K) N`` labels
+``C`` classes (it may equal the true one, so about ``p (1 - 1/C) N`` labels
 change); ``p = 1`` gives fully random labels. Flipping every label instead
 would, for two classes, only change the sign of ``y`` and leave the measure
 unchanged. Each level draws from ``derive_seed(seed, "complexity", j)``.
@@ -28,9 +28,10 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
-from fitscope.errors import ConfigError, DataError
+from fitscope.errors import DataError
 from fitscope.kernels.validation import check_array, check_nonzero_rows
 from fitscope.seeding import derive_seed
+from fitscope.validation import check_fraction, check_number, check_seed, message
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class ComplexityResult:
         noise_levels: ``(P,)`` fractions of labels made random (empty without noise levels).
         noisy_measures: ``(P,)`` the measure at each noise level.
         n_examples: ``N``.
-        n_classes: ``K``.
+        n_classes: ``C``.
         targets: ``"+-1"`` (two classes) or ``"one-hot"``.
         jitter: the ridge added to ``H`` (relative to its mean diagonal).
         seed: the seed of the random labels.
@@ -67,7 +68,7 @@ def complexity_gram(X: np.ndarray) -> np.ndarray:
 
 
 def _targets(index: np.ndarray, n_classes: int) -> np.ndarray:
-    """``(N, 1)`` +-1 targets for two classes, ``(N, K)`` one-hot otherwise."""
+    """``(N, 1)`` +-1 targets for two classes, ``(N, C)`` one-hot otherwise."""
     if n_classes == 2:
         return (2.0 * index - 1.0)[:, None]
     onehot = np.zeros((len(index), n_classes))
@@ -93,24 +94,21 @@ def complexity_measure(X, y, *, noise_levels=None, seed: int = 0, jitter: float 
 
     Raises:
         DataError: bad ``X`` / ``y``, fewer than 2 classes, or ``H`` singular.
-        ConfigError: a noise level outside ``[0, 1]``, a negative seed or jitter.
+        ConfigError: a noise level outside ``[0, 1]``, a seed outside ``[0, 2**32)``, a negative jitter.
     """
     X = check_array("X", X, arch="fc").astype(np.float64, copy=False)
     check_nonzero_rows("X", X)
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != len(X):
-        raise DataError(f"y: expected a 1-D array of {len(X)} labels (one per row of X), got shape {y.shape}")
+        raise DataError(message("y", f"a 1-D array of {len(X)} labels (one per row of X)", f"shape {y.shape}"))
     classes, index = np.unique(y, return_inverse=True)
     if len(classes) < 2:
-        raise DataError(f"y: expected at least 2 classes, got {len(classes)}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ConfigError(f"seed: expected an integer >= 0, got {seed!r}")
-    if not isinstance(jitter, (int, float)) or isinstance(jitter, bool) or not 0 <= jitter < math.inf:
-        raise ConfigError(f"jitter: expected a finite number >= 0, got {jitter!r}")
-    levels = np.asarray([] if noise_levels is None else noise_levels, dtype=np.float64).reshape(-1)
-    bad = (levels < 0) | (levels > 1) | ~np.isfinite(levels)
-    if bad.any():
-        raise ConfigError(f"noise_levels: expected fractions in [0, 1], got {levels[bad][0]}")
+        raise DataError(message("y", "at least 2 classes", str(len(classes))))
+    seed = check_seed(seed)
+    jitter = check_number(jitter, "jitter", low=0.0, high=math.inf, open_high=True)
+    levels = np.asarray([check_fraction(p, f"noise_levels[{j}]")
+                         for j, p in enumerate(np.ravel([] if noise_levels is None else noise_levels).tolist())],
+                        dtype=np.float64)
 
     H = complexity_gram(X)
     if jitter:
@@ -121,8 +119,8 @@ def complexity_measure(X, y, *, noise_levels=None, seed: int = 0, jitter: float 
         factor = None
     # a Cholesky pivot ratio below ~1e-12 leaves y^T H^-1 y mostly rounding noise
     if factor is None or np.min(np.diag(factor[0])) ** 2 < 1e-12 * np.max(np.diag(factor[0])) ** 2:
-        raise DataError("X: expected rows whose H matrix is positive definite, got a numerically singular H "
-                        "(duplicate or parallel rows?); remove duplicates or pass jitter=1e-8")
+        raise DataError(message("X", "rows whose H matrix is positive definite", "a numerically singular H "
+                                "(duplicate or parallel rows?); remove duplicates or pass jitter=1e-8"))
 
     label_sets = [index]
     for j, p in enumerate(levels):

@@ -85,6 +85,7 @@ from fitscope.kernels.validation import (
     check_pair,
     check_pool,
 )
+from fitscope.validation import check_int
 
 # Tensors of one block's size alive at once in a layer (Sigma, Theta, the two
 # window sums, and relu_step's temporaries); the measured peak is below this.
@@ -143,9 +144,7 @@ def cntk(
     kind = check_kind(kind)
     tdtype = check_dtype(dtype)
     cap = check_max_memory(max_memory_mb)
-    if max_block is not None and (isinstance(max_block, bool) or not isinstance(max_block, (int, np.integer))
-                                  or max_block < 1):
-        raise ConfigError(f"max_block: expected None or an integer >= 1, got {max_block!r}")
+    max_block = check_int(max_block, "max_block", allow_none=True)
     a1, a2 = check_pair(x1, x2, arch="conv")
     spatial = tuple(a1.shape[2:])
     _check_lap(pool, lap_window, spatial)
@@ -194,7 +193,7 @@ def cntk_diagonal(
     device: str = "cpu",
     max_memory_mb: float = 1024,
 ) -> np.ndarray:
-    """The self-kernel values ``K(x_n, x_n)`` of :func:`cntk`, without the rest of the Gram matrix.
+    """The self-kernel values ``k(x_n, x_n)`` of :func:`cntk`, without the rest of the Gram matrix.
 
     Args:
         x: ``N x C x H x W`` images or ``N x C x L`` signals.

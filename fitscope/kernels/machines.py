@@ -11,16 +11,16 @@ says how to unflatten it. ``y`` is ``(N,)`` (or ``(N, T)`` for the regressor).
 The estimators follow the scikit-learn contract: ``__init__`` stores its
 arguments verbatim; ``fit`` validates them from the class's
 ``_parameter_constraints`` table (errors are
-:class:`~fitscope.errors.ConfigError` with scikit-learn's message, e.g.
-"The 'C' parameter of NTKSVC must be a float in the range (0.0, inf). Got -1
-instead."); fitted attributes end in ``_``; using an unfitted estimator
+:class:`~fitscope.errors.ConfigError` with scikit-learn's verdict in
+fitscope's one message form, e.g. "C: expected a float in the range (0.0,
+inf) (a parameter of NTKSVC), got -1"); fitted attributes end in ``_``; using an unfitted estimator
 raises ``NotFittedError``.
 
 All-zero rows: :func:`fitscope.kernels.ntk` rejects them (the FC kernel is
 built from angles), but a kernel machine must accept whatever rows a
 cross-validation split hands it, so here an all-zero row gets the limit of
 the kernel as ``|x| -> 0``: a zero kernel row (the kernel is homogeneous,
-``K(x, x') = |x| |x'| F(angle)``). A zero test row then predicts 0 (the
+``k(x, x') = |x| |x'| F(angle)``). A zero test row then predicts 0 (the
 regressor), the first class (the classifier; all scores tie at 0) or the
 SVC's intercept decision.
 
@@ -32,6 +32,7 @@ same as with one-hot targets. We keep one-hot.
 
 from __future__ import annotations
 
+import re
 import warnings
 from numbers import Integral, Real
 
@@ -46,6 +47,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from fitscope.errors import ConfigError, DataError
 from fitscope.kernels.api import kernel_of_checked
 from fitscope.kernels.validation import check_depth_fixed, check_device
+from fitscope.validation import message, shorten
 
 _KERNEL_CONSTRAINTS = {
     "arch": [StrOptions({"fc", "conv"})],
@@ -62,6 +64,16 @@ _KERNEL_CONSTRAINTS = {
 }
 
 _FLOATS = [np.float64, np.float32]
+_SKLEARN_MESSAGE = re.compile(r"^The '(?P<name>\w+)' parameter of (?P<owner>\w+) must be (?P<what>.+)\. "
+                              r"Got (?P<got>.+) instead\.$", re.S)
+
+
+def _config_error(exc: InvalidParameterError) -> ConfigError:
+    """scikit-learn's parameter error in the one message form (its own text when it cannot be parsed)."""
+    found = _SKLEARN_MESSAGE.match(str(exc))
+    if found is None:
+        return ConfigError(str(exc))
+    return ConfigError(message(found["name"], f"{found['what']} (a parameter of {found['owner']})", found["got"]))
 
 
 class _KernelParams:
@@ -72,15 +84,15 @@ class _KernelParams:
         try:
             self._validate_params()
         except InvalidParameterError as exc:
-            raise ConfigError(str(exc)) from None
+            raise _config_error(exc) from None
         check_depth_fixed(self.depth, self.fixed)
         check_device(self.device)
         if self.arch == "conv":
             shape = self.input_shape
             if shape is None or len(shape) not in (2, 3) or not all(
                     isinstance(s, Integral) and s >= 1 for s in shape):
-                raise ConfigError(f"input_shape: expected (C, H, W) or (C, L) positive ints for arch='conv', "
-                                  f"got {shape!r}")
+                raise ConfigError(message("input_shape", "(C, H, W) or (C, L) positive ints for arch='conv'",
+                                          shorten(shape)))
 
     def _shaped(self, X: np.ndarray) -> np.ndarray:
         """Rows of ``X`` unflattened to ``input_shape`` for conv; ``X`` itself for fc."""
@@ -100,22 +112,23 @@ class _KernelParams:
                                  dtype=self.dtype, device=self.device, max_memory_mb=self.max_memory_mb)
 
 
-def _ridge_solve(K: np.ndarray, Y: np.ndarray, alpha: float) -> np.ndarray:
-    """Solve ``(K + alpha I) C = Y`` by Cholesky; least squares (with a warning) if it is singular."""
-    A = K + alpha * np.eye(len(K))
+def _ridge_solve(gram: np.ndarray, Y: np.ndarray, alpha: float) -> np.ndarray:
+    """Solve ``(G + alpha I) W = Y`` for the Gram matrix ``G`` by Cholesky; least squares (with a warning) if
+    it is singular."""
+    A = gram + alpha * np.eye(len(gram))
     try:
         return scipy.linalg.cho_solve(scipy.linalg.cho_factor(A, lower=True), Y)
     except np.linalg.LinAlgError:
-        warnings.warn("NTK kernel ridge: K + alpha I is singular; using the least-squares solution. "
-                      "Use alpha > 0 to avoid this.", RuntimeWarning, stacklevel=3)
+        warnings.warn("NTK kernel ridge: the Gram matrix plus alpha I is singular; using the least-squares "
+                      "solution. Use alpha > 0 to avoid this.", RuntimeWarning, stacklevel=3)
         return scipy.linalg.lstsq(A, Y)[0]
 
 
 class NTKRegressor(_KernelParams, RegressorMixin, BaseEstimator):
     """Kernel ridge regression with the infinite-width kernel (no intercept).
 
-    Fits dual coefficients ``(K + alpha I)^{-1} y`` on the training kernel
-    ``K = ntk(X, X)`` and predicts ``ntk(X_test, X) @ dual_coef_``.
+    Fits dual coefficients ``(G + alpha I)^{-1} y`` on the training Gram
+    matrix ``G = ntk(X, X)`` and predicts ``ntk(X_test, X) @ dual_coef_``.
 
     Args:
         alpha: ridge, >= 0, in kernel units (``ntk(x, x) = (depth + 1) |x|^2`` for the NTK).
@@ -175,9 +188,9 @@ class NTKClassifier(_KernelParams, ClassifierMixin, BaseEstimator):
         dtype, device, max_memory_mb: as in :class:`NTKRegressor`.
 
     Attributes:
-        classes_: ``(K,)`` the sorted labels (any hashable dtype numpy can sort).
+        classes_: ``(C,)`` the sorted labels, C classes (any hashable dtype numpy can sort).
         X_fit_: ``(N, D)`` training inputs.
-        dual_coef_: ``(N, K)`` dual coefficients of the one-hot targets.
+        dual_coef_: ``(N, C)`` dual coefficients of the one-hot targets.
         n_features_in_: ``D``.
     """
 
@@ -216,7 +229,7 @@ class NTKClassifier(_KernelParams, ClassifierMixin, BaseEstimator):
         return self._kernel(X, self.X_fit_) @ self.dual_coef_
 
     def decision_function(self, X):
-        """Class scores: ``(M, K)``; for two classes ``(M,)`` = score of ``classes_[1]`` minus ``classes_[0]``."""
+        """Class scores: ``(M, C)``; for two classes ``(M,)`` = score of ``classes_[1]`` minus ``classes_[0]``."""
         scores = self._scores(X)
         if scores.shape[1] == 2:
             return scores[:, 1] - scores[:, 0]
@@ -237,7 +250,7 @@ class NTKSVC(_KernelParams, ClassifierMixin, BaseEstimator):
         dtype, device, max_memory_mb: as in :class:`NTKRegressor`.
 
     Attributes:
-        classes_: ``(K,)`` the sorted labels.
+        classes_: ``(n_classes,)`` the sorted labels.
         svc_: the fitted :class:`sklearn.svm.SVC` (``kernel="precomputed"``).
         X_fit_: ``(N, D)`` training inputs.
         n_features_in_: ``D``.
@@ -276,11 +289,11 @@ class NTKSVC(_KernelParams, ClassifierMixin, BaseEstimator):
         return self._kernel(X, self.X_fit_)
 
     def decision_function(self, X):
-        """SVC decision values: ``(M,)`` for two classes, ``(M, K)`` (one-vs-rest shape) otherwise."""
-        K = self._test_kernel(X)
-        return self.svc_.decision_function(K)
+        """SVC decision values: ``(M,)`` for two classes, ``(M, n_classes)`` (one-vs-rest shape) otherwise."""
+        gram = self._test_kernel(X)  # checks fitted first
+        return self.svc_.decision_function(gram)
 
     def predict(self, X):
         """Labels ``(M,)`` from ``classes_``."""
-        K = self._test_kernel(X)
-        return self.svc_.predict(K)
+        gram = self._test_kernel(X)
+        return self.svc_.predict(gram)

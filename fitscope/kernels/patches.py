@@ -34,7 +34,6 @@ independently of scale).
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 import torch
@@ -43,6 +42,7 @@ import torch.nn.functional as F
 from fitscope.errors import ConfigError, DataError
 from fitscope.kernels.conv import cntk, cntk_diagonal
 from fitscope.kernels.validation import check_array
+from fitscope.validation import check_int, check_number, check_seed, message
 
 
 class RandomPatchFeatures:
@@ -76,17 +76,12 @@ class RandomPatchFeatures:
 
     def _check_params(self) -> None:
         for name in ("n_filters", "patch_size", "pool", "n_whiten"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-                raise ConfigError(f"{name}: expected an integer >= 1, got {v!r}")
+            check_int(getattr(self, name), name)
         if self.n_whiten < self.n_filters:
-            raise ConfigError(f"n_whiten: expected at least n_filters = {self.n_filters}, got {self.n_whiten}")
-        for name in ("bias", "zca_eps"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
-                raise ConfigError(f"{name}: expected a finite number, got {v!r}")
-        if self.zca_eps < 0:
-            raise ConfigError(f"zca_eps: expected a number >= 0, got {self.zca_eps!r}")
+            raise ConfigError(message("n_whiten", f"at least n_filters = {self.n_filters}", str(self.n_whiten)))
+        check_number(self.bias, "bias", low=-math.inf, high=math.inf, open_low=True, open_high=True)
+        check_number(self.zca_eps, "zca_eps", low=0.0, high=math.inf, open_high=True)
+        check_seed(self.seed)
 
     def fit(self, x) -> "RandomPatchFeatures":
         """Sample patches from ``x`` (``N x C x H x W`` or ``N x C x L``), fit the whitening, pick the filters."""
@@ -95,7 +90,7 @@ class RandomPatchFeatures:
         spatial = a.shape[2:]
         k = self.patch_size
         if k > min(spatial):
-            raise ConfigError(f"patch_size: expected at most the smallest spatial size {min(spatial)}, got {k}")
+            raise ConfigError(message("patch_size", f"at most the smallest spatial size {min(spatial)}", str(k)))
         rng = np.random.default_rng(self.seed)
         n = self.n_whiten
         rows = rng.integers(0, a.shape[0], size=n)
@@ -108,7 +103,8 @@ class RandomPatchFeatures:
         s = np.clip(s, 0.0, None)
         eps = self.zca_eps * float(s.mean())
         if eps == 0.0 and s.min() <= 0.0:
-            raise DataError("x: the sampled patches have a singular covariance; use zca_eps > 0")
+            raise DataError(message("x", "sampled patches with a nonsingular covariance when zca_eps = 0",
+                                    "a singular covariance; use zca_eps > 0"))
         w = (u / np.sqrt(s + eps)) @ u.T
         filters = centered[: self.n_filters] @ w
         norms = np.linalg.norm(filters, axis=1, keepdims=True)
@@ -127,11 +123,12 @@ class RandomPatchFeatures:
                 (feature maps, usable as CNTK input).
         """
         if not hasattr(self, "filters_"):
-            raise ConfigError("RandomPatchFeatures: call fit(x) before transform(x)")
+            raise ConfigError(message("transform", "a fitted RandomPatchFeatures (call fit(x) first)",
+                                      "an unfitted one"))
         a = check_array("x", x, arch="conv").astype(np.float64)
         if tuple(a.shape[1:]) != self.input_shape_:
-            raise DataError(f"x: expected inputs of shape (N, {', '.join(map(str, self.input_shape_))}) "
-                            f"as in fit, got {a.shape}")
+            raise DataError(message("x", f"inputs of shape (N, {', '.join(map(str, self.input_shape_))}) as in fit",
+                                    f"shape {a.shape}"))
         d = a.ndim - 2
         c, k = a.shape[1], self.patch_size
         # whitening is linear: <W (p - mu), f> = <p, W f> - <mu, W f>
@@ -182,7 +179,7 @@ def random_patch_features(x, *, n_filters: int = 256, patch_size: int = 5, pool:
 def cntk_lap_patch_kernel(x1, x2=None, *, features: RandomPatchFeatures, lam: float = 1.0, depth: int = 3,
                           lap_window: int = 3, filter_size: int = 3, fixed: int = 0, kind: str = "ntk",
                           dtype: str = "float64", max_memory_mb: float = 1024) -> np.ndarray:
-    """CNTK-LAP plus random-patch features: ``K_lap(x, x') / sqrt(K_lap(x, x) K_lap(x', x')) + lam <phi(x), phi(x')>``.
+    """CNTK-LAP plus random-patch features: ``k_lap(x, x') / sqrt(k_lap(x, x) k_lap(x', x')) + lam <phi(x), phi(x')>``.
 
     ``phi`` = the fitted ``features``' flattened output scaled to unit norm
     (an all-zero feature vector stays zero). Both terms are 1 on the diagonal
@@ -200,18 +197,17 @@ def cntk_lap_patch_kernel(x1, x2=None, *, features: RandomPatchFeatures, lam: fl
     Returns:
         ``(N1, N2)`` float64 array.
     """
-    if isinstance(lam, bool) or not isinstance(lam, numbers.Real) or not math.isfinite(lam) or lam < 0:
-        raise ConfigError(f"lam: expected a finite number >= 0, got {lam!r}")
+    lam = check_number(lam, "lam", low=0.0, high=math.inf, open_high=True)
     opts = dict(depth=depth, filter_size=filter_size, pool="lap", lap_window=lap_window, fixed=fixed,
                 kind=kind, dtype=dtype, max_memory_mb=max_memory_mb)
-    k = cntk(x1, x2, **opts).astype(np.float64)
+    gram = cntk(x1, x2, **opts).astype(np.float64)
     d1 = cntk_diagonal(x1, **opts).astype(np.float64)
     d2 = d1 if x2 is None else cntk_diagonal(x2, **opts).astype(np.float64)
     s1, s2 = np.sqrt(np.clip(d1, 0, None)), np.sqrt(np.clip(d2, 0, None))
-    k = k / np.where(s1 > 0, s1, 1.0)[:, None] / np.where(s2 > 0, s2, 1.0)[None, :]
+    gram = gram / np.where(s1 > 0, s1, 1.0)[:, None] / np.where(s2 > 0, s2, 1.0)[None, :]
     p1 = _unit_rows(features.transform(x1))
     p2 = p1 if x2 is None else _unit_rows(features.transform(x2))
-    out = k + lam * (p1 @ p2.T)
+    out = gram + lam * (p1 @ p2.T)
     return 0.5 * (out + out.T) if x2 is None else out
 
 

@@ -30,7 +30,8 @@ from fitscope.models.mlp import EnsembleMLP
 from fitscope.models.plain import PLAIN_FAMILIES, PlainNet, build_plain
 from fitscope.models.plan import NORM_BY_STUDY, NORMS, Block, LayerPlan, check_norm, group_count, layer_plan
 from fitscope.models.resnet import EnsembleResNet
-from fitscope.models.spec import SPEC_HELP, ModelSpec, check_input_shape, input_kind, parse_spec
+from fitscope.models.spec import SPEC_HELP, ModelSpec, check_input_shape, input_kind, input_shape_tuple, parse_spec
+from fitscope.validation import check_int, check_seeds
 
 __all__ = [
     "NORMS",
@@ -61,13 +62,8 @@ _FAMILIES = {"mlp": EnsembleMLP, "cnn": EnsembleCNN, "resnet": EnsembleResNet, "
 
 
 def _check_common(input_shape: Sequence[int], n_classes: int) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(s) for s in input_shape)
-    except (TypeError, ValueError):
-        raise ConfigError(f"input_shape: expected a tuple of ints, got {input_shape!r}") from None
-    input_kind(shape)
-    if int(n_classes) < 1:
-        raise ConfigError(f"n_classes: expected an integer >= 1, got {n_classes}")
+    shape = input_shape_tuple(input_shape)
+    check_int(n_classes, "n_classes")
     return shape
 
 
@@ -99,26 +95,21 @@ def build(
         An :class:`EnsembleModel`: ``(K, B, *input_shape) -> (K, B, n_classes)``.
 
     Raises:
-        ConfigError: bad spec or norm, a family that does not fit the input shape, no seeds.
+        ConfigError: bad spec or norm, a family that does not fit the input shape, no seeds or a seed
+            outside ``[0, 2**32)``.
     """
     parsed = parse_spec(spec).with_dropout(dropout)
     norm = check_norm(norm)
     shape = _check_common(input_shape, n_classes)
     check_input_shape(parsed, shape)
-    seeds = list(seeds)
-    if not seeds:
-        raise ConfigError("seeds: expected at least one model seed, got an empty list")
-    try:
-        seeds = [int(s) for s in seeds]
-    except (TypeError, ValueError):
-        raise ConfigError(f"seeds: expected integers, got {seeds!r}") from None
+    seeds = check_seeds(seeds)
     if parsed.family == "mlp":
-        return EnsembleMLP(parsed, shape, int(n_classes), seeds)
+        return EnsembleMLP(parsed, shape, int(n_classes), seeds=seeds)
     if parsed.family == "resnet":
         if norm != "batch":
             raise ConfigError(f"norm: expected 'batch' for a resnet spec (it has no GroupNorm version), got {norm!r}")
-        return EnsembleResNet(parsed, shape, int(n_classes), seeds)
-    return _FAMILIES[parsed.family](parsed, shape, int(n_classes), seeds, norm=norm)
+        return EnsembleResNet(parsed, shape, int(n_classes), seeds=seeds)
+    return _FAMILIES[parsed.family](parsed, shape, int(n_classes), seeds=seeds, norm=norm)
 
 
 def flops_per_example(spec: str | ModelSpec, input_shape: tuple[int, ...], n_classes: int) -> int:
@@ -148,7 +139,7 @@ def flops_per_example(spec: str | ModelSpec, input_shape: tuple[int, ...], n_cla
             macs += output.numel() * module.in_channels * module.kernel_size**module.dim
 
     with torch.device("meta"):
-        model = _FAMILIES[parsed.family](parsed, shape, int(n_classes), [0])
+        model = _FAMILIES[parsed.family](parsed, shape, int(n_classes), seeds=[0])
     for m in model.modules():
         if isinstance(m, (EnsembleLinear, EnsembleConv)):
             m.register_forward_hook(count)
@@ -171,7 +162,7 @@ def largest_activation(spec: str | ModelSpec, input_shape: tuple[int, ...], n_cl
             largest = max(largest, output.numel())
 
     with torch.device("meta"):
-        model = _FAMILIES[parsed.family](parsed, shape, int(n_classes), [0])
+        model = _FAMILIES[parsed.family](parsed, shape, int(n_classes), seeds=[0])
     for m in model.modules():
         m.register_forward_hook(track)
     model.eval()

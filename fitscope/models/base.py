@@ -26,7 +26,7 @@ class EnsembleModel(nn.Module):
         n_models: K.
     """
 
-    def __init__(self, spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int, seeds: Sequence[int]) -> None:
+    def __init__(self, spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int, *, seeds: Sequence[int]) -> None:
         super().__init__()
         self.spec = spec
         self.input_shape = tuple(int(s) for s in input_shape)

@@ -40,10 +40,11 @@ class _ConvStack(EnsembleModel):
         spec: ModelSpec,
         input_shape: tuple[int, ...],
         n_classes: int,
+        *,
         seeds: Sequence[int],
         norm: str = "batch",
     ) -> None:
-        super().__init__(spec, input_shape, n_classes, seeds)
+        super().__init__(spec, input_shape, n_classes, seeds=seeds)
         k, gens = self.n_models, init_generators(self.seeds)
         # The architecture comes from the layer plan shared with build_plain (fitscope.models.plan).
         plan = layer_plan(spec, self.input_shape, n_classes, norm=norm)
@@ -57,7 +58,7 @@ class _ConvStack(EnsembleModel):
             self.norms.append(nn.GroupNorm(k * plan.norm_groups(block.out_size), k * block.out_size)
                               if plan.norm == "group" else batch_norm(k * block.out_size))
             self.pools.append(block.pool)
-        self.dropout = EnsembleDropout(spec.dropout, self.seeds)
+        self.dropout = EnsembleDropout(spec.dropout, seeds=self.seeds)
         self.out = EnsembleLinear(k, plan.head_in, n_classes, generators=gens)
         self._pool = F.max_pool1d if self.dim == 1 else F.max_pool2d
 
@@ -90,9 +91,9 @@ class EnsembleCNN(_ConvStack):
 
     dim = 2
 
-    def __init__(self, spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int, seeds: Sequence[int],
+    def __init__(self, spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int, *, seeds: Sequence[int],
                  norm: str = "batch") -> None:
-        super().__init__(spec, input_shape, n_classes, seeds, norm)
+        super().__init__(spec, input_shape, n_classes, seeds=seeds, norm=norm)
 
 
 class EnsembleCNN1d(_ConvStack):
@@ -107,6 +108,6 @@ class EnsembleCNN1d(_ConvStack):
 
     dim = 1
 
-    def __init__(self, spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int, seeds: Sequence[int],
+    def __init__(self, spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int, *, seeds: Sequence[int],
                  norm: str = "batch") -> None:
-        super().__init__(spec, input_shape, n_classes, seeds, norm)
+        super().__init__(spec, input_shape, n_classes, seeds=seeds, norm=norm)

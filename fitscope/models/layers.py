@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fitscope.seeding import derive_seed
+from fitscope.validation import check_choice
 
 # Below this many output features a linear layer computes ``(W^T x^T)^T``:
 # batched GEMMs with a tiny N dimension (e.g. 10 classes) run at a small
@@ -138,8 +139,7 @@ class EnsembleConv(nn.Module):
         bias: bool = False,
     ) -> None:
         super().__init__()
-        if dim not in (1, 2):
-            raise ValueError(f"dim must be 1 or 2, got {dim}")
+        dim = check_choice(dim, "dim", (1, 2))
         self.n_models, self.dim = n_models, dim
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
         self.stride = stride
@@ -191,7 +191,7 @@ class EnsembleDropout(nn.Module):
         seeds: the K model seeds.
     """
 
-    def __init__(self, p: float, seeds: Sequence[int]) -> None:
+    def __init__(self, p: float, *, seeds: Sequence[int]) -> None:
         super().__init__()
         self.p = float(p)
         self.seeds = [int(s) for s in seeds]

@@ -24,15 +24,15 @@ class EnsembleMLP(EnsembleModel):
         seeds: one seed per model.
     """
 
-    def __init__(self, spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int, seeds: Sequence[int]) -> None:
-        super().__init__(spec, input_shape, n_classes, seeds)
+    def __init__(self, spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int, *, seeds: Sequence[int]) -> None:
+        super().__init__(spec, input_shape, n_classes, seeds=seeds)
         k, gens = self.n_models, init_generators(self.seeds)
         plan = layer_plan(spec, self.input_shape, n_classes)  # the architecture, shared with build_plain
         self.hidden = nn.ModuleList(
             EnsembleLinear(k, block.in_size, block.out_size, generators=gens) for block in plan.blocks
         )
         self.out = EnsembleLinear(k, plan.head_in, n_classes, generators=gens)
-        self.dropout = EnsembleDropout(spec.dropout, self.seeds)
+        self.dropout = EnsembleDropout(spec.dropout, seeds=self.seeds)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(K, B, *input_shape)`` -> ``(K, B, n_classes)``."""

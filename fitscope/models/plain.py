@@ -18,14 +18,13 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-import numpy as np
 import torch
 from torch import nn
 
-from fitscope.data.validation import check_seed
 from fitscope.errors import ConfigError
 from fitscope.models.plan import LayerPlan, group_count, layer_plan
 from fitscope.models.spec import ModelSpec, parse_spec
+from fitscope.validation import check_int, check_seed, message
 
 __all__ = ["PLAIN_FAMILIES", "PlainNet", "build_plain", "group_count"]
 
@@ -142,11 +141,10 @@ def build_plain(spec: str | ModelSpec, input_shape: tuple[int, ...], n_classes: 
     """
     parsed = parse_spec(spec)
     seed = check_seed(seed)
-    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes < 1:
-        raise ConfigError(f"n_classes: expected an integer >= 1, got {n_classes!r}")
+    n_classes = check_int(n_classes, "n_classes")
     if parsed.family not in PLAIN_FAMILIES:
-        raise ConfigError(f"model spec {str(parsed)!r}: plain (single, Opacus-compatible) models exist for "
-                          f"{', '.join(PLAIN_FAMILIES)}; got family {parsed.family!r}")
+        raise ConfigError(message("spec", f"a family with plain (single, Opacus-compatible) models: "
+                                  f"{', '.join(PLAIN_FAMILIES)}", f"{str(parsed)!r} (family {parsed.family!r})"))
     plan = layer_plan(parsed, input_shape, int(n_classes), norm=norm)
     make = _mlp_layers if parsed.family == "mlp" else _conv_layers
     with torch.random.fork_rng(devices=[]):

@@ -27,7 +27,8 @@ import math
 from dataclasses import dataclass
 
 from fitscope.errors import ConfigError
-from fitscope.models.spec import ModelSpec, check_input_shape, input_kind, parse_spec
+from fitscope.models.spec import ModelSpec, check_input_shape, input_shape_tuple, parse_spec
+from fitscope.validation import check_choice, check_int, message
 
 NORMS = ("batch", "group")
 PLAN_FAMILIES = ("mlp", "cnn", "cnn1d")
@@ -49,9 +50,7 @@ def group_count(channels: int) -> int:
 
 def check_norm(norm: str) -> str:
     """``norm`` if it is ``"batch"`` or ``"group"``; a one-line :class:`ConfigError` otherwise."""
-    if not isinstance(norm, str) or norm not in NORMS:
-        raise ConfigError(f"norm: expected one of {', '.join(NORMS)}, got {norm!r}")
-    return norm
+    return check_choice(norm, "norm", NORMS)
 
 
 @dataclass(frozen=True)
@@ -130,16 +129,11 @@ def layer_plan(spec: str | ModelSpec, input_shape: tuple[int, ...], n_classes: i
     """
     parsed = parse_spec(spec)
     norm = check_norm(norm)
-    try:
-        shape = tuple(int(s) for s in input_shape)
-    except (TypeError, ValueError):
-        raise ConfigError(f"input_shape: expected a tuple of ints, got {input_shape!r}") from None
-    input_kind(shape)
-    if isinstance(n_classes, bool) or int(n_classes) != n_classes or int(n_classes) < 1:
-        raise ConfigError(f"n_classes: expected an integer >= 1, got {n_classes!r}")
+    shape = input_shape_tuple(input_shape)
+    n_classes = check_int(n_classes, "n_classes")
     if parsed.family not in PLAN_FAMILIES:
-        raise ConfigError(f"model spec {str(parsed)!r}: expected a family with a layer plan "
-                          f"({', '.join(PLAN_FAMILIES)}), got {parsed.family!r}")
+        raise ConfigError(message("spec", f"a family with a layer plan ({', '.join(PLAN_FAMILIES)})",
+                                  f"{str(parsed)!r} (family {parsed.family!r})"))
     check_input_shape(parsed, shape)
     if parsed.family == "mlp":
         dims = [math.prod(shape), *parsed.widths]

@@ -61,8 +61,8 @@ class EnsembleResNet(EnsembleModel):
         seeds: one seed per model.
     """
 
-    def __init__(self, spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int, seeds: Sequence[int]) -> None:
-        super().__init__(spec, input_shape, n_classes, seeds)
+    def __init__(self, spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int, *, seeds: Sequence[int]) -> None:
+        super().__init__(spec, input_shape, n_classes, seeds=seeds)
         k, gens = self.n_models, init_generators(self.seeds)
         c, h, w = self.input_shape
         width = spec.widths[0]
@@ -77,7 +77,7 @@ class EnsembleResNet(EnsembleModel):
                 blocks.append(_BasicBlock(k, width, stage_width, stride, gens))
                 width = stage_width
         self.blocks = nn.Sequential(*blocks)
-        self.dropout = EnsembleDropout(spec.dropout, self.seeds)
+        self.dropout = EnsembleDropout(spec.dropout, seeds=self.seeds)
         self.out = EnsembleLinear(k, width, n_classes, generators=gens)
 
     def _body(self, h: torch.Tensor) -> torch.Tensor:

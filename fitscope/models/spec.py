@@ -3,8 +3,8 @@
 A spec is ``FAMILY:SHAPE[,OPTION=VALUE...]``. :func:`parse_spec` turns it into
 a frozen :class:`ModelSpec`; :func:`check_input_shape` says whether a family
 fits an input (vectors, 1-D signals, images). Every bad spec raises a
-one-line :class:`~fitscope.errors.ConfigError` that names the spec and shows
-the grammar.
+one-line :class:`~fitscope.errors.ConfigError` in the one message form
+(``spec: expected <the grammar>, got '<spec>' (<what is wrong>)``).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from fitscope.errors import ConfigError
+from fitscope.validation import check_int, message, shorten
 
 FAMILIES = ("mlp", "cnn", "resnet", "cnn1d")
 
@@ -48,8 +49,8 @@ Examples:
   mlp:512x2   mlp:256-128   mlp:512x2,dropout=0.5   cnn:32-64
   cnn:32-64,dropout=0.25   resnet:16x3   resnet:16x3,blocks=2   cnn1d:32x3"""
 
-_GRAMMAR_LINE = (
-    "expected FAMILY:SHAPE[,OPTION=VALUE], e.g. mlp:512x2, mlp:256-128, cnn:32-64, resnet:16x3, "
+_GRAMMAR = (
+    "FAMILY:SHAPE[,OPTION=VALUE], e.g. mlp:512x2, mlp:256-128, cnn:32-64, resnet:16x3, "
     "cnn1d:32x3, mlp:512x2,dropout=0.5 (see `fitscope models list`)"
 )
 
@@ -103,7 +104,7 @@ class ModelSpec:
 
 
 def _bad(spec: str, reason: str) -> ConfigError:
-    return ConfigError(f"bad model spec {spec!r}: {reason}; {_GRAMMAR_LINE}")
+    return ConfigError(message("spec", _GRAMMAR, f"{spec!r} ({reason})"))
 
 
 def _check_dropout(value: float, spec: str) -> None:
@@ -126,7 +127,7 @@ def parse_spec(spec: str | ModelSpec) -> ModelSpec:
     if isinstance(spec, ModelSpec):
         return spec
     if not isinstance(spec, str):
-        raise ConfigError(f"bad model spec {spec!r}: expected a string; {_GRAMMAR_LINE}")
+        raise ConfigError(message("spec", f"a string {_GRAMMAR}", shorten(spec)))
     text = spec.strip().lower().replace(" ", "")
     if ":" not in text:
         raise _bad(spec, "missing ':' between family and shape")
@@ -180,13 +181,26 @@ def parse_spec(spec: str | ModelSpec) -> ModelSpec:
     return ModelSpec(family, widths, float(dropout), int(blocks), int(kernel))
 
 
+def input_shape_tuple(input_shape) -> tuple[int, ...]:
+    """``input_shape`` as a tuple of ints, checked: ``(D,)``, ``(C, L)`` or ``(C, H, W)`` with positive sizes."""
+    what = "a tuple of ints (D,), (C, L) or (C, H, W)"
+    if isinstance(input_shape, (str, bytes)):
+        raise ConfigError(message("input_shape", what, shorten(input_shape)))
+    try:
+        items = list(input_shape)
+    except TypeError:
+        raise ConfigError(message("input_shape", what, shorten(input_shape))) from None
+    shape = tuple(check_int(s, f"input_shape[{i}]") for i, s in enumerate(items))
+    input_kind(shape)
+    return shape
+
+
 def input_kind(input_shape: tuple[int, ...]) -> str:
     """``"vector"`` for ``(D,)``, ``"signal"`` for ``(C, L)``, ``"image"`` for ``(C, H, W)``."""
     kinds = {1: "vector", 2: "signal", 3: "image"}
     if len(input_shape) not in kinds or any(int(s) < 1 for s in input_shape):
-        raise ConfigError(
-            f"input shape {tuple(input_shape)}: expected (D,), (C, L) or (C, H, W) with positive sizes"
-        )
+        raise ConfigError(message("input_shape", "(D,), (C, L) or (C, H, W) with positive sizes",
+                                  str(tuple(input_shape))))
     return kinds[len(input_shape)]
 
 
@@ -201,7 +215,5 @@ def check_input_shape(spec: ModelSpec, input_shape: tuple[int, ...]) -> None:
     if spec.family in needs and needs[spec.family] != kind:
         shape = "x".join(map(str, input_shape))
         what = {"image": "images (C, H, W)", "signal": "1-D signals (C, L)"}[needs[spec.family]]
-        raise ConfigError(
-            f"model spec {str(spec)!r} needs {what}, but the inputs are {kind}s of shape {shape}; "
-            f"use {fits[kind]} for these inputs"
-        )
+        raise ConfigError(message("spec", f"a family for {kind}s of shape {shape} (use {fits[kind]})",
+                                  f"{str(spec)!r}, which needs {what}"))

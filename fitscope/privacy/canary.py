@@ -2,11 +2,11 @@
 
 Plant m canaries (training examples whose label is replaced by a uniformly
 random *other* label), run the procedure, and let the attack guess each
-canary's label as the model's argmax over the K - 1 labels a canary can have
-(every class but the example's original label). With a accuracies over m
-canaries, the bound is the one of the L-way guessing game, L = K - 1.
+canary's label as the model's argmax over the C - 1 labels a canary can have
+(C classes: every class but the example's original label). With a accuracies over m
+canaries, the bound is the one of the L-way guessing game, L = C - 1.
 
-Why the bound holds (derived here because the K-ary game is not the binary
+Why the bound holds (derived here because the C-ary game is not the binary
 one of ``eps >= log(a / (1 - a))``): let the canary label c be uniform on L
 values, the rest of the data fixed, and q_c = P[guess = c | label c]. An
 eps-label-DP procedure gives P[guess = c | label c'] >= e^-eps q_c for every
@@ -46,8 +46,8 @@ from typing import Callable
 import numpy as np
 from scipy.stats import beta
 
-from fitscope.errors import ConfigError, DataError
-from fitscope.estimators.validation import check_labels
+from fitscope.errors import DataError
+from fitscope.validation import check_finite, check_fraction, check_int, check_labels, check_seed, message
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class Canaries:
         labels: ``(m,)`` int64 their new labels (never the original one).
         original: ``(m,)`` int64 their original labels.
         y: ``(n,)`` int64 all training labels with the canaries planted.
-        n_classes: K.
+        n_classes: C.
     """
 
     indices: np.ndarray
@@ -82,7 +82,7 @@ class CanaryAudit:
         eps_lower: empirical lower bound on eps at ``confidence`` (0 when the attack is at chance).
         eps_estimate: the bound's formula at the observed accuracy (no confidence margin; inf at a = 1).
         chance: 1 / L, the accuracy of guessing.
-        choices: L = K - 1, the labels a canary can have.
+        choices: L = C - 1, the labels a canary can have.
         confidence: the confidence level.
         claimed_eps: the eps the procedure claims (None if not given; inf for a non-private one).
     """
@@ -107,30 +107,30 @@ class CanaryAudit:
                 "claimed_eps": self.claimed_eps}
 
 
-def plant_canaries(y, m: int, n_classes: int, seed: int) -> Canaries:
+def plant_canaries(y, m: int, n_classes: int, *, seed: int) -> Canaries:
     """Replace the labels of ``m`` random training rows by uniformly random other labels.
 
     Args:
         y: ``(n,)`` labels in ``[0, n_classes)``.
         m: number of canaries, ``1 <= m <= n``.
-        n_classes: K >= 3 (with K = 2 a canary's label is determined: there is nothing to guess).
+        n_classes: C >= 3 (with C = 2 a canary's label is determined: there is nothing to guess).
         seed: seed of ``numpy.random.default_rng``.
 
     Returns:
         :class:`Canaries`.
+
+    Raises:
+        ConfigError: ``n_classes < 3``, ``m`` outside ``[1, n]`` or a bad seed.
+        DataError: ``y`` not ``(n,)`` labels in ``[0, n_classes)``.
     """
-    y = check_labels("y", y)
+    n_classes = check_int(n_classes, "n_classes", low=3)
+    y = check_labels(y, "y", n_classes=n_classes)
     n = len(y)
-    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes < 3:
-        raise ConfigError(f"n_classes: the canary game needs K >= 3 classes (a canary takes one of the K - 1 "
-                          f"other labels), got {n_classes!r}")
-    if int(y.max()) >= n_classes:
-        raise DataError(f"y: expected labels below n_classes = {n_classes}, got {int(y.max())}")
-    if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or not 1 <= m <= n:
-        raise ConfigError(f"m: expected a number of canaries in [1, {n}] (the training rows), got {m!r}")
+    m = check_int(m, "m", low=1, high=n)
+    seed = check_seed(seed)
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(n, size=int(m), replace=False))
-    shift = rng.integers(1, n_classes, size=int(m))  # uniform over the K - 1 other labels
+    shift = rng.integers(1, n_classes, size=int(m))  # uniform over the C - 1 other labels
     labels = (y[idx] + shift) % n_classes
     planted = y.copy()
     planted[idx] = labels
@@ -141,7 +141,7 @@ def guess_canaries(probs, canaries: Canaries) -> np.ndarray:
     """The attack: each canary's label guessed as the argmax of ``probs`` over all classes but its original one.
 
     Args:
-        probs: ``(n, K)`` model outputs (probabilities or logits) on every training row.
+        probs: ``(n, C)`` model outputs (probabilities or logits) on every training row.
         canaries: from :func:`plant_canaries`.
 
     Returns:
@@ -149,10 +149,9 @@ def guess_canaries(probs, canaries: Canaries) -> np.ndarray:
     """
     p = np.asarray(probs, dtype=np.float64)
     if p.ndim != 2 or p.shape[0] != len(canaries.y) or p.shape[1] != canaries.n_classes:
-        raise DataError(f"probs: expected model outputs of shape (n, K) = ({len(canaries.y)}, {canaries.n_classes}),"
-                        f" got {p.shape}")
-    if not np.isfinite(p).all():
-        raise DataError("probs: expected finite model outputs")
+        raise DataError(message("probs", f"model outputs of shape (n, C) = ({len(canaries.y)}, {canaries.n_classes})",
+                                f"shape {p.shape}"))
+    check_finite(p, "probs")
     rows = p[canaries.indices].copy()
     rows[np.arange(len(rows)), canaries.original] = -np.inf
     return rows.argmax(axis=1).astype(np.int64)
@@ -165,16 +164,14 @@ def canary_bound(correct: int, m: int, n_classes: int, *, confidence: float = 0.
     Args:
         correct: right guesses, ``0 <= correct <= m``.
         m: canaries.
-        n_classes: K (a canary takes one of L = K - 1 labels).
+        n_classes: C (a canary takes one of L = C - 1 labels).
         confidence: in (0, 1).
         claimed_eps: shown beside the bound.
     """
-    if not 0 < confidence < 1:
-        raise ConfigError(f"confidence: expected a number in (0, 1), got {confidence!r}")
-    if not (isinstance(m, (int, np.integer)) and m >= 1 and 0 <= correct <= m):
-        raise ConfigError(f"correct/m: expected 0 <= correct <= m and m >= 1, got {correct}/{m}")
-    if n_classes < 3:
-        raise ConfigError(f"n_classes: the canary game needs K >= 3, got {n_classes}")
+    confidence = check_fraction(confidence, "confidence", open_low=True, open_high=True)
+    m = check_int(m, "m")
+    correct = check_int(correct, "correct", low=0, high=m)
+    n_classes = check_int(n_classes, "n_classes", low=3)
     choices = int(n_classes) - 1
     alpha = 1.0 - confidence
     x, m = int(correct), int(m)
@@ -208,12 +205,12 @@ def canary_audit(
     """Audit a training procedure: plant ``m`` canaries, train, guess their labels, bound eps from below.
 
     Args:
-        train_and_predict: the procedure, ``(x, y_planted) -> (n, K)`` predicted probabilities (or
+        train_and_predict: the procedure, ``(x, y_planted) -> (n, C)`` predicted probabilities (or
             logits) of the trained model on the same ``x``.
         x: ``(n, *input_shape)`` training inputs.
         y: ``(n,)`` labels.
         m: canaries to plant.
-        n_classes: K >= 3.
+        n_classes: C >= 3.
         seed: seed of the canary draw (the procedure seeds itself).
         confidence: level of the Clopper-Pearson bounds.
         claimed_eps: the eps the procedure claims, kept beside the bound.
@@ -222,7 +219,7 @@ def canary_audit(
         :class:`CanaryAudit`; ``eps_lower`` exceeds the procedure's true label-DP eps with probability
         at most ``1 - confidence``.
     """
-    canaries = plant_canaries(y, m, n_classes, seed)
+    canaries = plant_canaries(y, m, n_classes, seed=seed)
     probs = train_and_predict(x, canaries.y)
     guesses = guess_canaries(probs, canaries)
     correct = int((guesses == canaries.labels).sum())

@@ -1,8 +1,8 @@
 """Federated training, FedAvg and FedSGD (McMahan et al. 2017), on Flower's simulation engine.
 
-Notation: ``K`` clients each hold a part of the training set (see
+Notation: ``n_clients`` clients each hold a part of the training set (see
 :mod:`fitscope.privacy.partition`); every round the server picks
-``m = max(1, floor(C * K))`` of them (client fraction ``C``), sends them the
+``m = max(1, floor(client_fraction * n_clients))`` of them, sends them the
 global weights ``w``, each runs ``E`` local epochs of plain SGD with
 minibatches of ``B`` examples (learning rate ``lr``) on its own ``n_k``
 examples and returns its weights ``w_k``; the server sets
@@ -23,7 +23,7 @@ How it runs on Flower (flwr 1.2x/1.4x Message API): a ``ServerApp`` whose
 ``aggregate_train`` (so it can stop as soon as the target accuracy is
 reached, and report every round), and a ``ClientApp`` with ``@train`` (local
 SGD) and ``@query`` (reports the client's partition id) handlers, run by
-``flwr.simulation.run_simulation`` on Ray: ``K`` virtual SuperNodes, one Ray
+``flwr.simulation.run_simulation`` on Ray: ``n_clients`` virtual SuperNodes, one Ray
 actor per CPU (``num_cpus``), each ``ClientApp`` call pinned to one torch
 thread. The training arrays are ``ray.put`` once; a client reads its rows
 from Ray's object store (messages carry only weights and a small config).
@@ -71,6 +71,17 @@ from fitscope.errors import ConfigError, DataError
 from fitscope.models import build, check_input_shape, parse_spec
 from fitscope.privacy.partition import iid_partition, shard_partition
 from fitscope.seeding import derive_seed
+from fitscope.validation import (
+    as_array,
+    check_choice,
+    check_finite,
+    check_fraction,
+    check_int,
+    check_labels,
+    check_number,
+    check_seed,
+    message,
+)
 
 ALGORITHMS = ("fedavg", "fedsgd")
 PARTITIONS = ("iid", "noniid")
@@ -103,7 +114,7 @@ class FederatedResult:
         wall_seconds: the whole call, Ray start and stop included.
         startup_seconds: from the call to the start of round 1 (Ray, actors,
             asking the clients for their partition ids).
-        client_sizes: ``(K,)`` examples per client.
+        client_sizes: ``(n_clients,)`` examples per client.
         weights: the final global weights (parameter name -> array), loadable
             into ``fitscope.models.build(spec, input_shape, n_classes, seeds=[0])``.
         settings: the effective settings (``local_epochs``/``batch_size`` of
@@ -235,7 +246,8 @@ def evaluate_state(state: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, *
 
 
 def clients_per_round(n_clients: int, client_fraction: float) -> int:
-    """``m = max(1, floor(C * K))``, the clients selected per round (McMahan et al.; 1e-9 absorbs rounding)."""
+    """``m = max(1, floor(client_fraction * n_clients))``, the clients selected per round (McMahan et al.'s
+    ``max(C K, 1)``; 1e-9 absorbs rounding)."""
     return max(1, int(math.floor(client_fraction * n_clients + 1e-9)))
 
 
@@ -248,57 +260,45 @@ def select_clients(n_clients: int, m: int, *, seed: int, server_round: int) -> n
 # --------------------------------------------------------------------------- validation
 
 
-def _check_arrays(x, y, name: str) -> tuple[np.ndarray, np.ndarray]:
-    x = np.asarray(x)
-    y = np.asarray(y)
+def _check_arrays(x, y, x_name: str, y_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs ``(n, *input_shape)``, finite, and their ``(n,)`` class labels; as float32 and int64."""
+    x = as_array(x, x_name)
     if x.ndim < 2 or x.shape[0] == 0:
-        raise DataError(f"{name}: expected inputs of shape (n, *input_shape) with n >= 1, got {x.shape}")
-    if not np.issubdtype(x.dtype, np.number):
-        raise DataError(f"{name}: expected numeric inputs, got dtype {x.dtype}")
-    if not np.isfinite(x).all():
-        raise DataError(f"{name}: inputs contain NaN or infinite values")
-    if y.ndim != 1 or len(y) != len(x):
-        raise DataError(f"{name}: expected {len(x)} labels (one per input), got shape {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer) or (y < 0).any():
-        raise DataError(f"{name}: expected non-negative integer labels, got dtype {y.dtype}")
-    return x.astype(np.float32, copy=False), y.astype(np.int64, copy=False)
+        raise DataError(message(x_name, "inputs of shape (n, *input_shape) with n >= 1", f"shape {x.shape}"))
+    if x.dtype.kind not in "iuf":
+        raise DataError(message(x_name, "numeric inputs", f"dtype {x.dtype}"))
+    check_finite(x, x_name)
+    y = check_labels(y, y_name, len(x), like=x_name)
+    return x.astype(np.float32, copy=False), y
 
 
 def check_settings(*, algorithm: str, partition: str, n_clients: int, n_train: int, client_fraction: float,
                    local_epochs: int, batch_size: int | None, lr: float, rounds: int,
                    target_accuracy: float | None, shards_per_client: int) -> None:
     """Raise a one-line ConfigError for the first bad setting (names the argument, expected, got)."""
-    if algorithm not in ALGORITHMS:
-        raise ConfigError(f"algorithm: expected one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
-    if partition not in PARTITIONS:
-        raise ConfigError(f"partition: expected one of {', '.join(PARTITIONS)}, got {partition!r}")
+    check_choice(algorithm, "algorithm", ALGORITHMS)
+    check_choice(partition, "partition", PARTITIONS)
     for name, value in (("n_clients", n_clients), ("local_epochs", local_epochs), ("rounds", rounds),
                         ("shards_per_client", shards_per_client)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ConfigError(f"{name}: expected an integer >= 1, got {value!r}")
+        check_int(value, name)
     if n_clients > n_train:
-        raise ConfigError(f"n_clients: expected at most the {n_train} training examples, got {n_clients}")
+        raise ConfigError(message("n_clients", f"at most the {n_train} training examples", str(n_clients)))
     if partition == "noniid" and n_clients * shards_per_client > n_train:
-        raise ConfigError(f"shards_per_client: {n_clients} clients x {shards_per_client} shards is more than "
-                          f"the {n_train} training examples")
-    if not (isinstance(client_fraction, (int, float)) and 0.0 < client_fraction <= 1.0):
-        raise ConfigError(f"client_fraction: expected a fraction in (0, 1], got {client_fraction!r}")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
-                                   or batch_size < 1):
-        raise ConfigError(f"batch_size: expected an integer >= 1 or None (the whole client data), got {batch_size!r}")
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ConfigError(f"lr: expected a learning rate > 0, got {lr!r}")
-    if target_accuracy is not None and not (isinstance(target_accuracy, (int, float))
-                                            and 0.0 < target_accuracy <= 1.0):
-        raise ConfigError(f"target_accuracy: expected a fraction in (0, 1] or None, got {target_accuracy!r}")
+        raise ConfigError(message("shards_per_client", f"at most {n_train // n_clients} with {n_clients} clients "
+                                  f"(no more shards than the {n_train} training examples)",
+                                  f"{shards_per_client} ({n_clients * shards_per_client} shards)"))
+    check_fraction(client_fraction, "client_fraction", open_low=True)
+    check_int(batch_size, "batch_size", allow_none=True)
+    check_number(lr, "lr", low=0.0, high=math.inf, open_low=True, open_high=True)
+    check_number(target_accuracy, "target_accuracy", low=0.0, high=1.0, open_low=True, allow_none=True)
 
 
 def make_partition(y: np.ndarray, *, partition: str, n_clients: int, shards_per_client: int,
                    seed: int) -> list[np.ndarray]:
     """The clients' index arrays: :func:`iid_partition` or :func:`shard_partition` ("noniid")."""
     if partition == "iid":
-        return iid_partition(len(y), n_clients, seed)
-    return shard_partition(y, n_clients, shards_per_client, seed)
+        return iid_partition(len(y), n_clients, seed=seed)
+    return shard_partition(y, n_clients, shards_per_client, seed=seed)
 
 
 # --------------------------------------------------------------------------- Flower wiring
@@ -471,12 +471,13 @@ def run_federated(
         algorithm: ``"fedavg"`` (``local_epochs`` epochs of minibatch SGD of
             ``batch_size`` per round) or ``"fedsgd"`` (one full-batch gradient
             step per round; ``local_epochs``/``batch_size`` are not used).
-        n_clients: K virtual clients (1 <= K <= n).
+        n_clients: virtual clients (1 <= n_clients <= n).
         partition: ``"iid"`` (:func:`~fitscope.privacy.partition.iid_partition`)
             or ``"noniid"`` (:func:`~fitscope.privacy.partition.shard_partition`
             with ``shards_per_client`` shards each).
         shards_per_client: shards per client of the non-IID split (McMahan: 2).
-        client_fraction: C in (0, 1]; ``max(1, floor(C K))`` clients train per round.
+        client_fraction: in (0, 1] (McMahan's C); ``max(1, floor(client_fraction * n_clients))`` clients
+            train per round.
         local_epochs: E >= 1 (FedAvg).
         batch_size: B >= 1, or None for the client's whole data (FedAvg).
         lr: client SGD learning rate.
@@ -499,22 +500,22 @@ def run_federated(
         RuntimeError: the simulation failed (a client raised; the message names it).
     """
     t0 = time.perf_counter()
-    x, y = _check_arrays(x, y, "x/y (training set)")
-    x_test, y_test = _check_arrays(x_test, y_test, "x_test/y_test (test set)")
+    x, y = _check_arrays(x, y, "x", "y")
+    x_test, y_test = _check_arrays(x_test, y_test, "x_test", "y_test")
     if x_test.shape[1:] != x.shape[1:]:
-        raise DataError(f"x_test: expected inputs of shape (n, {', '.join(map(str, x.shape[1:]))}), "
-                        f"got {x_test.shape}")
+        raise DataError(message("x_test", f"inputs of shape (n, {', '.join(map(str, x.shape[1:]))}) like x",
+                                f"shape {x_test.shape}"))
+    seed = check_seed(seed)
     check_settings(algorithm=algorithm, partition=partition, n_clients=n_clients, n_train=len(y),
                    client_fraction=client_fraction, local_epochs=local_epochs, batch_size=batch_size, lr=lr,
                    rounds=rounds, target_accuracy=target_accuracy, shards_per_client=shards_per_client)
     largest = int(max(y.max(), y_test.max())) + 1
-    n_classes = largest if n_classes is None else int(n_classes)
+    n_classes = largest if n_classes is None else check_int(n_classes, "n_classes")
     if n_classes < largest:
-        raise DataError(f"n_classes: labels go up to {largest - 1}, so expected at least {largest}, got {n_classes}")
+        raise DataError(message("n_classes", f"at least {largest} (the labels go up to {largest - 1})", str(n_classes)))
     input_shape = tuple(int(s) for s in x.shape[1:])
     check_input_shape(parse_spec(spec), input_shape)
-    if num_cpus is not None and (isinstance(num_cpus, bool) or not isinstance(num_cpus, int) or num_cpus < 1):
-        raise ConfigError(f"num_cpus: expected an integer >= 1, got {num_cpus!r}")
+    num_cpus = check_int(num_cpus, "num_cpus", allow_none=True)
     if algorithm == "fedsgd":
         local_epochs, batch_size = 1, None
     _import_flower()
@@ -662,6 +663,7 @@ def run_federated_in_process(
     check_settings(algorithm=algorithm, partition=partition, n_clients=n_clients, n_train=len(y),
                    client_fraction=client_fraction, local_epochs=local_epochs, batch_size=batch_size, lr=lr,
                    rounds=rounds, target_accuracy=target_accuracy, shards_per_client=shards_per_client)
+    seed = check_seed(seed)
     n_classes = int(max(y.max(), y_test.max())) + 1 if n_classes is None else int(n_classes)
     input_shape = tuple(int(s) for s in x.shape[1:])
     check_input_shape(parse_spec(spec), input_shape)

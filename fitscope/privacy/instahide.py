@@ -41,6 +41,7 @@ the reference code's ``test()`` does.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -48,6 +49,18 @@ import numpy as np
 
 from fitscope.errors import ConfigError, DataError
 from fitscope.seeding import derive_seed
+from fitscope.validation import (
+    as_array,
+    check_finite,
+    check_fraction,
+    check_int,
+    check_labels,
+    check_number,
+    check_real,
+    check_seed,
+    message,
+    shorten,
+)
 
 # Weight redraws allowed per encoding before giving up (max_weight too close to 1/k).
 _MAX_REDRAWS = 10_000
@@ -103,38 +116,36 @@ def center_inputs(x, *, input_range: tuple[float, float] = (0.0, 1.0), name: str
         DataError: values outside ``input_range`` or not finite.
         ConfigError: ``low >= high``.
     """
-    low, high = (float(v) for v in input_range)
+    try:
+        low, high = (check_number(v, f"input_range[{i}]") for i, v in enumerate(input_range))
+    except (TypeError, ValueError):  # not a pair of numbers
+        low = high = math.nan
     if not low < high:
-        raise ConfigError(f"input_range: expected (low, high) with low < high, got {input_range!r}")
-    x = np.asarray(x, dtype=np.float64)
-    if not np.isfinite(x).all():
-        raise DataError(f"{name}: contains NaN or infinite values")
+        raise ConfigError(message("input_range", "(low, high) with low < high", shorten(input_range)))
+    x = check_finite(as_array(x, name).astype(np.float64), name)
     if x.size and (x.min() < low - 1e-6 or x.max() > high + 1e-6):
-        raise DataError(f"{name}: expected values in input_range [{low}, {high}], got values in "
-                        f"[{x.min():.4g}, {x.max():.4g}]; pass input_range=(min, max) of your data")
+        raise DataError(message(name, f"values in input_range [{low}, {high}] (pass input_range=(min, max) of "
+                                "your data)", f"values in [{x.min():.4g}, {x.max():.4g}]"))
     return np.clip((x - low) / (high - low) * 2.0 - 1.0, -1.0, 1.0).astype(np.float32)
 
 
-def _check_labels(y, n: int, n_classes: int | None) -> np.ndarray:
-    y = np.asarray(y)
+def _label_rows(y, n: int, n_classes: int | None) -> np.ndarray:
+    """``(N,)`` integer labels as one-hot rows, or ``(N, C)`` one-hot (or probability) rows checked; float64."""
+    y = as_array(y, "y")
     if y.ndim == 1:
-        if not np.issubdtype(y.dtype, np.integer):
-            raise DataError(f"y: expected (N,) integer labels or (N, C) one-hot rows, got dtype {y.dtype}")
-        if y.shape[0] != n:
-            raise DataError(f"y: expected {n} labels (one per row of x), got {y.shape[0]}")
-        if y.size and y.min() < 0:
-            raise DataError(f"y: labels must be >= 0, got {int(y.min())}")
-        c = int(n_classes) if n_classes is not None else int(y.max()) + 1 if y.size else 1
-        if y.size and y.max() >= c:
-            raise DataError(f"y: labels must be in [0, {c}) for n_classes={c}, got {int(y.max())}")
+        n_classes = check_int(n_classes, "n_classes", allow_none=True)
+        labels = check_labels(y, "y", n, like="x", n_classes=n_classes)
+        c = n_classes if n_classes is not None else int(labels.max()) + 1
         out = np.zeros((n, c), np.float64)
-        out[np.arange(n), y] = 1.0
+        out[np.arange(n), labels] = 1.0
         return out
     if y.ndim != 2 or y.shape[0] != n:
-        raise DataError(f"y: expected shape ({n},) or ({n}, C) to match x, got {y.shape}")
-    y = y.astype(np.float64)
-    if not np.isfinite(y).all() or y.min() < 0 or not np.allclose(y.sum(axis=1), 1.0, atol=1e-4):
-        raise DataError("y: expected one-hot (or probability) rows: non-negative, each summing to 1")
+        raise DataError(message("y", f"shape ({n},) or ({n}, C) to match x", f"shape {y.shape}"))
+    y = check_real(y, "y", axes=("N", "C"), shape=(n, None)).astype(np.float64)
+    bad = (y < 0).any(axis=1) | ~np.isclose(y.sum(axis=1), 1.0, atol=1e-4)
+    if bad.any():
+        raise DataError(message("y", "one-hot (or probability) rows: non-negative, each summing to 1",
+                                f"row {int(np.argmax(bad))} summing to {y[np.argmax(bad)].sum():.4g}"))
     return y
 
 
@@ -154,10 +165,15 @@ def draw_weights(n: int, k: int, *, max_weight: float, seed: int, k_private: int
         min_private_weight: floor on the sum of the first ``k_private`` weights.
 
     Raises:
-        ConfigError: a row still violates the constraints after 10000 redraws.
+        ConfigError: a bad argument, or a row still violates the constraints after 10000 redraws.
     """
+    n = check_int(n, "n", low=0)
+    k = check_int(k, "k")
+    max_weight = check_fraction(max_weight, "max_weight", open_low=True)
+    seed = check_seed(seed)
+    kp = check_int(k_private, "k_private", low=1, high=k, allow_none=True) or k
+    min_private_weight = check_fraction(min_private_weight, "min_private_weight")
     rng = np.random.default_rng(seed)
-    kp = k if k_private is None else k_private
     w = np.abs(rng.standard_normal((n, k)))
     w /= w.sum(axis=1, keepdims=True)
     if k == 1:
@@ -168,8 +184,9 @@ def draw_weights(n: int, k: int, *, max_weight: float, seed: int, k_private: int
             return w
         fresh = np.abs(rng.standard_normal((len(bad), k)))
         w[bad] = fresh / fresh.sum(axis=1, keepdims=True)
-    raise ConfigError(f"max_weight={max_weight} (with min_private_weight={min_private_weight}) is too tight for "
-                      f"k={k}: no weights found in {_MAX_REDRAWS} redraws; use a larger max_weight")
+    raise ConfigError(message("max_weight", f"a cap loose enough for k={k} with min_private_weight="
+                              f"{min_private_weight:g} (no weights found in {_MAX_REDRAWS} redraws; use a larger "
+                              "max_weight)", shorten(max_weight)))
 
 
 def instahide_encode(
@@ -217,47 +234,42 @@ def instahide_encode(
         ConfigError: k < 1, k larger than the private set (Inside-dataset)
             or than its private/public parts, ``max_weight`` outside ``(1/k, 1]``.
     """
-    x_arr = np.asarray(x)
+    x_arr = as_array(x, "x")
     if x_arr.ndim < 2 or x_arr.shape[0] < 1:
-        raise DataError(f"x: expected an array of shape (N, *input_shape) with N >= 1, got shape {x_arr.shape}")
+        raise DataError(message("x", "an array of shape (N, *input_shape) with N >= 1", f"shape {x_arr.shape}"))
     n = x_arr.shape[0]
     xc = center_inputs(x_arr, input_range=input_range, name="x")
-    labels_in = _check_labels(y, n, n_classes)
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ConfigError(f"k must be an integer >= 1, got {k!r}")
-    k = int(k)
+    labels_in = _label_rows(y, n, n_classes)
+    k = check_int(k, "k")
+    seed = check_seed(seed)
     pub = None
     if public is not None:
-        pub_arr = np.asarray(public)
+        pub_arr = as_array(public, "public")
         if pub_arr.ndim != x_arr.ndim or pub_arr.shape[1:] != x_arr.shape[1:] or pub_arr.shape[0] < 1:
-            raise DataError(f"public: expected shape (P, {', '.join(map(str, x_arr.shape[1:]))}) like x with P >= 1, "
-                            f"got {pub_arr.shape}")
+            raise DataError(message("public", f"shape (P, {', '.join(map(str, x_arr.shape[1:]))}) like x with "
+                                    "P >= 1", f"shape {pub_arr.shape}"))
         pub = center_inputs(pub_arr, input_range=input_range, name="public")
     if pub is None:
-        if k_private not in (None, k):
-            raise ConfigError(f"k_private: without a public set every member is private, so k_private must be "
-                              f"k={k} or None, got {k_private}")
+        if k_private is not None and k_private != k:
+            raise ConfigError(message("k_private", f"k={k} or None without a public set (every member is private)",
+                                      shorten(k_private)))
         kp = k
         if k > n:
-            raise ConfigError(f"k must be <= the number of private examples ({n}) for Inside-dataset InstaHide, "
-                              f"got k={k}")
+            raise ConfigError(message("k", f"at most the {n} private examples for Inside-dataset InstaHide", str(k)))
     else:
-        kp = (k + 1) // 2 if k_private is None else int(k_private)
-        if not 1 <= kp <= k:
-            raise ConfigError(f"k_private must be in [1, k={k}], got {k_private}")
+        kp = (k + 1) // 2 if k_private is None else check_int(k_private, "k_private", low=1, high=k)
         if kp > n:
-            raise ConfigError(f"k_private must be <= the number of private examples ({n}), got {kp}")
+            raise ConfigError(message("k_private", f"at most the {n} private examples", str(kp)))
         if k - kp > pub.shape[0]:
-            raise ConfigError(f"k - k_private = {k - kp} public members needed but public has only "
-                              f"{pub.shape[0]} examples")
-    if k > 1 and not (1.0 / k < max_weight <= 1.0):
-        raise ConfigError(f"max_weight must be in (1/k, 1] = ({1.0 / k:.4g}, 1] for k={k}, got {max_weight}")
-    if not 0.0 <= min_private_weight <= 1.0:
-        raise ConfigError(f"min_private_weight must be in [0, 1], got {min_private_weight}")
-    e = n if n_encodings is None else n_encodings
-    if isinstance(e, bool) or not isinstance(e, (int, np.integer)) or e < 1:
-        raise ConfigError(f"n_encodings must be an integer >= 1, got {n_encodings!r}")
-    e = int(e)
+            raise ConfigError(message("public", f"at least k - k_private = {k - kp} examples (the public members "
+                                      "of every encoding)", f"{pub.shape[0]} examples"))
+    max_weight = check_number(max_weight, "max_weight")
+    if k > 1:
+        if not 1.0 / k < max_weight <= 1.0:
+            raise ConfigError(message("max_weight", f"a number in (1/k, 1] = ({1.0 / k:.4g}, 1] for k={k}",
+                                      shorten(max_weight)))
+    min_private_weight = check_fraction(min_private_weight, "min_private_weight")
+    e = n if n_encodings is None else check_int(n_encodings, "n_encodings")
 
     # Members: column 0 = self; private partners from a fresh permutation per round of N encodings.
     rounds = -(-e // n)

@@ -60,6 +60,7 @@ fraction of originals where the attack beats that guess.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,6 +71,7 @@ from fitscope.errors import ConfigError, DataError
 from fitscope.privacy.instahide import center_inputs, instahide_encode
 from fitscope.privacy.ssim import ssim_matrix
 from fitscope.seeding import derive_seed
+from fitscope.validation import as_array, check_bool, check_int, check_number, check_real, check_seed, message
 
 # Rows of encodings scored at once in the pair-product member search (bounds an (rows, N^2/2) float32 block).
 _PAIR_BLOCK_ENTRIES = 8_000_000
@@ -127,19 +129,10 @@ class RecoveryScore:
 
 
 def _as_flat(name: str, a) -> np.ndarray:
-    a = np.asarray(a)
+    a = as_array(a, name)
     if a.ndim < 2 or a.shape[0] < 1:
-        raise DataError(f"{name}: expected an array of shape (n, *input_shape) with n >= 1, got shape {a.shape}")
-    a = a.reshape(a.shape[0], -1).astype(np.float64)
-    if not np.isfinite(a).all():
-        raise DataError(f"{name}: contains NaN or infinite values")
-    return a
-
-
-def _check_int(name: str, v, low: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-        raise ConfigError(f"{name} must be an integer >= {low}, got {v!r}")
-    return int(v)
+        raise DataError(message(name, "an array of shape (n, *input_shape) with n >= 1", f"shape {a.shape}"))
+    return check_real(a.reshape(a.shape[0], -1), name, axes=("n", "D")).astype(np.float64)
 
 
 # --------------------------------------------------------------------------- membership steps
@@ -343,24 +336,25 @@ def instahide_attack(
     """
     f = _as_flat("encodings", encodings)
     shape = np.asarray(encodings).shape[1:]
-    k = _check_int("k", k, 2)
-    n_sources = _check_int("n_sources", n_sources, k)
-    rounds = _check_int("rounds", rounds, 1)
-    steps = _check_int("steps", steps, 1)
-    if not lr > 0:
-        raise ConfigError(f"lr must be > 0, got {lr}")
+    k = check_int(k, "k", low=2)
+    n_sources = check_int(n_sources, "n_sources", low=k)
+    rounds = check_int(rounds, "rounds")
+    steps = check_int(steps, "steps")
+    lr = check_number(lr, "lr", low=0.0, high=math.inf, open_low=True, open_high=True)
+    sign_mask = check_bool(sign_mask, "sign_mask")
+    seed = check_seed(seed)
     if n_sources > f.shape[0] * k:
-        raise ConfigError(f"n_sources={n_sources} is more than the {f.shape[0] * k} member slots of "
-                          f"{f.shape[0]} encodings with k={k}")
+        raise ConfigError(message("n_sources", f"at most the {f.shape[0] * k} member slots of {f.shape[0]} "
+                                  f"encodings with k={k}", str(n_sources)))
     if sign_mask:
         if prior is None:
-            raise ConfigError("prior: with sign_mask=True the attack needs public images of the same kind "
-                              "(shape (P, *input_shape), P >= n_sources); got None")
+            raise ConfigError(message("prior", "public images of the same kind with sign_mask=True (shape "
+                                      "(P, *input_shape), P >= n_sources)", "None"))
         pr = _as_flat("prior", prior)
         if pr.shape[1] != f.shape[1]:
-            raise DataError(f"prior: expected images of {f.shape[1]} values like the encodings, got {pr.shape[1]}")
+            raise DataError(message("prior", f"images of {f.shape[1]} values like the encodings", str(pr.shape[1])))
         if pr.shape[0] < n_sources:
-            raise ConfigError(f"prior: expected at least n_sources={n_sources} images, got {pr.shape[0]}")
+            raise ConfigError(message("prior", f"at least n_sources={n_sources} images", str(pr.shape[0])))
         a = np.abs(f)
         start = np.random.default_rng(derive_seed(seed, "instahide-attack", "prior")).choice(
             pr.shape[0], n_sources, replace=False)
@@ -403,11 +397,11 @@ def instahide_attack(
 
 def _as_images(name: str, a) -> np.ndarray:
     """``(n, H, W)``, ``(n, 1, H, W)`` or ``(n, C, H, W)`` -> ``(n, C, H, W)`` float64."""
-    a = np.asarray(a, dtype=np.float64)
+    a = as_array(a, name).astype(np.float64)
     if a.ndim == 3:
         a = a[:, None]
     if a.ndim != 4 or a.shape[0] < 1:
-        raise DataError(f"{name}: expected images of shape (n, H, W) or (n, C, H, W), got shape {a.shape}")
+        raise DataError(message(name, "images of shape (n, H, W) or (n, C, H, W)", f"shape {a.shape}"))
     return a
 
 
@@ -435,16 +429,15 @@ def recovery_scores(originals, recovered, *, threshold: float = 0.5, baseline=No
     orig = _as_images("originals", originals)
     rec = _as_images("recovered", recovered)
     if rec.shape[1:] != orig.shape[1:]:
-        raise DataError(f"recovered: expected images of shape {orig.shape[1:]} like originals, got {rec.shape[1:]}")
-    if not -1.0 < threshold <= 1.0:
-        raise ConfigError(f"threshold must be in (-1, 1], got {threshold}")
+        raise DataError(message("recovered", f"images of shape {orig.shape[1:]} like originals", str(rec.shape[1:])))
+    threshold = check_number(threshold, "threshold", low=-1.0, high=1.0, open_low=True)
     s = _best_ssim(orig, rec, data_range)
     best, match = s.max(axis=1), s.argmax(axis=1)
     base, beats = None, float("nan")
     if baseline is not None:
         b = _as_images("baseline", baseline)
         if b.shape[1:] != orig.shape[1:]:
-            raise DataError(f"baseline: expected images of shape {orig.shape[1:]}, got {b.shape[1:]}")
+            raise DataError(message("baseline", f"images of shape {orig.shape[1:]} like originals", str(b.shape[1:])))
         base = _best_ssim(orig, b, data_range).max(axis=1)
         beats = float((best > base).mean())
     return RecoveryScore(best_ssim=best, match=match, threshold=float(threshold),
@@ -494,10 +487,9 @@ def instahide_study(
         source to its best-SSIM original), ``loss``.
     """
     x = np.asarray(x)
-    n_private = _check_int("n_private", n_private, 2)
-    if n_private > x.shape[0]:
-        raise ConfigError(f"n_private must be <= the number of rows of x ({x.shape[0]}), got {n_private}")
-    t = _check_int("encodings_per_image", encodings_per_image, 1)
+    n_private = check_int(n_private, "n_private", low=2, high=x.shape[0])
+    t = check_int(encodings_per_image, "encodings_per_image")
+    seed = check_seed(seed)
     xp, yp = x[:n_private], np.asarray(y)[:n_private]
     private_c = center_inputs(xp, input_range=input_range)
     public_c = center_inputs(public, input_range=input_range, name="public")

@@ -40,12 +40,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fitscope.data.validation import check_seed, validate_arrays
+from fitscope.data.validation import validate_arrays
 from fitscope.errors import DataError
 from fitscope.models import build_plain
 from fitscope.privacy.ssim import ssim
 from fitscope.seeding import derive_seed
-from fitscope.train.plain_models import accuracy, check_positive, predict_plain, train_plain
+from fitscope.train.plain_models import accuracy, predict_plain, train_plain
+from fitscope.validation import check_int, check_seed
 
 __all__ = ["InversionResult", "inversion_attack", "mean_ssim", "released_outputs", "train_inversion_decoder"]
 
@@ -185,7 +186,7 @@ def inversion_attack(
         An :class:`InversionResult`.
     """
     seed = check_seed(seed)
-    check_positive("decoder_epochs", decoder_epochs, integer=True)
+    check_int(decoder_epochs, "decoder_epochs")
     x_private, y_private = validate_arrays(x_private, y_private, where="x_private/y_private")
     x_aux, y_aux = validate_arrays(x_aux, y_aux, where="x_aux/y_aux")
     if x_aux.shape[1:] != x_private.shape[1:]:

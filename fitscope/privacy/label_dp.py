@@ -1,7 +1,7 @@
 """Label differential privacy: randomized response with a prior, and LP-MST training (Ghazi et al. 2021).
 
-Notation: n examples, K classes; ``priors`` is ``(n, K)``, one probability
-vector per example.
+Notation: n examples, C classes; ``priors`` is ``(n, C)``, one probability
+vector per example; K models (LP-MST's ``models`` per stage).
 
 RR-with-prior (:func:`rr_with_prior`), for one example with prior ``p`` and
 true label ``y``: pick the k that maximizes
@@ -14,7 +14,7 @@ any output, the probabilities differ by at most a factor ``e^eps``: the
 mechanism is eps-label-DP for any prior that does not depend on the
 example's own label (:func:`rr_output_distribution` gives the exact output
 distribution, used by the tests to check the ratio). With a uniform prior it
-is classic K-ary randomized response (k = K).
+is classic C-ary randomized response (k = C).
 
 LP-MST (:func:`lp_mst`): the training rows are split at random into T
 stages. Stage 1's labels go through RR with a uniform prior; a model trained
@@ -39,31 +39,39 @@ from typing import Callable
 import numpy as np
 
 from fitscope.errors import ConfigError, DataError
-from fitscope.estimators.validation import check_labels, check_real
+from fitscope.validation import (
+    check_bool,
+    check_int,
+    check_labels,
+    check_number,
+    check_real,
+    check_seed,
+    first_index,
+    message,
+    shorten,
+)
 
 _PRIOR_ATOL = 1e-6
 
 
 def _check_eps(eps) -> float:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.integer, np.floating)) \
-            or not (math.isfinite(float(eps)) and float(eps) > 0):
-        raise ConfigError(f"eps: expected a finite number > 0, got {eps!r}")
-    return float(eps)
+    """The privacy budget: a finite number > 0."""
+    return check_number(eps, "eps", low=0.0, high=math.inf, open_low=True, open_high=True)
 
 
 def _check_priors(priors, n: int | None) -> np.ndarray:
-    arr = check_real("priors", priors, ("n", "K"), (n, None), like="labels").astype(np.float64)
+    arr = check_real(priors, "priors", axes=("n", "C"), shape=(n, None), like="labels").astype(np.float64)
     if arr.shape[1] < 2:
-        raise DataError(f"priors: expected probabilities over K >= 2 classes, got shape {arr.shape}")
+        raise DataError(message("priors", "probabilities over C >= 2 classes", f"shape {arr.shape}"))
     if (arr < 0).any():
-        i = int(np.argwhere(arr < 0)[0, 0])
-        raise DataError(f"priors: expected non-negative probabilities, got a negative entry in row {i}")
+        raise DataError(message("priors", "non-negative probabilities",
+                                f"{shorten(arr[arr < 0][0])} at {first_index(arr < 0)}"))
     sums = arr.sum(axis=1)
     off = np.abs(sums - 1.0) > _PRIOR_ATOL
     if off.any():
         i = int(np.argmax(off))
-        raise DataError(f"priors: expected every row to sum to 1 (within {_PRIOR_ATOL:g}), "
-                        f"got {sums[i]:.6g} in row {i}")
+        raise DataError(message("priors", f"every row to sum to 1 (within {_PRIOR_ATOL:g})",
+                                f"{sums[i]:.6g} in row {i}"))
     return arr
 
 
@@ -73,7 +81,7 @@ def _keep_probability(k: np.ndarray, eps: float) -> np.ndarray:
 
 
 def _top_k(priors: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(order (n, K): classes by decreasing prior, ties by index; k* (n,): the chosen top-k size)``."""
+    """``(order (n, C): classes by decreasing prior, ties by index; k* (n,): the chosen top-k size)``."""
     n, c = priors.shape
     order = np.argsort(-priors, axis=1, kind="stable")
     mass = np.cumsum(np.take_along_axis(priors, order, axis=1), axis=1)
@@ -83,12 +91,12 @@ def _top_k(priors: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
     return order, k_star
 
 
-def rr_with_prior(labels, priors, eps: float, seed: int) -> np.ndarray:
+def rr_with_prior(labels, priors, eps: float, *, seed: int) -> np.ndarray:
     """Randomized response with a prior, every example at once (vectorized).
 
     Args:
-        labels: ``(n,)`` true labels in ``[0, K)``.
-        priors: ``(n, K)`` prior probabilities per example, rows summing to 1; must not depend on the
+        labels: ``(n,)`` true labels in ``[0, C)``.
+        priors: ``(n, C)`` prior probabilities per example, rows summing to 1; must not depend on the
             example's own label.
         eps: privacy parameter (> 0, finite).
         seed: seed of ``numpy.random.default_rng``.
@@ -97,15 +105,16 @@ def rr_with_prior(labels, priors, eps: float, seed: int) -> np.ndarray:
         ``(n,)`` int64 noisy labels.
 
     Raises:
-        ConfigError: ``eps`` not a finite number > 0.
+        ConfigError: ``eps`` not a finite number > 0, or a bad ``seed``.
         DataError: labels or priors of the wrong shape or range; a prior row not summing to 1.
     """
     eps = _check_eps(eps)
-    y = check_labels("labels", labels)
+    seed = check_seed(seed)
+    y = check_labels(labels, "labels")
     p = _check_priors(priors, len(y))
     n, c = p.shape
     if len(y) and int(y.max()) >= c:
-        raise DataError(f"labels: expected class indices below K = {c} (the columns of priors), got {int(y.max())}")
+        raise DataError(message("labels", f"class indices below C = {c} (the columns of priors)", str(int(y.max()))))
     order, k = _top_k(p, eps)
     rank = np.argsort(order, axis=1)[np.arange(n), y]  # position of the true label in the ranking
     in_top = rank < k
@@ -125,18 +134,18 @@ def rr_output_distribution(priors, eps: float) -> np.ndarray:
     """The exact output distribution of :func:`rr_with_prior`: ``P[output = o | true label = y]`` per example.
 
     Args:
-        priors: ``(n, K)`` prior rows summing to 1.
+        priors: ``(n, C)`` prior rows summing to 1.
         eps: privacy parameter (> 0).
 
     Returns:
-        ``(n, K, K)`` float64; ``out[i, y, o]`` for example i, true label y, output o (rows sum to 1).
+        ``(n, C, C)`` float64; ``out[i, y, o]`` for example i, true label y, output o (rows sum to 1).
     """
     eps = _check_eps(eps)
     p = _check_priors(priors, None)
     n, c = p.shape
     order, k = _top_k(p, eps)
     rank = np.argsort(order, axis=1)  # rank[i, class]
-    top = rank < k[:, None]  # (n, K): class is in the top k
+    top = rank < k[:, None]  # (n, C): class is in the top k
     keep = _keep_probability(k, eps)[:, None, None]
     other = keep * math.exp(-eps)  # 1 / (e^eps + k - 1)
     eye = np.eye(c, dtype=bool)[None]
@@ -165,8 +174,8 @@ class LabelDPResult:
             default). It is a statistic of the true (private) labels, not covered by the eps claim, so
             :func:`lp_mst` computes it only when asked (``reveal_private_stats=True``).
         mean_k: mean top-k size chosen per stage ``(T,)``.
-        train_probs: ``(n, K)`` float32 final model probabilities on every training example.
-        test_probs: ``(n_test, K)`` float32 final model probabilities on the test set.
+        train_probs: ``(n, C)`` float32 final model probabilities on every training example.
+        test_probs: ``(n_test, C)`` float32 final model probabilities on the test set.
         seed: the seed the result follows from.
     """
 
@@ -184,7 +193,7 @@ class LabelDPResult:
 
 
 def _softmax_mean(logits: np.ndarray) -> np.ndarray:
-    """Mean over models of the softmax of ``(M, n, K)`` logits -> ``(n, K)`` float64 rows summing to 1."""
+    """Mean over the K models of the softmax of ``(K, n, C)`` logits -> ``(n, C)`` float64 rows summing to 1."""
     z = logits.astype(np.float64)
     z = np.exp(z - z.max(axis=-1, keepdims=True))
     p = (z / z.sum(axis=-1, keepdims=True)).mean(axis=0)
@@ -220,7 +229,7 @@ def lp_mst(
         train_config: a :class:`fitscope.train.TrainConfig` for every stage's model.
         seed: seed of the stage split, the randomized responses and the models.
         x_test: optional test inputs; y_test: their labels (accuracy only).
-        n_classes: K; default ``max(label) + 1`` over ``y`` and ``y_test``.
+        n_classes: C; default ``max(label) + 1`` over ``y`` and ``y_test``.
         stage_fractions: share of the rows per stage (default equal shares); sums to 1.
         models: models per stage, trained at once on the same noisy labels; the prior and the
             predictions are their mean probabilities (post-processing: no privacy cost).
@@ -234,27 +243,31 @@ def lp_mst(
         A :class:`LabelDPResult`.
 
     Raises:
-        ConfigError: eps <= 0, stages < 1, bad fractions, more stages than rows.
+        ConfigError: eps <= 0, stages < 1, bad fractions, more stages than rows, a bad seed.
         DataError: bad arrays.
     """
     from fitscope.seeding import derive_seed
     from fitscope.train import train_ensemble
 
     eps = _check_eps(eps)
-    if isinstance(stages, bool) or not isinstance(stages, (int, np.integer)) or stages < 1:
-        raise ConfigError(f"stages: expected an integer >= 1, got {stages!r}")
-    if isinstance(models, bool) or not isinstance(models, (int, np.integer)) or models < 1:
-        raise ConfigError(f"models: expected an integer >= 1, got {models!r}")
-    y = check_labels("y", y)
+    stages = check_int(stages, "stages")
+    models = check_int(models, "models")
+    seed = check_seed(seed)
+    reveal_private_stats = check_bool(reveal_private_stats, "reveal_private_stats")
+    y = check_labels(y, "y")
     n = len(y)
     if stages > n:
-        raise ConfigError(f"stages: expected at most one stage per training row ({n}), got {stages}")
-    fractions = [1.0 / stages] * stages if stage_fractions is None else [float(f) for f in stage_fractions]
-    if len(fractions) != stages or any(not f > 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
-        raise ConfigError(f"stage_fractions: expected {stages} positive shares summing to 1, got {stage_fractions!r}")
+        raise ConfigError(message("stages", f"at most one stage per training row ({n})", str(stages)))
+    fractions = [1.0 / stages] * stages
+    if stage_fractions is not None:
+        fractions = [check_number(f, f"stage_fractions[{i}]", low=0.0, high=1.0, open_low=True)
+                     for i, f in enumerate(stage_fractions)]
+        if len(fractions) != stages or abs(sum(fractions) - 1) > 1e-6:
+            raise ConfigError(message("stage_fractions", f"{stages} positive shares summing to 1",
+                                      shorten(stage_fractions)))
     if n_classes is None:
         n_classes = max(int(y.max()), int(np.max(y_test)) if y_test is not None and len(y_test) else 0) + 1
-    k_classes = max(int(n_classes), 2)
+    k_classes = max(check_int(n_classes, "n_classes"), 2)
 
     rng = np.random.default_rng(derive_seed(seed, "stages"))
     perm = rng.permutation(n)
@@ -270,7 +283,7 @@ def lp_mst(
     model_seeds = [derive_seed(seed, "model", m) for m in range(models)]
     for t in range(stages):
         rows = stage == t
-        noisy[rows] = rr_with_prior(y[rows], prior[rows], eps, derive_seed(seed, "rr", t))
+        noisy[rows] = rr_with_prior(y[rows], prior[rows], eps, seed=derive_seed(seed, "rr", t))
         _, k = _top_k(prior[rows], eps)
         if reveal_private_stats:  # a statistic of the true labels: outside the eps claim, only when asked
             keep_rate.append(float((noisy[rows] == y[rows]).mean()) if rows.any() else float("nan"))

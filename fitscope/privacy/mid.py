@@ -20,6 +20,7 @@ decoder inversion attack: test accuracy vs attack success.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -27,13 +28,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from fitscope.data.validation import check_seed
 from fitscope.errors import ConfigError
 from fitscope.models import PlainNet, build_plain
 from fitscope.models.spec import parse_spec
 from fitscope.privacy.inversion import inversion_attack
 from fitscope.seeding import derive_seed
-from fitscope.train.plain_models import check_positive, check_train_arrays, train_plain
+from fitscope.train.plain_models import check_train_arrays, train_plain
+from fitscope.validation import check_int, check_number, check_seed, message
 
 __all__ = ["MIDNet", "MIDResult", "MIDTradeoff", "build_mid", "mid_tradeoff", "train_mid"]
 
@@ -96,8 +97,7 @@ def build_mid(spec: str, input_shape: tuple[int, ...], n_classes: int, *, bottle
         seed: initialisation seed.
     """
     seed = check_seed(seed)
-    bottleneck = check_positive("bottleneck", bottleneck if bottleneck is not None else 2 * n_classes,
-                                integer=True)
+    bottleneck = check_int(bottleneck if bottleneck is not None else 2 * n_classes, "bottleneck")
     body = build_plain(spec, input_shape, n_classes, seed=derive_seed(seed, "mid-body"))
     del body.out
     with torch.random.fork_rng(devices=[]):
@@ -165,9 +165,7 @@ def train_mid(
     Raises:
         ConfigError: ``beta < 0`` or other bad settings. DataError: bad arrays.
     """
-    if isinstance(beta, bool) or not isinstance(beta, (int, float, np.integer, np.floating)) \
-            or not np.isfinite(beta) or beta < 0:
-        raise ConfigError(f"beta must be a finite number >= 0, got {beta!r}")
+    beta = check_number(beta, "beta", low=0.0, high=math.inf, open_high=True)
     seed = check_seed(seed)
     x, y, x_test, y_test, n_classes = check_train_arrays(x, y, x_test, y_test, n_classes)
     model = build_mid(spec, x.shape[1:], n_classes, bottleneck=bottleneck, seed=seed)
@@ -257,8 +255,11 @@ def mid_tradeoff(
     """
     seed = check_seed(seed)
     x, y, x_test, y_test, n_classes = check_train_arrays(x, y, x_test, y_test, None)
-    if x_test is None or len(x) < 4:
-        raise ConfigError("mid_tradeoff needs x_test/y_test and at least 4 training rows")
+    if x_test is None:
+        raise ConfigError(message("x_test", "test inputs (with y_test) to measure utility on", "None"))
+    if len(x) < 4:
+        raise ConfigError(message("x", "at least 4 training rows (halved into private and auxiliary sets)",
+                                  str(len(x))))
     order = np.random.default_rng(derive_seed(seed, "private")).permutation(len(x))
     private, aux = np.sort(order[: len(x) // 2]), np.sort(order[len(x) // 2:])
     evaluator = build_plain("mlp:256x2", x.shape[1:], n_classes, seed=derive_seed(seed, "evaluator"))

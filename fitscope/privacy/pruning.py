@@ -31,7 +31,6 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from fitscope.data.validation import check_seed
 from fitscope.errors import ConfigError
 from fitscope.estimators.membership import (
     lira_leave_one_out,
@@ -42,6 +41,7 @@ from fitscope.estimators.membership import (
 from fitscope.models import build_plain
 from fitscope.seeding import derive_seed
 from fitscope.train.plain_models import accuracy, check_train_arrays, predict_plain, train_plain
+from fitscope.validation import check_fraction, check_int, check_number, check_seed, message
 
 __all__ = ["PruningVsNoise", "activation_std", "match_utility", "noisy_accuracy", "noisy_activations",
            "prune_layer", "pruning_vs_noise"]
@@ -57,18 +57,9 @@ def _layer(model: nn.Module, layer: str) -> nn.Module:
     return module
 
 
-def _check_fraction(fraction) -> float:
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.integer, np.floating)) \
-            or not 0 <= float(fraction) <= 1:
-        raise ConfigError(f"fraction must be in [0, 1], got {fraction!r}")
-    return float(fraction)
-
-
 def _check_sigma(sigma) -> float:
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(float(sigma)) or sigma < 0:
-        raise ConfigError(f"sigma must be a finite number >= 0, got {sigma!r}")
-    return float(sigma)
+    """A noise standard deviation: a finite number >= 0."""
+    return check_number(sigma, "sigma", low=0.0, high=math.inf, open_high=True)
 
 
 def prune_layer(model: nn.Module, layer: str, fraction: float) -> nn.Module:
@@ -88,7 +79,7 @@ def prune_layer(model: nn.Module, layer: str, fraction: float) -> nn.Module:
     Raises:
         ConfigError: an unknown layer, a layer without weights, a fraction outside [0, 1].
     """
-    fraction = _check_fraction(fraction)
+    fraction = check_fraction(fraction, "fraction")
     pruned = copy.deepcopy(model)
     module = _layer(pruned, layer)
     if not isinstance(getattr(module, "weight", None), torch.Tensor):
@@ -102,7 +93,7 @@ def prune_layer(model: nn.Module, layer: str, fraction: float) -> nn.Module:
 class _GaussianNoise:
     """Forward hook adding ``N(0, sigma^2)`` noise, drawn from its own seeded generator, to a layer's output."""
 
-    def __init__(self, sigma: float, seed: int) -> None:
+    def __init__(self, sigma: float, *, seed: int) -> None:
         self.sigma = sigma
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -111,7 +102,7 @@ class _GaussianNoise:
         return output + self.sigma * noise.to(output.device)
 
 
-def noisy_activations(model: nn.Module, layer: str, sigma: float, seed: int) -> nn.Module:
+def noisy_activations(model: nn.Module, layer: str, sigma: float, *, seed: int) -> nn.Module:
     """A copy of ``model`` that adds ``N(0, sigma^2)`` noise to ``layer``'s outputs on every forward pass.
 
     The noise is drawn in training and in eval mode alike (a forward hook),
@@ -130,7 +121,7 @@ def noisy_activations(model: nn.Module, layer: str, sigma: float, seed: int) -> 
     sigma = _check_sigma(sigma)
     seed = check_seed(seed)
     noisy = copy.deepcopy(model)
-    _layer(noisy, layer).register_forward_hook(_GaussianNoise(sigma, seed))
+    _layer(noisy, layer).register_forward_hook(_GaussianNoise(sigma, seed=seed))
     return noisy.eval()
 
 
@@ -152,7 +143,7 @@ def noisy_accuracy(model: nn.Module, layer: str, sigma: float, x, y, *, seed: in
     Averaging over draws estimates the expected accuracy under the noise,
     which moves smoothly with sigma (one draw flips single test rows at random).
     """
-    noisy = noisy_activations(model, layer, sigma, seed)
+    noisy = noisy_activations(model, layer, sigma, seed=seed)
     return float(np.mean([accuracy(predict_plain(noisy, x), y) for _ in range(repeats)]))
 
 
@@ -256,7 +247,7 @@ def pruning_vs_noise(
     batch_size: int = 32,
     lr: float = 0.05,
     repeats: int = 5,
-    shadow_models: int = 0,
+    models: int = 0,
     seed: int = 0,
 ) -> PruningVsNoise:
     """Pruning vs Gaussian activation noise at equal test accuracy, with membership-inference AUC of each.
@@ -269,7 +260,7 @@ def pruning_vs_noise(
     (:func:`match_utility`, mean over ``repeats`` draws of one seeded noise
     stream) and measure the attack on the noisy model (one query per example).
 
-    With ``shadow_models = K >= 5``, LiRA is run too: K more models of the
+    With ``models = K >= 5``, LiRA is run too: K more models of the
     same recipe, each on its own random half of ``(x, y)``, each pruned (and,
     separately, noised at its own matched sigma) exactly like the target;
     every one in turn is the target and the others its shadows (online,
@@ -287,7 +278,7 @@ def pruning_vs_noise(
         fractions: pruning fractions in [0, 1].
         epochs, batch_size, lr: training of the target model (SGD, momentum 0.9).
         repeats: noise draws averaged for the noisy model's test accuracy (and the matching).
-        shadow_models: 0 (loss threshold only) or K >= 5 models for LiRA.
+        models: 0 (loss threshold only) or K >= 5 models for LiRA.
         seed: fixes the member split, the model, its training and the noise.
 
     Returns:
@@ -295,14 +286,17 @@ def pruning_vs_noise(
     """
     seed = check_seed(seed)
     x, y, x_test, y_test, n_classes = check_train_arrays(x, y, x_test, y_test, None)
-    if x_test is None or len(x) < 4:
-        raise ConfigError("pruning_vs_noise needs x_test/y_test and at least 4 training rows")
-    fractions = [_check_fraction(f) for f in fractions]
-    if isinstance(shadow_models, bool) or not isinstance(shadow_models, (int, np.integer)) \
-            or (shadow_models != 0 and shadow_models < 5):
-        raise ConfigError(f"shadow_models: expected 0 (no LiRA) or an integer >= 5 (LiRA's leave-one-model-out on "
-                          f"random halves needs 2 'in' and 2 'out' models per example on average), "
-                          f"got {shadow_models!r}")
+    if x_test is None:
+        raise ConfigError(message("x_test", "test inputs (with y_test): the noise is matched to the pruned "
+                                  "model's test accuracy", "None"))
+    if len(x) < 4:
+        raise ConfigError(message("x", "at least 4 training rows (half of them members)", str(len(x))))
+    fractions = [check_fraction(f, f"fractions[{i}]") for i, f in enumerate(fractions)]
+    models = check_int(models, "models", low=0)
+    if 0 < models < 5:
+        raise ConfigError(message("models", "0 (no LiRA) or an integer >= 5 (LiRA's leave-one-model-out "
+                                  "on random halves needs 2 'in' and 2 'out' models per example on average)",
+                                  str(models)))
     order = np.random.default_rng(derive_seed(seed, "members")).permutation(len(x))
     inside, outside = np.sort(order[: len(x) // 2]), np.sort(order[len(x) // 2:])
     model = build_plain(spec, x.shape[1:], n_classes, seed=derive_seed(seed, "init"))
@@ -311,7 +305,7 @@ def pruning_vs_noise(
     model = fit.model.eval()
     layer = layer or getattr(model, "hidden_layer", None)
     if layer is None:
-        raise ConfigError("layer: the model names no hidden layer; give layer= explicitly")
+        raise ConfigError(message("layer", "a layer name (the model names no hidden layer)", "None"))
     _layer(model, layer)
     noise_seed = derive_seed(seed, "noise")
     scale = activation_std(model, layer, x[inside])
@@ -329,13 +323,13 @@ def pruning_vs_noise(
         sigma = match_utility(model, layer, p_acc, x_test, y_test, seed=noise_seed, repeats=repeats)
         n_acc = noisy_accuracy(model, layer, sigma, x_test, y_test, seed=noise_seed, repeats=repeats)
         # the attacker queries the noisy model once per example
-        _, n_auc, n_tpr = evaluate(noisy_activations(model, layer, sigma, derive_seed(noise_seed, "attack")))
+        _, n_auc, n_tpr = evaluate(noisy_activations(model, layer, sigma, seed=derive_seed(noise_seed, "attack")))
         rows.append(dict(fraction=fraction, pruned_test_acc=p_acc, pruned_auc=p_auc, pruned_tpr_at_1pct=p_tpr,
                          sigma=sigma, sigma_rel=sigma / scale if scale > 0 else math.nan, noisy_test_acc=n_acc,
                          noisy_auc=n_auc, noisy_tpr_at_1pct=n_tpr))
     baseline = dict(test_acc=base_acc, train_acc=float(fit.train_acc[-1]), auc=base_auc, tpr_at_1pct=base_tpr)
-    if shadow_models:
-        lira = _lira_columns(x, y, x_test, y_test, spec, layer, fractions, int(shadow_models), n_classes,
+    if models:
+        lira = _lira_columns(x, y, x_test, y_test, spec, layer, fractions, int(models), n_classes,
                              dict(epochs=epochs, batch_size=batch_size, lr=lr), repeats, seed)
         baseline.update(lira.pop("baseline"))
         for row, extra in zip(rows, lira["rows"]):
@@ -345,7 +339,7 @@ def pruning_vs_noise(
         baseline=baseline,
         spec=str(model.spec), layer=layer, members=len(inside), non_members=len(outside), seed=seed,
         config=dict(epochs=epochs, batch_size=batch_size, lr=lr, fractions=fractions, repeats=repeats,
-                    shadow_models=int(shadow_models)),
+                    models=int(models)),
     )
 
 
@@ -376,7 +370,7 @@ def _lira_columns(x, y, x_test, y_test, spec, layer, fractions, k, n_classes, re
             noise_seed = derive_seed(seed, "shadow-noise", i)
             sigma = match_utility(m, layer, accuracy(predict_plain(p, x_test), y_test), x_test, y_test,
                                   seed=noise_seed, repeats=repeats)
-            noisy.append(predict_plain(noisy_activations(m, layer, sigma, derive_seed(noise_seed, "attack")), x))
+            noisy.append(predict_plain(noisy_activations(m, layer, sigma, seed=derive_seed(noise_seed, "attack")), x))
         p_auc, p_tpr = lira(pruned)
         n_auc, n_tpr = lira(noisy)
         rows.append(dict(pruned_lira_auc=p_auc, pruned_lira_tpr_at_1pct=p_tpr, noisy_lira_auc=n_auc,

@@ -20,23 +20,29 @@ border and the whole map is averaged.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from fitscope.errors import ConfigError, DataError
+from fitscope.errors import DataError
+from fitscope.validation import as_array, check_finite, check_number, message
 
 K1, K2 = 0.01, 0.03  # Wang et al. (2004)
 
 
 def _as_batch(name: str, a) -> np.ndarray:
-    a = np.asarray(a, dtype=np.float64)
+    a = as_array(a, name).astype(np.float64)
     if a.ndim == 2:
         a = a[None]
     if a.ndim != 3 or min(a.shape) < 1:
-        raise DataError(f"{name}: expected images of shape (H, W) or (B, H, W), got shape {a.shape}")
-    if not np.isfinite(a).all():
-        raise DataError(f"{name}: contains NaN or infinite values")
-    return a
+        raise DataError(message(name, "images of shape (H, W) or (B, H, W)", f"shape {a.shape}"))
+    return check_finite(a, name)
+
+
+def _check_window(data_range, sigma) -> tuple[float, float]:
+    return (check_number(data_range, "data_range", low=0.0, high=math.inf, open_low=True, open_high=True),
+            check_number(sigma, "sigma", low=0.0, high=math.inf, open_low=True, open_high=True))
 
 
 def ssim_map(x, y, *, data_range: float, sigma: float = 1.5) -> np.ndarray:
@@ -57,11 +63,8 @@ def ssim_map(x, y, *, data_range: float, sigma: float = 1.5) -> np.ndarray:
     """
     x, y = _as_batch("x", x), _as_batch("y", y)
     if x.shape != y.shape:
-        raise DataError(f"y: expected the shape of x {x.shape}, got {y.shape}")
-    if not data_range > 0:
-        raise ConfigError(f"data_range must be > 0, got {data_range}")
-    if not sigma > 0:
-        raise ConfigError(f"sigma must be > 0, got {sigma}")
+        raise DataError(message("y", f"the shape of x {x.shape}", str(y.shape)))
+    data_range, sigma = _check_window(data_range, sigma)
     c1, c2 = (K1 * data_range) ** 2, (K2 * data_range) ** 2
     # Filter each image on its own (sigma 0 on the batch axis), reflecting at the border.
     blur = lambda a: gaussian_filter(a, sigma=(0, sigma, sigma), truncate=3.5, mode="reflect")  # noqa: E731
@@ -102,11 +105,8 @@ def ssim_matrix(a, b, *, data_range: float, sigma: float = 1.5) -> np.ndarray:
     """
     a, b = _as_batch("a", a), _as_batch("b", b)
     if a.shape[1:] != b.shape[1:]:
-        raise DataError(f"b: expected images of size {a.shape[1:]} like a, got {b.shape[1:]}")
-    if not data_range > 0:
-        raise ConfigError(f"data_range must be > 0, got {data_range}")
-    if not sigma > 0:
-        raise ConfigError(f"sigma must be > 0, got {sigma}")
+        raise DataError(message("b", f"images of size {a.shape[1:]} like a", str(b.shape[1:])))
+    data_range, sigma = _check_window(data_range, sigma)
     c1, c2 = (K1 * data_range) ** 2, (K2 * data_range) ** 2
     blur = lambda t: gaussian_filter(t, sigma=(0, sigma, sigma), truncate=3.5, mode="reflect")  # noqa: E731
     mu_a, mu_b = blur(a), blur(b)

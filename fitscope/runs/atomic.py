@@ -30,6 +30,7 @@ from typing import IO, Any
 import numpy as np
 
 from fitscope.errors import RunError
+from fitscope.validation import message, shorten
 
 TEMP_SUFFIX = ".fitscope-tmp"
 
@@ -127,7 +128,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             the operating system, the block included, e.g. a full disk).
     """
     if mode not in ("wb", "w"):
-        raise ValueError(f"atomic_open: mode must be 'wb' or 'w'; got {mode!r}")
+        raise ValueError(message("mode", "'wb' or 'w' (atomic_open)", shorten(mode)))
     target = Path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -202,7 +203,7 @@ def to_jsonable(obj: Any) -> Any:
         return obj.isoformat()
     if hasattr(obj, "model_dump"):  # a pydantic model
         return to_jsonable(obj.model_dump())
-    raise TypeError(f"cannot store a value of type {type(obj).__name__} as JSON: {obj!r:.80}")
+    raise TypeError(message("value", "one that can be stored as JSON", f"{type(obj).__name__} {shorten(obj)}"))
 
 
 def canonical_json(obj: Any) -> str:
@@ -228,7 +229,7 @@ def atomic_write_parquet(path: str | os.PathLike, df) -> Path:
     import pandas as pd
 
     if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"atomic_write_parquet: expected a pandas DataFrame; got {type(df).__name__}")
+        raise TypeError(message("df", "a pandas DataFrame (atomic_write_parquet)", type(df).__name__))
     with atomic_open(path, "wb") as handle:
         df.to_parquet(handle, engine="pyarrow")
     return Path(path)
@@ -243,7 +244,7 @@ def atomic_save_npz(path: str | os.PathLike, /, **arrays) -> Path:
     for name, value in arrays.items():
         array = np.asarray(value)
         if array.dtype == object:
-            raise TypeError(f"atomic_save_npz: array {name!r} has dtype object; store numbers or strings")
+            raise TypeError(message(name, "an array of numbers or strings (atomic_save_npz)", "dtype object"))
         checked[name] = array
     with atomic_open(path, "wb") as handle:
         np.savez(handle, **checked)

@@ -90,6 +90,7 @@ from typing import Any
 import numpy as np
 
 from fitscope.errors import ConfigError, FitscopeError
+from fitscope.validation import check_choice, check_int, message, shorten
 
 EXECUTORS = ("local", "ray")
 _THREADS_ENV = "FITSCOPE_NUM_THREADS"
@@ -127,12 +128,6 @@ def machine_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ConfigError(f"{name}: expected a positive integer; got {value!r}")
-    return int(value)
-
-
 def env_threads() -> int | None:
     """``FITSCOPE_NUM_THREADS`` read now, as a positive int; None when it is not set (or empty).
 
@@ -148,9 +143,9 @@ def env_threads() -> int | None:
     try:
         value = int(env)
     except ValueError:
-        raise ConfigError(f"{_THREADS_ENV}: expected a positive integer, got {env!r}") from None
+        value = 0
     if value < 1:
-        raise ConfigError(f"{_THREADS_ENV}: expected a positive integer, got {env!r}")
+        raise ConfigError(message(_THREADS_ENV, "an integer >= 1", repr(env)))
     return value
 
 
@@ -201,7 +196,7 @@ def pinned_threads(threads: int) -> Iterator[int]:
     """
     import torch  # lazily: fitscope.runs does not need torch otherwise
 
-    threads = _positive_int(threads, "threads")
+    threads = check_int(threads, "threads")
     before_threads = torch.get_num_threads()
     before_env = os.environ.get(_THREADS_ENV)
     os.environ[_THREADS_ENV] = str(threads)
@@ -232,12 +227,6 @@ def _task_failure(err: BaseException, index: int, n_tasks: int, fn: Callable) ->
 
 def _name(fn: Callable) -> str:
     return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
-
-
-def _non_negative_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ConfigError(f"{name}: expected an integer >= 0; got {value!r}")
-    return int(value)
 
 
 class ProgressBoard:
@@ -275,8 +264,8 @@ def _check_shared(shared: dict | None) -> dict:
     if shared is None:
         return {}
     if not isinstance(shared, dict) or not all(isinstance(k, str) and k.isidentifier() for k in shared):
-        raise ConfigError("shared: expected a dict of keyword-argument name -> value (names must be identifiers); "
-                          f"got {shared!r:.80}")
+        raise ConfigError(message("shared", "a dict of keyword-argument name -> value (names must be identifiers)",
+                                  shorten(shared)))
     return shared
 
 
@@ -292,10 +281,8 @@ def check_task_function(fn: Any) -> Callable:
         module = sys.modules.get(fn.__module__)
         ok = module is not None and getattr(module, fn.__qualname__, None) is fn
     if not ok:
-        raise ConfigError(
-            f"task function: expected a plain module-level function of its arguments (no lambda, closure or "
-            f"method) so that it runs the same as a Ray task; got {_name(fn)!r}"
-        )
+        raise ConfigError(message("fn", "a plain module-level function of its arguments (no lambda, closure or "
+                                  "method) so that it runs the same as a Ray task", repr(_name(fn))))
     return fn
 
 
@@ -316,7 +303,7 @@ class Executor(abc.ABC):
 
     def __init__(self, *, threads_per_task: int | None = None) -> None:
         self.threads_per_task = (default_threads_per_task() if threads_per_task is None
-                                 else _positive_int(threads_per_task, "threads_per_task"))
+                                 else check_int(threads_per_task, "threads_per_task"))
 
     @property
     def parallelism(self) -> int:
@@ -389,7 +376,7 @@ class LocalExecutor(Executor):
                       progress: Callable[[int, int], None] | None = None) -> Iterator[tuple[int, Any]]:
         """Run ``fn(task, **shared)`` for each task in order; see :meth:`Executor.map_unordered`."""
         if not callable(fn):
-            raise ConfigError(f"task function: expected a callable; got {type(fn).__name__}")
+            raise ConfigError(message("fn", "a callable", type(fn).__name__))
         shared = {k: _read_only(v) for k, v in _check_shared(shared).items()}
         return self._iterate(fn, list(tasks), shared, progress)
 
@@ -466,12 +453,10 @@ class RayExecutor(Executor):
         super().__init__(threads_per_task=threads_per_task)
         ray = _import_ray()
         if address is not None and num_cpus is not None:
-            raise ConfigError("executor 'ray': give --address (join a cluster) or num_cpus (start a local Ray), "
-                              "not both")
-        if num_cpus is not None:
-            num_cpus = _positive_int(num_cpus, "num_cpus")
-        if max_in_flight is not None:
-            max_in_flight = _positive_int(max_in_flight, "max_in_flight")
+            raise ConfigError(message("address, num_cpus", "one of them, not both: --address joins a cluster, "
+                                      "num_cpus starts a local Ray", "both"))
+        num_cpus = check_int(num_cpus, "num_cpus", allow_none=True)
+        max_in_flight = check_int(max_in_flight, "max_in_flight", allow_none=True)
         self._ray = ray
         self._started = False
         self.address = address
@@ -479,8 +464,8 @@ class RayExecutor(Executor):
             if address is None:
                 num_cpus = machine_cpus() if num_cpus is None else num_cpus
                 if self.threads_per_task > num_cpus:
-                    raise ConfigError(f"threads_per_task: {self.threads_per_task} is more than the {num_cpus} "
-                                      "CPUs of the local Ray; use fewer threads per task")
+                    raise ConfigError(message("threads_per_task", f"at most the {num_cpus} CPUs of the local Ray",
+                                              str(self.threads_per_task)))
                 # address="local": always a Ray of our own, never one that some other job left running here
                 ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
             else:
@@ -495,10 +480,10 @@ class RayExecutor(Executor):
                       default=0)
         if self.threads_per_task > largest:
             self.close()
-            raise ConfigError(f"threads_per_task: {self.threads_per_task} is more than the {largest:g} CPUs of the "
-                              "largest machine in the Ray cluster; no task could run")
+            raise ConfigError(message("threads_per_task", f"at most the {largest:g} CPUs of the largest machine in "
+                                      "the Ray cluster (no task could run)", str(self.threads_per_task)))
         self._max_in_flight = max_in_flight
-        self._max_retries = _non_negative_int(max_retries, "max_retries")
+        self._max_retries = check_int(max_retries, "max_retries", low=0)
         # Units are pure and idempotent: a task lost with its worker or node is simply run again elsewhere.
         # Exceptions raised by the task itself are not retried (retry_exceptions=False): they would recur.
         self._remote = ray.remote(run_task).options(num_cpus=self.threads_per_task,
@@ -625,13 +610,14 @@ def make_executor(
         ConfigError: an unknown name, ``address``/``num_cpus`` given to the
             local executor, or ray not installed.
     """
+    name = check_choice(name, "--executor", EXECUTORS)
     if name == "local":
         if address is not None:
-            raise ConfigError("--address: only used with --executor ray; got --executor local")
+            raise ConfigError(message("--address", "none with --executor local (it is only used with --executor ray)",
+                                      shorten(address)))
         if num_cpus is not None:
-            raise ConfigError("num_cpus: only used with --executor ray; got --executor local")
+            raise ConfigError(message("num_cpus", "None with --executor local (it is only used with --executor ray)",
+                                      shorten(num_cpus)))
         return LocalExecutor(threads_per_task=threads_per_task)
-    if name == "ray":
-        return RayExecutor(address=address, num_cpus=num_cpus, threads_per_task=threads_per_task,
-                           max_in_flight=max_in_flight, max_retries=max_retries)
-    raise ConfigError(f"--executor: expected one of {', '.join(EXECUTORS)}; got {name!r}")
+    return RayExecutor(address=address, num_cpus=num_cpus, threads_per_task=threads_per_task,
+                       max_in_flight=max_in_flight, max_retries=max_retries)

@@ -65,6 +65,7 @@ from fitscope.runs.atomic import (
 )
 from fitscope.runs.catalog import Catalog, effective_status
 from fitscope.runs.versions import versions
+from fitscope.validation import message, shorten
 
 RUN_JSON = "run.json"
 UNITS_DIR = "units"
@@ -271,10 +272,8 @@ def _writing(then: str = RESUME_HINT) -> Iterator[None]:
 
 def _check_name(name: str, what: str) -> str:
     if not isinstance(name, str) or not _SAFE_NAME.match(name) or ".." in name:
-        raise RunError(
-            f"{what} {name!r} is not a safe file name: use 1-128 letters, digits and . _ + = @ , - "
-            "(starting with a letter or digit)"
-        )
+        raise RunError(message(what, "a safe file name: 1-128 letters, digits and . _ + = @ , - (starting with a "
+                               "letter or digit)", shorten(name)))
     return name
 
 
@@ -283,7 +282,8 @@ def _check_relative(name: str, what: str) -> str:
     for part in parts:
         _check_name(part, what)
     if parts[0] in (RUN_JSON, UNITS_DIR):
-        raise RunError(f"{what} {name!r} is reserved: {RUN_JSON} and {UNITS_DIR}/ are managed by the run")
+        raise RunError(message(what, f"a name other than {RUN_JSON} and {UNITS_DIR}/ (the run manages them)",
+                               shorten(name)))
     return name
 
 
@@ -385,20 +385,20 @@ class Run:
                 e.g. a full disk).
         """
         if not isinstance(kind, str) or not _SAFE_KIND.match(kind):
-            raise RunError(f"kind: expected a short name of letters, digits, _ and - (like 'randomization'); "
-                           f"got {kind!r}")
+            raise RunError(message("kind", "a short name of letters, digits, _ and - (like 'randomization')",
+                                   shorten(kind)))
         if not isinstance(config, dict):
-            raise RunError(f"config: expected a dict; got {type(config).__name__}")
+            raise RunError(message("config", "a dict", type(config).__name__))
         if not isinstance(seeds, dict):
-            raise RunError(f"seeds: expected a dict; got {type(seeds).__name__}")
+            raise RunError(message("seeds", "a dict", type(seeds).__name__))
         if rebuild_meta and not resume:
-            raise RunError("--rebuild-meta: expected --resume as well (it rebuilds the run.json of a run "
-                           "being resumed)")
+            raise RunError(message("--rebuild-meta", "--resume as well (it rebuilds the run.json of a run being "
+                                   "resumed)", "no --resume"))
         try:
             config = to_jsonable(config)
             seeds = to_jsonable(seeds)
         except TypeError as err:
-            raise RunError(f"config/seeds must be JSON-able: {err}") from None
+            raise RunError(message("config, seeds", "values that can be stored as JSON", str(err))) from None
         out = Path(out)
         digest = config_hash(config)
         if out.exists() and not out.is_dir():
@@ -682,17 +682,18 @@ class Run:
         """
         path = self._unit_path(key)
         if not isinstance(arrays, dict) or not all(isinstance(k, str) and k for k in arrays):
-            raise RunError(f"unit {key!r}: arrays must be a dict of name -> array with non-empty string names")
+            raise RunError(message(f"unit {key!r}: arrays", "a dict of name -> array with non-empty string names",
+                                   shorten(arrays)))
         if UNIT_RECORD in arrays:
-            raise RunError(f"unit {key!r}: array name {UNIT_RECORD!r} is reserved for the unit's own record; "
-                           "rename that array")
+            raise RunError(message(f"unit {key!r}: arrays", f"names other than {UNIT_RECORD!r} (reserved for "
+                                   "the unit's own record; rename that array)", repr(UNIT_RECORD)))
         try:
             info = to_jsonable(info or {})
         except TypeError as err:
-            raise RunError(f"unit {key!r}: info must be JSON-able: {err}") from None
+            raise RunError(message(f"unit {key!r}: info", "values that can be stored as JSON", str(err))) from None
         if not isinstance(info, dict) or any(k in info for k in _FILE_FACTS):
-            raise RunError(f"unit {key!r}: info: expected a dict without the keys {', '.join(_FILE_FACTS)} "
-                           f"(the run records them); got {info!r:.80}")
+            raise RunError(message(f"unit {key!r}: info", f"a dict without the keys {', '.join(_FILE_FACTS)} "
+                                   "(the run records them)", shorten(info)))
         saved = utc_now()
         record = {"key": key, "run": self.id, "kind": self.kind, "config_hash": self._meta.get("config_hash"),
                   "config": self.config, "seeds": self.seeds, "saved": saved, "info": info}

@@ -44,8 +44,8 @@ class Augmenter:
     def __init__(
         self,
         input_shape: tuple[int, ...],
-        seeds: Sequence[int],
         *,
+        seeds: Sequence[int],
         crop_padding: int | None = None,
         flip: bool = True,
         max_shift: int | None = None,

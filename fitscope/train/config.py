@@ -7,20 +7,23 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fitscope.errors import ConfigError
+from fitscope.validation import message, shorten
 
 _DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3}
 _DEFAULT_GAMMA = {"step": 0.1, "exponential": 0.95}
 
 
 def _one_line(err: ValidationError, fields: list[str]) -> str:
+    """pydantic's first error in the one message form: ``<field>: expected <what> (TrainConfig), got <value>``."""
     first = err.errors()[0]
     name = ".".join(str(p) for p in first["loc"]) or "config"
     if first["type"] == "extra_forbidden":
-        return f"TrainConfig: unknown field {name!r}; known fields: {', '.join(fields)}"
-    msg = first["msg"]
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
-    return f"TrainConfig field {name!r}: {msg[0].lower() + msg[1:]}; got {first.get('input')!r}"
+        return message("TrainConfig", f"one of its fields ({', '.join(fields)})", f"unknown field {name!r}")
+    msg = first["msg"].removeprefix("Value error, ").removeprefix("Input should be ")
+    msg = msg[0].lower() + msg[1:]
+    if msg.startswith(("greater", "less")):
+        msg = "a value " + msg
+    return message(name, f"{msg} (a TrainConfig field)", shorten(first.get("input")))
 
 
 class TrainConfig(BaseModel):

@@ -7,7 +7,7 @@ every step samples a Poisson batch (each row independently with probability
 ``max_grad_norm``, adds ``N(0, (noise_multiplier * max_grad_norm)^2)`` to the
 sum and divides by the expected batch size. Opacus picks ``noise_multiplier``
 so that ``epochs`` epochs spend at most ``eps`` at ``delta`` under the chosen
-accountant (``prv``, Gopi et al. 2021, or ``rdp``, Mironov 2017); the epsilon
+accountant (``prv``, Gopi et al. 2021, or ``rdp``, Mironov 2017); the ``eps``
 reported is the accountant's own ``get_epsilon(delta)`` after training.
 
 Notation: n training rows, C classes.
@@ -39,12 +39,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from fitscope.data.validation import check_seed
-from fitscope.errors import ConfigError
-from fitscope.seeding import derive_seed
 from fitscope.models import build_plain
-from fitscope.train.plain_models import accuracy, check_positive, check_train_arrays, predict_plain
+from fitscope.seeding import derive_seed
+from fitscope.train.plain_models import accuracy, check_train_arrays, predict_plain
 from fitscope.train.threads import configure_threads
+from fitscope.validation import check_bool, check_choice, check_fraction, check_int, check_number, check_seed
 
 __all__ = ["ACCOUNTANTS", "DPSGDResult", "DPTraining", "PrivacyWarning", "make_dp_sgd", "train_dp_sgd"]
 
@@ -62,12 +61,12 @@ class DPSGDResult:
     Attributes:
         model: the trained plain module (eval mode, Opacus hooks removed).
         spec: the model spec.
-        epsilon: epsilon spent, from the accountant after the last step (<= ``target_epsilon``).
-        target_epsilon: the ``eps`` asked for.
+        eps: the privacy budget spent, the accountant's epsilon after the last step (<= ``target_eps``).
+        target_eps: the ``eps`` asked for.
         delta: the delta of the guarantee.
         accountant: ``"prv"`` or ``"rdp"``.
         noise_multiplier: sigma (noise std / ``max_grad_norm``) Opacus chose.
-        max_grad_norm: per-example clipping norm C.
+        max_grad_norm: per-example L2 clipping norm.
         sample_rate: Poisson sampling rate q per step.
         steps: optimizer steps taken.
         epochs: epochs trained.
@@ -86,8 +85,8 @@ class DPSGDResult:
 
     model: nn.Module
     spec: str
-    epsilon: float
-    target_epsilon: float
+    eps: float
+    target_eps: float
     delta: float
     accountant: str
     noise_multiplier: float
@@ -107,8 +106,13 @@ class DPSGDResult:
     reveal_private_stats: bool = False
 
     def privacy(self) -> dict:
-        """``dict(epsilon, delta, accountant, noise_multiplier, max_grad_norm, sample_rate, steps)``."""
-        return dict(epsilon=self.epsilon, delta=self.delta, accountant=self.accountant,
+        """``dict(epsilon, delta, accountant, noise_multiplier, max_grad_norm, sample_rate, steps, secure_mode)``.
+
+        The spent budget :attr:`eps` is stored under the key ``"epsilon"``: the
+        key of the ``privacy`` records that runs have always written (``result.json``,
+        unit records) and that reports read.
+        """
+        return dict(epsilon=self.eps, delta=self.delta, accountant=self.accountant,
                     noise_multiplier=self.noise_multiplier, max_grad_norm=self.max_grad_norm,
                     sample_rate=self.sample_rate, steps=self.steps, secure_mode=self.secure_mode)
 
@@ -133,18 +137,10 @@ class DPTraining:
 
 
 def _check_privacy(eps, delta, max_grad_norm, accountant) -> tuple[float, float, float, str]:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(float(eps)) or eps <= 0:
-        raise ConfigError(f"eps must be a finite number > 0, got {eps!r}")
-    if isinstance(delta, bool) or not isinstance(delta, (int, float, np.integer, np.floating)) \
-            or not 0 < float(delta) < 1:
-        raise ConfigError(f"delta must be in (0, 1), got {delta!r}")
-    if isinstance(max_grad_norm, bool) or not isinstance(max_grad_norm, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(float(max_grad_norm)) or max_grad_norm <= 0:
-        raise ConfigError(f"max_grad_norm must be a finite number > 0, got {max_grad_norm!r}")
-    if accountant not in ACCOUNTANTS:
-        raise ConfigError(f"accountant must be one of {', '.join(ACCOUNTANTS)}, got {accountant!r}")
-    return float(eps), float(delta), float(max_grad_norm), accountant
+    return (check_number(eps, "eps", low=0.0, high=math.inf, open_low=True, open_high=True),
+            check_fraction(delta, "delta", open_low=True, open_high=True),
+            check_number(max_grad_norm, "max_grad_norm", low=0.0, high=math.inf, open_low=True, open_high=True),
+            check_choice(accountant, "accountant", ACCOUNTANTS))
 
 
 def make_dp_sgd(
@@ -222,7 +218,7 @@ def train_dp_sgd(
             run spends at most this.
         delta: target delta in (0, 1); keep it below ``1/n`` (a
             :class:`PrivacyWarning` is raised otherwise).
-        max_grad_norm: per-example L2 clipping norm C, > 0.
+        max_grad_norm: per-example L2 clipping norm, > 0.
         epochs: epochs of ``ceil(n / batch_size)`` Poisson-sampled steps each.
         batch_size: expected batch size (Poisson sampling rate ``q = 1 / ceil(n / batch_size)``).
         lr: SGD learning rate (DP-SGD likes larger rates than plain SGD: the
@@ -234,7 +230,7 @@ def train_dp_sgd(
         n_classes: number of classes; default ``max(label) + 1``.
         accountant: ``"prv"`` (default, tighter) or ``"rdp"``.
         progress: called after every epoch with ``dict(epoch, epochs, train_acc,
-            test_acc, epsilon)`` (``train_acc`` NaN unless ``reveal_private_stats``).
+            test_acc, eps)`` (``eps`` spent so far) (``train_acc`` NaN unless ``reveal_private_stats``).
         reveal_private_stats: compute and return the training accuracy on the
             private rows (``result.train_acc`` and ``progress``'s ``train_acc``).
             Default False: the accuracy on the private labels is a statistic of
@@ -243,7 +239,7 @@ def train_dp_sgd(
 
     Returns:
         A :class:`DPSGDResult`: model, per-epoch accuracies, final logits, and
-        ``epsilon`` (spent, from the accountant), ``delta``, ``accountant``,
+        ``eps`` (spent, from the accountant), ``delta``, ``accountant``,
         ``noise_multiplier``.
 
     Raises:
@@ -263,15 +259,12 @@ def train_dp_sgd(
     """
     t0 = time.perf_counter()
     eps, delta, max_grad_norm, accountant = _check_privacy(eps, delta, max_grad_norm, accountant)
-    epochs = check_positive("epochs", epochs, integer=True)
-    batch_size = check_positive("batch_size", batch_size, integer=True)
-    lr = check_positive("lr", lr)
-    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
-        raise ConfigError(f"momentum must be in [0, 1), got {momentum!r}")
+    epochs = check_int(epochs, "epochs")
+    batch_size = check_int(batch_size, "batch_size")
+    lr = check_number(lr, "lr", low=0.0, high=math.inf, open_low=True, open_high=True)
+    momentum = check_number(momentum, "momentum", low=0.0, high=1.0, open_high=True)
     seed = check_seed(seed)
-    if not isinstance(reveal_private_stats, (bool, np.bool_)):
-        raise ConfigError(f"reveal_private_stats: expected True or False, got {reveal_private_stats!r}")
-    reveal_private_stats = bool(reveal_private_stats)
+    reveal_private_stats = check_bool(reveal_private_stats, "reveal_private_stats")
     configure_threads()
     x, y, x_test, y_test, n_classes = check_train_arrays(x, y, x_test, y_test, n_classes)
     n = len(x)
@@ -304,7 +297,7 @@ def train_dp_sgd(
             test_acc[epoch] = accuracy(predict_plain(model, x_test), y_test)
         if progress is not None:
             progress(dict(epoch=epoch + 1, epochs=epochs, train_acc=train_acc[epoch], test_acc=test_acc[epoch],
-                          epsilon=run.engine.get_epsilon(delta)))
+                          eps=run.engine.get_epsilon(delta)))
     spent = float(run.engine.get_epsilon(delta))
     noise_multiplier = float(run.optimizer.noise_multiplier)
     sample_rate = float(run.loader.sample_rate)
@@ -312,7 +305,7 @@ def train_dp_sgd(
     train_logits = predict_plain(model, x)
     test_logits = predict_plain(model, x_test) if x_test is not None else np.zeros((0, n_classes), np.float32)
     return DPSGDResult(
-        model=model, spec=str(model.spec), epsilon=spent, target_epsilon=eps, delta=delta, accountant=accountant,
+        model=model, spec=str(model.spec), eps=spent, target_eps=eps, delta=delta, accountant=accountant,
         noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, sample_rate=sample_rate, steps=steps,
         epochs=epochs, batch_size=batch_size, lr=lr, secure_mode=False, train_acc=train_acc, test_acc=test_acc,
         train_logits=train_logits, test_logits=test_logits, seed=seed, seconds=time.perf_counter() - t0,

@@ -31,6 +31,16 @@ from fitscope.train.result import EnsembleResult
 from fitscope.train.schedules import lr_at
 from fitscope.train.steps import make_step
 from fitscope.train.threads import configure_threads
+from fitscope.validation import (
+    as_array,
+    check_binary,
+    check_finite,
+    check_int,
+    check_labels,
+    check_seeds,
+    check_type,
+    message,
+)
 
 # Evaluation chunks hold at most this many activation values per layer output
 # (a few MB: the chunk's activations stay in cache; larger chunks were slower).
@@ -44,41 +54,26 @@ HAND_WRITTEN_MLP = True
 # --------------------------------------------------------------------------- validation
 
 
-def _check_seeds(seeds: Sequence[int]) -> list[int]:
-    try:
-        out = [int(s) for s in seeds]
-    except (TypeError, ValueError):
-        raise ConfigError(f"seeds: expected a sequence of integers, got {seeds!r}") from None
-    if not out:
-        raise ConfigError("seeds: expected at least one model seed, got an empty sequence")
-    return out
-
-
-def _as_inputs(name: str, x, n_expected_shape: tuple[int, ...] | None = None) -> np.ndarray:
-    x = np.asarray(x)
-    if x.ndim < 2 or x.shape[0] < 1:
-        raise DataError(
-            f"{name}: expected an array of shape (n, *input_shape) with n >= 1, e.g. (n, D), (n, C, L) "
-            f"or (n, C, H, W); got shape {x.shape}"
-        )
-    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer) or x.dtype == bool):
-        raise DataError(f"{name}: expected numeric inputs, got dtype {x.dtype}")
-    if n_expected_shape is not None and x.shape[1:] != n_expected_shape:
-        raise DataError(f"{name}: expected inputs of shape (n, {', '.join(map(str, n_expected_shape))}) like x; "
-                        f"got {x.shape}")
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if not np.isfinite(x).all():
-        raise DataError(f"{name}: contains NaN or infinite values ({int((~np.isfinite(x)).sum())} of them)")
-    return x
+def _as_inputs(name: str, x, like_shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """Inputs ``(n, *input_shape)``, n >= 1, numeric and finite (as float32); ``like_shape``: x's input shape."""
+    arr = as_array(x, name)
+    if arr.ndim < 2 or arr.shape[0] < 1:
+        raise DataError(message(name, "an array of shape (n, *input_shape) with n >= 1, e.g. (n, D), (n, C, L) "
+                                "or (n, C, H, W)", f"shape {arr.shape}"))
+    if arr.dtype.kind not in "biuf":
+        raise DataError(message(name, "numeric inputs", f"dtype {arr.dtype}"))
+    if like_shape is not None and arr.shape[1:] != like_shape:
+        raise DataError(message(name, f"inputs of shape (n, {', '.join(map(str, like_shape))}) like x",
+                                f"shape {arr.shape}"))
+    with np.errstate(over="ignore"):
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+    return check_finite(arr, name)
 
 
 def _as_labels(name: str, y) -> np.ndarray:
-    y = np.asarray(y)
-    if np.issubdtype(y.dtype, np.integer):
-        return y.astype(np.int64)
-    if np.issubdtype(y.dtype, np.floating) and np.isfinite(y).all() and (y == np.round(y)).all():
-        return y.astype(np.int64)
-    raise DataError(f"{name}: expected integer class labels, got dtype {y.dtype}")
+    """Class labels of any shape (``(n,)`` or ``(K, n)``): non-negative integers, as int64."""
+    arr = as_array(y, name)
+    return check_labels(arr.reshape(-1), name).reshape(arr.shape)
 
 
 def _validate(x, y, masks, x_test, y_test, k: int, n_classes: int | None):
@@ -86,36 +81,30 @@ def _validate(x, y, masks, x_test, y_test, k: int, n_classes: int | None):
     n = x.shape[0]
     y = _as_labels("y", y)
     if y.shape not in ((n,), (k, n)):
-        raise DataError(f"y: expected labels of shape ({n},) shared by all models or ({k}, {n}) per model "
-                        f"(x has {n} rows, {k} seeds); got shape {y.shape}")
+        raise DataError(message("y", f"labels of shape ({n},) shared by all models or ({k}, {n}) per model "
+                                f"(x has {n} rows, {k} seeds)", f"shape {y.shape}"))
     if (x_test is None) != (y_test is None):
-        raise DataError("x_test/y_test: give both or neither")
+        missing = "x_test" if x_test is None else "y_test"
+        raise DataError(message(missing, "both x_test and y_test or neither", "None"))
     if x_test is not None:
         x_test = _as_inputs("x_test", x_test, x.shape[1:])
         y_test = _as_labels("y_test", y_test)
         if y_test.shape != (x_test.shape[0],):
-            raise DataError(f"y_test: expected shape ({x_test.shape[0]},) to match x_test; got {y_test.shape}")
-    low = min(int(y.min()), int(y_test.min()) if y_test is not None else 0)
-    if low < 0:
-        raise DataError(f"y: labels must be >= 0; got {low}")
+            raise DataError(message("y_test", f"shape ({x_test.shape[0]},) to match x_test", f"shape {y_test.shape}"))
     high = max(int(y.max()), int(y_test.max()) if y_test is not None else 0)
     if n_classes is None:
         n_classes = max(high + 1, 2)
-    elif high >= n_classes:
-        raise DataError(f"y: labels must be in [0, {n_classes}) for n_classes={n_classes}; got label {high}")
+    else:
+        n_classes = check_int(n_classes, "n_classes")
+        if high >= n_classes:
+            raise DataError(message("y", f"labels in [0, {n_classes}) for n_classes={n_classes}", f"label {high}"))
     if masks is not None:
-        masks = np.asarray(masks)
-        if masks.shape != (k, n):
-            raise ConfigError(f"masks: expected shape ({k}, {n}) (one row per seed, one column per row of x); "
-                              f"got {masks.shape}")
-        if masks.dtype != bool:
-            if not np.isin(masks, (0, 1)).all():
-                raise ConfigError(f"masks: expected booleans (or 0/1), got dtype {masks.dtype}")
-            masks = masks.astype(bool)
+        masks = check_binary(masks, "masks", axes=("K", "n"), shape=(k, n), like="seeds and x",
+                             error=ConfigError)
         empty = np.flatnonzero(~masks.any(axis=1))
         if len(empty):
-            raise ConfigError(f"masks: model {int(empty[0])} has an empty training subset "
-                              f"({len(empty)} model(s) without rows); every model needs at least one row")
+            raise ConfigError(message("masks", "at least one True in every row (every model needs a training row)",
+                                      f"{len(empty)} empty row(s), the first for model {int(empty[0])}"))
     return x, y, masks, x_test, y_test, int(n_classes)
 
 
@@ -138,7 +127,7 @@ class EpochSampler:
         batch_size: rows per model per step.
     """
 
-    def __init__(self, n: int, rows: list[torch.Tensor] | None, seeds: Sequence[int], batch_size: int) -> None:
+    def __init__(self, n: int, rows: list[torch.Tensor] | None, *, seeds: Sequence[int], batch_size: int) -> None:
         self.n, self.rows, self.batch_size = n, rows, batch_size
         self.generators = [torch.Generator().manual_seed(derive_seed(int(s), "order")) for s in seeds]
         sizes = [n] * len(seeds) if rows is None else [len(r) for r in rows]
@@ -247,17 +236,16 @@ def train_ensemble(
         ConfigError: bad spec, config, seeds or masks.
     """
     t_start = time.perf_counter()
-    if not isinstance(config, TrainConfig):
-        raise ConfigError(f"config: expected a TrainConfig, got {type(config).__name__}")
+    check_type(config, "config", TrainConfig)
     configure_threads()
-    seeds = _check_seeds(seeds)
+    seeds = check_seeds(seeds)
     k = len(seeds)
     x, y, masks, x_test, y_test, n_classes = _validate(x, y, masks, x_test, y_test, k, n_classes)
     n, input_shape = x.shape[0], tuple(x.shape[1:])
     has_test = x_test is not None and len(x_test) > 0
     if config.early_stop == "patience" and not has_test:
-        raise ConfigError("early_stop='patience' watches the test loss: give x_test and y_test, "
-                          "or use early_stop='fit' or 'none'")
+        raise ConfigError(message("x_test", "test data with early_stop='patience' (it watches the test loss; "
+                                  "or use early_stop='fit' or 'none')", "no test rows"))
     dev = torch.device(device)
     model = build(spec, input_shape, n_classes, seeds=seeds, dropout=dropout).to(dev)
     flops_train = 3 * flops_per_example(model.spec, input_shape, n_classes)
@@ -272,10 +260,10 @@ def train_ensemble(
     shared_labels = yt.dim() == 1
     mask_t = torch.from_numpy(masks).to(dev) if masks is not None else None
     rows = [torch.from_numpy(np.flatnonzero(m)) for m in masks] if masks is not None else None
-    sampler = EpochSampler(n, rows, seeds, config.batch_size)
+    sampler = EpochSampler(n, rows, seeds=seeds, batch_size=config.batch_size)
     optimizer = _make_optimizer(model, config, dev)
     step = make_step(model, hand_written=HAND_WRITTEN_MLP)
-    augment = Augmenter(input_shape, seeds, crop_padding=config.crop_padding, flip=config.flip,
+    augment = Augmenter(input_shape, seeds=seeds, crop_padding=config.crop_padding, flip=config.flip,
                         max_shift=config.max_shift, device=dev) if config.augment else None
     if augment is not None and not augment.active:
         augment = None

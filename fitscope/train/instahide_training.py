@@ -11,6 +11,7 @@ C classes, inputs of shape ``S``.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -19,10 +20,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fitscope.errors import ConfigError, DataError
+from fitscope.errors import DataError
 from fitscope.models import build
 from fitscope.seeding import derive_seed
 from fitscope.train.threads import configure_threads
+from fitscope.validation import check_int, check_number, check_seed, message
 
 
 @dataclass(frozen=True)
@@ -85,23 +87,21 @@ def train_soft_labels(
         A :class:`SoftLabelResult`.
 
     Raises:
-        ConfigError: bad epochs, batch size, learning rate or spec.
+        ConfigError: bad epochs, batch size, learning rate, weight decay, seed or spec.
         DataError: ``epoch_data`` or test arrays of the wrong shape.
     """
     t0 = time.perf_counter()
-    for name, value, low in (("epochs", epochs, 1), ("batch_size", batch_size, 1)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
-    if not lr > 0:
-        raise ConfigError(f"lr must be > 0, got {lr}")
-    if not weight_decay >= 0:
-        raise ConfigError(f"weight_decay must be >= 0, got {weight_decay}")
+    epochs = check_int(epochs, "epochs")
+    batch_size = check_int(batch_size, "batch_size")
+    lr = check_number(lr, "lr", low=0.0, high=math.inf, open_low=True, open_high=True)
+    weight_decay = check_number(weight_decay, "weight_decay", low=0.0, high=math.inf, open_high=True)
+    seed = check_seed(seed)
     configure_threads()
     x_test = np.asarray(x_test, np.float32)
     y_test = np.asarray(y_test)
     if y_test.shape != (x_test.shape[0],) or not np.issubdtype(y_test.dtype, np.integer):
-        raise DataError(f"y_test: expected ({x_test.shape[0]},) integer labels to match x_test, "
-                        f"got shape {y_test.shape} dtype {y_test.dtype}")
+        raise DataError(message("y_test", f"({x_test.shape[0]},) integer labels to match x_test",
+                                f"shape {y_test.shape} dtype {y_test.dtype}"))
     dev = torch.device(device)
     model = None
     gen = torch.Generator().manual_seed(derive_seed(seed, "soft-labels", "order"))
@@ -113,11 +113,12 @@ def train_soft_labels(
         x, y = epoch_data(epoch)
         x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
         if x.shape[1:] != x_test.shape[1:] or y.ndim != 2 or y.shape[0] != x.shape[0]:
-            raise DataError(f"epoch_data: expected x (n, {', '.join(map(str, x_test.shape[1:]))}) and y (n, C), "
-                            f"got {x.shape} and {y.shape}")
+            raise DataError(message("epoch_data", f"x (n, {', '.join(map(str, x_test.shape[1:]))}) and y (n, C)",
+                                    f"{x.shape} and {y.shape}"))
         if model is None:
             if y_test.size and y_test.max() >= y.shape[1]:
-                raise DataError(f"y_test: labels must be in [0, {y.shape[1]}), got {int(y_test.max())}")
+                raise DataError(message("y_test", f"labels in [0, {y.shape[1]}) (the columns of the soft labels)",
+                                        str(int(y_test.max()))))
             model = build(spec, x.shape[1:], y.shape[1], seeds=[seed]).to(dev)
             opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
         xt, yt = torch.from_numpy(x).to(dev), torch.from_numpy(y).to(dev)

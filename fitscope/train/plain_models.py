@@ -20,10 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fitscope.data.validation import check_seed, validate_arrays
-from fitscope.errors import ConfigError, DataError
+from fitscope.data.validation import validate_arrays
+from fitscope.errors import DataError
 from fitscope.models.plain import PlainNet, build_plain, group_count
 from fitscope.train.threads import configure_threads
+from fitscope.validation import check_int, check_number, check_seed, message
 
 __all__ = ["PlainNet", "PlainTrainResult", "build_plain", "group_count", "predict_plain", "train_plain"]
 
@@ -35,29 +36,22 @@ def check_train_arrays(x, y, x_test, y_test, n_classes: int | None) -> tuple:
     """
     x, y = validate_arrays(x, y, where="x/y")
     if len(x) == 0:
-        raise DataError("x: expected at least one training row, got 0")
+        raise DataError(message("x", "at least one training row", "0"))
     if (x_test is None) != (y_test is None):
-        raise DataError("x_test/y_test: give both or neither")
+        missing = "x_test" if x_test is None else "y_test"
+        raise DataError(message(missing, "both x_test and y_test or neither", "None"))
     if x_test is not None:
         x_test, y_test = validate_arrays(x_test, y_test, where="x_test/y_test")
         if x_test.shape[1:] != x.shape[1:]:
-            raise DataError(f"x_test: expected rows of shape {x.shape[1:]} like x, got {x_test.shape[1:]}")
+            raise DataError(message("x_test", f"rows of shape {x.shape[1:]} like x", str(x_test.shape[1:])))
     high = max(int(y.max()), int(y_test.max()) if y_test is not None and len(y_test) else 0)
     if n_classes is None:
         n_classes = max(high + 1, 2)
-    elif high >= n_classes:
-        raise DataError(f"y: expected labels in [0, {n_classes}) for n_classes={n_classes}, got label {high}")
+    else:
+        n_classes = check_int(n_classes, "n_classes")
+        if high >= n_classes:
+            raise DataError(message("y", f"labels in [0, {n_classes}) for n_classes={n_classes}", f"label {high}"))
     return x, y, x_test, y_test, int(n_classes)
-
-
-def check_positive(name: str, value, *, integer: bool = False) -> float | int:
-    """``value`` as a positive float (or int); one-line :class:`ConfigError` otherwise."""
-    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, kinds) or not value > 0 \
-            or (not integer and not math.isfinite(float(value))):
-        what = "an integer >= 1" if integer else "a finite number > 0"
-        raise ConfigError(f"{name} must be {what}, got {value!r}")
-    return int(value) if integer else float(value)
 
 
 @torch.no_grad()
@@ -146,9 +140,9 @@ def train_plain(
     """
     t0 = time.perf_counter()
     x, y, x_test, y_test, _ = check_train_arrays(x, y, x_test, y_test, None)
-    epochs = check_positive("epochs", epochs, integer=True)
-    batch_size = check_positive("batch_size", batch_size, integer=True)
-    lr = check_positive("lr", lr)
+    epochs = check_int(epochs, "epochs")
+    batch_size = check_int(batch_size, "batch_size")
+    lr = check_number(lr, "lr", low=0.0, high=math.inf, open_low=True, open_high=True)
     seed = check_seed(seed)
     configure_threads()
     device = next(model.parameters()).device

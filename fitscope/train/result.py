@@ -13,6 +13,7 @@ import numpy as np
 
 from fitscope.errors import DataError
 from fitscope.train.records import PerExampleRecords
+from fitscope.validation import message
 
 
 @dataclass
@@ -115,7 +116,8 @@ class EnsembleResult:
                     "train_logits", "test_logits", "epochs_run")
         missing = [key for key in required if key not in arrays]
         if missing:
-            raise DataError(f"ensemble result arrays: missing {', '.join(missing)}; expected the output of to_arrays()")
+            raise DataError(message("arrays", "the output of EnsembleResult.to_arrays()",
+                                    f"arrays without {', '.join(missing)}"))
 
         def scalar(key: str, kind: type, default):
             return kind(np.asarray(arrays[key]).item()) if key in arrays else default

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 
+from fitscope.errors import ConfigError
 from fitscope.train.config import TrainConfig
+from fitscope.validation import message, shorten
 
 
 def lr_at(config: TrainConfig, epoch: int) -> float:
@@ -24,7 +26,7 @@ def lr_at(config: TrainConfig, epoch: int) -> float:
         return lr * config.gamma**epoch
     if config.schedule == "cosine":
         return lr * 0.5 * (1.0 + math.cos(math.pi * epoch / config.epochs))
-    raise ValueError(f"unknown schedule {config.schedule!r}")
+    raise ConfigError(message("schedule", "one of constant, step, exponential, cosine", shorten(config.schedule)))
 
 
 def lr_schedule(config: TrainConfig) -> list[float]:

@@ -19,11 +19,10 @@ parser :func:`fitscope.runs.executors.env_threads`.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from fitscope.errors import ConfigError
 from fitscope.runs.executors import env_threads
+from fitscope.validation import check_int
 
 
 def configure_threads(n: int | None = None) -> int:
@@ -43,9 +42,8 @@ def configure_threads(n: int | None = None) -> int:
         n = env_threads()
         if n is None:
             return torch.get_num_threads()
-    elif isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ConfigError(f"threads: expected a positive integer, got {n!r}")
-    n = int(n)
+    else:
+        n = check_int(n, "threads")
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n

@@ -21,12 +21,12 @@ ARGS = ["audit", "--model", "mlp:32x1", "--models", "8", "--cscore-ratios", "0.5
         (["--ratio", "0"], "ratio"),
         (["--models", "3"], "--models: expected at least 8"),
         (["--cscore-models", "2"], "--cscore-models: expected at least 4"),
-        (["--cscore-ratios", "0,0.5"], "cscore_ratios"),
+        (["--cscore-ratios", "0,0.5"], "--cscore-ratios: expected"),
         (["--cscore-ratios", "0.5,abc"], "--cscore-ratios"),
         (["--noise", "1.5"], "noise"),
-        (["--noise-mode", "swap"], "noise_mode"),
+        (["--noise-mode", "swap"], "--noise-mode: expected"),
         (["--executor", "dask"], "executor"),
-        (["--address", "10.0.0.1:6379"], "--address: only used with --executor ray"),
+        (["--address", "10.0.0.1:6379"], "--address: expected none with --executor local (it is only used with --executor ray)"),
         (["--threads", "0"], "threads"),
         (["--data", "iris", "--label-column", "species"], "label_column"),
         (["--quick", "--models", "4"], "--models: expected at least 8"),
@@ -101,5 +101,5 @@ def test_data_too_small_for_the_audit_is_refused_before_training(tmp_path, capsy
                                 "--models", "8", "--out", str(out)], capsys)
     assert code == 2, captured.err
     lines = [line for line in captured.err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and "needs at least 2 training rows of every class" in lines[0], captured.err
+    assert len(lines) == 1 and "expected at least 2 training rows of every class" in lines[0], captured.err
     assert not out.exists()

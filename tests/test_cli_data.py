@@ -76,7 +76,8 @@ def test_help_texts_have_examples():
         (["data", "show", "nope"], "unknown data source 'nope'"),
         (["data", "show", "missing/file.npz"], "no such file or folder"),
         (["data", "show", "digits", "--test-fraction", "1.5"], "test_fraction: expected a number in (0, 1)"),
-        (["data", "show", "digits", "--label-column", "x"], "label_column: applies only to .csv files"),
+        (["data", "show", "digits", "--label-column", "x"],
+         "label_column: expected None for the built-in data set 'digits'"),
     ],
 )
 def test_errors_are_one_line_exit_2(argv, needle, capsys):

@@ -17,14 +17,14 @@ from cli_helpers import run_main
     (["--fraction", "1.5"], "fraction"),
     (["--clients", "5000"], "--clients: expected at most the 1437 training examples of digits (every client needs one), got 5000"),
     (["--clients", "0"], "clients"),
-    (["--local-epochs", "0"], "local_epochs"),
+    (["--local-epochs", "0"], "--local-epochs: expected"),
     (["--algorithms", "fedavg,fedprox"], "algorithms"),
     (["--partitions", "dirichlet"], "partitions"),
     (["--batch-size", "0"], "--batch-size: expected a positive integer or inf, got '0'"),
     (["--batch-size", "ten"], "--batch-size"),
     (["--target", "1.2"], "target"),
     (["--lr", "-0.1"], "lr"),
-    (["--clients", "800", "--shards-per-client", "2", "--partitions", "noniid"], "--shards-per-client: 800 clients x 2 shards"),
+    (["--clients", "800", "--shards-per-client", "2", "--partitions", "noniid"], "--shards-per-client: expected clients x shards at most the 1437 training examples of digits (use fewer clients or shards), got 800 x 2"),
     (["--model", "cnn:8x2", "--data", "iris"], "cnn"),
 ])
 def test_bad_input_is_one_line_and_exit_2_with_no_run_dir(flags, message, capsys, tmp_path):

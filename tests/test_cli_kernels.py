@@ -13,7 +13,7 @@ from cli_helpers import run_main
 UCI = ["kernels", "uci", "--datasets", "iris", "--depths", "1", "--C", "0.1,10", "--trees", "10", "--quick"]
 SMALL = ["kernels", "small-data", "--sizes", "10", "--seeds", "0", "--kernels", "cntk", "--depth", "1",
          "--models", "cnn:8", "--steps", "20"]
-COMPLEXITY = ["kernels", "complexity", "--noise", "0,1", "--seeds", "0", "--max-examples", "60",
+COMPLEXITY = ["kernels", "complexity", "--corrupt-prob", "0,1", "--seeds", "0", "--max-examples", "60",
               "--model", "mlp:32x1", "--epochs", "20"]
 
 
@@ -36,7 +36,7 @@ def _write_csv(path, n=40):
     [
         (UCI + ["--csv-dir", "MISSING"], "--csv-dir"),
         (UCI + ["--datasets", "nope"], "datasets"),
-        (UCI + ["--C", "0,1"], "svm_C"),
+        (UCI + ["--C", "0,1"], "--C (svm_C): expected"),
         (UCI + ["--depths", "one"], "--depths"),
         (SMALL + ["--sizes", "0,10"], "--sizes"),
         (SMALL + ["--sizes", "-10"], "--sizes"),
@@ -45,8 +45,9 @@ def _write_csv(path, n=40):
         (SMALL + ["--models", "transformer:3"], "transformer"),
         (SMALL + ["--data", "iris", "--models", "mlp:8"], "images"),
         (SMALL + ["--kernels", "none", "--models", "none"], "at least one kernel variant or model"),
-        (COMPLEXITY + ["--noise", "0,1.5"], "noise_levels"),
-        (COMPLEXITY + ["--noise", "-0.1"], "noise_levels"),
+        (COMPLEXITY + ["--corrupt-prob", "0,1.5"], "--corrupt-prob"),
+        (COMPLEXITY + ["--corrupt-prob", "-0.1"], "--corrupt-prob"),
+        (COMPLEXITY + ["--noise", "0,1"], "--noise: expected it left out with --corrupt-prob"),
         (COMPLEXITY + ["--classes", "0,99"], "--classes"),
     ],
 )
@@ -77,7 +78,7 @@ def test_uci_with_a_csv_dir_writes_a_report_and_resumes(tmp_path, capsys):
     code, captured = run_main(["kernels", "uci", "--out", str(out), "--resume"], capsys)
     assert code in (0, None) and "reused 1 finished units, training 0" in captured.err, captured.err
     code, captured = run_main(["kernels", "uci", "--out", str(out), "--resume", "--trees", "6"], capsys)
-    _one_line_error(code, captured, "--rf-trees 6 differs")
+    _one_line_error(code, captured, "--trees 6 differs")
     code, captured = run_main(["kernels", "uci", "--out", str(out), "--resume", "--rf-trees", "5"], capsys)
     assert code in (0, None), captured.err  # the flag the message names is a real one
 
@@ -98,7 +99,7 @@ def test_small_data_and_complexity_run_from_the_command_line(tmp_path, capsys):
 
 def test_complexity_all_classes_from_the_command_line_is_stored_and_resumes(tmp_path, capsys):
     out = tmp_path / "cx"
-    argv = ["kernels", "complexity", "--classes", "all", "--noise", "0", "--seeds", "0", "--max-examples", "40",
+    argv = ["kernels", "complexity", "--classes", "all", "--corrupt-prob", "0", "--seeds", "0", "--max-examples", "40",
             "--model", "mlp:8x1", "--epochs", "1", "--out", str(out)]
     code, captured = run_main(argv, capsys)
     assert code in (0, None), captured.err

@@ -14,20 +14,21 @@ from cli_helpers import run_main
 @pytest.mark.parametrize("argv, needle", [
     (["privacy-study", "--defenses", "none,dp-sgd:0"], "eps > 0"),
     (["privacy-study", "--defenses", "none,bogus:1"], "unknown kind"),
-    (["privacy-study", "--shadow-models", "4"], "LiRA needs"),
+    (["privacy-study", "--models", "4"], "--models: LiRA needs"),
+    (["privacy-study", "--shadow-models", "8", "--models", "8"], "--shadow-models: expected it left out with --models"),
     (["privacy-study", "--delta", "1.5"], "delta"),
     (["privacy-study", "--data", "iris", "--model", "cnn:8-8"], "cnn"),
     (["train", "--dp-sgd"], "--eps"),
     (["train", "--dp-sgd", "--eps", "-1"], "eps"),
     (["train", "--dp-sgd", "--eps", "1", "--delta", "0"], "delta"),
-    (["train", "--dp-sgd", "--eps", "1", "--max-grad-norm", "0"], "max_grad_norm"),
+    (["train", "--dp-sgd", "--eps", "1", "--max-grad-norm", "0"], "--max-grad-norm: expected"),
     (["train", "--label-dp", "0"], "--label-dp: expected an epsilon > 0"),
     (["train", "--label-dp", "-1"], "--label-dp"),
     (["privacy-study", "--attacks", "magic"], "attacks"),
     (["privacy-study", "--canaries", "5", "--data", "breast_cancer"], "at least 3 classes"),
-    (["train", "--label-dp", "1", "--dp-sgd", "--eps", "1"], "choose one mechanism"),
-    (["train", "--eps", "1"], "needs --dp-sgd"),
-    (["train", "--instahide", "5000"], "k must be at most"),
+    (["train", "--label-dp", "1", "--dp-sgd", "--eps", "1"], "--label-dp/--dp-sgd/--instahide: expected one mechanism, got --label-dp and --dp-sgd"),
+    (["train", "--eps", "1"], "--eps: expected it with --dp-sgd"),
+    (["train", "--instahide", "5000"], "--instahide: expected k at most the 1437 training rows, got 5000"),
     (["train", "--canaries", "5", "--data", "breast_cancer"], "at least 3 classes"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, needle, tmp_path, capsys):
@@ -67,7 +68,7 @@ def test_privacy_study_help_has_an_example_and_names_the_quick_setting(capsys):
 def test_privacy_study_cli_prints_rounded_figures_and_resumes_from_the_run(tmp_path, capsys):
     out = tmp_path / "ps"
     argv = ["privacy-study", "--data", "iris", "--model", "mlp:8x1", "--defenses", "none,label-dp:1",
-            "--shadow-models", "5", "--epochs", "2", "--canaries", "10", "--attacks", "", "--threads", "1",
+            "--models", "5", "--epochs", "2", "--canaries", "10", "--attacks", "", "--threads", "1",
             "--out", str(out)]
     code, captured = run_main(argv, capsys)
     assert code in (0, None), captured.err

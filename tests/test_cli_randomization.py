@@ -90,21 +90,6 @@ def test_quick_run_resumes_with_its_config_from_run_json(tmp_path, capsys):
     assert len(captured.err.strip().splitlines()) == 1
 
 
-def test_corrupt_prob_and_its_deprecated_alias_parse_to_the_same_config(monkeypatch, capsys):
-    import fitscope.cli.randomization as command
-
-    seen = []
-    monkeypatch.setattr(command, "run_command", lambda study, values, **kw: seen.append(values))
-    code, new = _run_main(["randomization", "--corrupt-prob", "0,0.5,1", "--out", "x"], capsys)
-    assert code in (0, None), new.err
-    code, old = _run_main(["randomization", "--noise", "0,0.5,1", "--out", "x"], capsys)
-    assert code in (0, None), old.err
-    assert seen[0] == seen[1] and seen[0]["noise_levels"] == [0.0, 0.5, 1.0]
-    assert "deprecated" not in new.err
-    note = [line for line in old.err.splitlines() if line.strip()]
-    assert len(note) == 1 and "--noise is deprecated; use --corrupt-prob" in note[0]
-
-
 def test_resume_names_the_corrupt_prob_flag():
     from fitscope.experiments import get_study
 

@@ -9,6 +9,7 @@ import pytest
 
 import fitscope.cli.train  # noqa: F401  (registers the command)
 from cli_helpers import run_main
+from fitscope.errors import ConfigError
 from fitscope.experiments import get_study
 from fitscope.experiments.private_training import make_config, train_private
 from fitscope.experiments.study import Progress, run_study
@@ -34,9 +35,9 @@ def test_help_has_an_example(capsys):
 
 
 def test_a_bad_epsilon_names_its_flag():
-    with pytest.raises(Exception, match="--label-dp: expected an epsilon > 0"):
+    with pytest.raises(ConfigError, match="--label-dp: expected an epsilon > 0"):
         make_config(mechanism="label-dp", eps=0.0)
-    with pytest.raises(Exception, match="--eps: expected an epsilon > 0"):
+    with pytest.raises(ConfigError, match="--eps: expected an epsilon > 0"):
         make_config(mechanism="dp-sgd", eps=-1.0)
 
 

@@ -44,10 +44,10 @@ def small_audit(tmp_path_factory):
         (dict(models=3), "--models: expected at least 8 models for ratio 0.7"),
         (dict(ratio=0.9, models=12), "at least 20 models for ratio 0.9"),
         (dict(cscore_models=4), "--cscore-models: expected at least 20 models for C-score ratio 0.1"),
-        (dict(cscore_ratios=[0.5, 1.5]), "cscore_ratios"),
-        (dict(cscore_ratios=[]), "cscore_ratios"),
+        (dict(cscore_ratios=[0.5, 1.5]), "--cscore-ratios: expected"),
+        (dict(cscore_ratios=[]), "--cscore-ratios: expected"),
         (dict(noise=1.0), "noise"),
-        (dict(noise_mode="swap"), "noise_mode"),
+        (dict(noise_mode="swap"), "--noise-mode: expected"),
         (dict(threads=1), "threads"),  # placement is not config: the runner takes it
         (dict(chunk=0), "chunk"),
         (dict(unknown=1), "unknown"),

@@ -133,7 +133,7 @@ def test_uci_bad_csv_dir_and_bad_grid_are_one_line_errors(tmp_path):
     with pytest.raises(DataError, match="at least one .csv"):
         ku.uci_study(ku.make_config(csv_dir=str(empty), **TINY_UCI), tmp_path / "b")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
-    with pytest.raises(ConfigError, match="svm_C"):
+    with pytest.raises(ConfigError, match=r"--C \(svm_C\): expected"):
         ku.make_config(svm_C=[0.0, 1.0])
     with pytest.raises(ConfigError, match="datasets"):
         ku.make_config(datasets=["nope"])

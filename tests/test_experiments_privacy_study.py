@@ -43,9 +43,18 @@ def test_claimed_eps_only_for_dp_mechanisms():
     assert math.isinf(Defense("none").claimed_eps)
 
 
+def test_a_run_stored_with_the_old_field_name_still_loads():
+    """Runs written before ``shadow_models`` became ``models`` (one word for a count of models) resume."""
+    from fitscope.experiments.privacy_study import PrivacyStudyConfig
+
+    old = PrivacyStudyConfig.model_validate({"shadow_models": 6})
+    assert old.models == 6 and "shadow_models" not in old.model_dump()
+    assert PrivacyStudyConfig.model_validate(old.model_dump()) == old
+
+
 def test_config_needs_enough_shadow_models_for_lira():
     with pytest.raises(ConfigError, match="LiRA needs at least 5 models"):
-        make_config(shadow_models=4)
+        make_config(models=4)
     with pytest.raises(ConfigError, match="each defense once"):
         make_config(defenses=["none", "none"])
 
@@ -77,8 +86,8 @@ def test_units_split_the_defenses_and_the_attacks_and_count_model_epochs():
     assert "attack-pruning-vs-noise" in keys
     assert len([k for k in keys if k.startswith("attack-mid-inversion")]) == 5
     work = {key: w for key, _, w in planned}
-    assert work["defense-none"] == cfg.shadow_models * cfg.epochs and work["canary-dp-sgd-1"] == cfg.dp_epochs
-    assert work["attack-pruning-vs-noise"] == (1 + cfg.shadow_models) * cfg.epochs
+    assert work["defense-none"] == cfg.models * cfg.epochs and work["canary-dp-sgd-1"] == cfg.dp_epochs
+    assert work["attack-pruning-vs-noise"] == (1 + cfg.models) * cfg.epochs
     # tabular data: no InstaHide attack units
     assert not [k for k, _, _ in plan_units(make_config(data="iris"), load("iris")) if "attack-instahide" in k]
 
@@ -106,15 +115,15 @@ def test_bad_data_fails_before_the_run_directory_exists(tmp_path):
     with pytest.raises(ConfigError, match="at most the"):
         privacy_study(make_config(data="iris", canaries=100000), tmp_path / "ps")
     # digits has 1437 rows: halves of 718, so 4 other models hold an example 1.999 times on average, not 2
-    with pytest.raises(ConfigError, match="--shadow-models: with 5 models on 1437 rows"):
-        privacy_study(make_config(data="digits", shadow_models=5), tmp_path / "ps")
+    with pytest.raises(ConfigError, match="--models: with 5 models on 1437 rows"):
+        privacy_study(make_config(data="digits", models=5), tmp_path / "ps")
     assert not (tmp_path / "ps").exists()
 
 
 @pytest.mark.slow
 def test_tiny_study_writes_a_row_per_defense_and_resumes(tmp_path):
     cfg = make_config(data="iris", model="mlp:32x1", defenses=["none", "label-dp:1", "instahide:2", "mid:0.01"],
-                      shadow_models=6, epochs=5, attacks=["instahide", "pruning-vs-noise", "mid-inversion"],
+                      models=6, epochs=5, attacks=["instahide", "pruning-vs-noise", "mid-inversion"],
                       canaries=20)
     run, outcome = privacy_study(cfg, tmp_path / "ps", threads=1)
     results = pd.read_parquet(run.path / "results.parquet")
@@ -154,7 +163,7 @@ def test_dp_sgd_and_the_mid_attack_give_the_local_tables_on_ray(ray_session, tmp
     from study_harness import check_ray_matches_local
 
     check_ray_matches_local("privacy-study", dict(data="iris", model="mlp:8x1", defenses=["dp-sgd:4", "mid:0.01"],
-                                                  shadow_models=5, epochs=2, dp_epochs=1, canaries=0,
+                                                  models=5, epochs=2, dp_epochs=1, canaries=0,
                                                   attacks=["mid-inversion"]), tmp_path)
 
 

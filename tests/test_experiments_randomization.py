@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from fitscope.data import corrupt, load
-from fitscope.errors import ConfigError
+from fitscope.errors import ConfigError, DataError, RunError
 from fitscope.experiments.randomization import (
     CHECK_90,
     CHECK_ALL,
@@ -102,7 +102,7 @@ def test_resume_reuses_units_and_refuses_other_config(tmp_path):
     assert again.trained_units == [] and len(again.reused_units) == 3
     assert "Resumed run" in (tmp_path / "r" / "report.html").read_text()
     other = make_config(**dict(SMALL, parts=["curves"], epochs=5))
-    with pytest.raises(Exception, match="different config"):
+    with pytest.raises(RunError, match="was made with a different config"):
         randomization_study(other, tmp_path / "r", resume=True)
 
 
@@ -124,7 +124,7 @@ def test_bad_config_names_the_field(values, name):
 
 def test_bad_data_leaves_no_run_directory(tmp_path):
     cfg = make_config(**dict(SMALL, data="no-such-set"))
-    with pytest.raises(Exception, match="no-such-set"):
+    with pytest.raises(DataError, match="no-such-set"):
         randomization_study(cfg, tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
 

@@ -14,7 +14,7 @@ from study_harness import check_kill_and_resume, check_ray_matches_local
 CASES: dict[str, dict] = {
     "audit": dict(model="mlp:16x1", models=8, ratio=0.5, cscore_ratios=[0.5], epochs=2, noise=0.1, chunk=4),
     "privacy-study": dict(data="iris", model="mlp:8x1", defenses=["none", "label-dp:1", "pruning:0.5"],
-                          shadow_models=5, epochs=2, canaries=10, attacks=["pruning-vs-noise"]),
+                          models=5, epochs=2, canaries=10, attacks=["pruning-vs-noise"]),
     "train": dict(data="iris", model="mlp:8x1", mechanism="label-dp", eps=2.0, stages=2, epochs=3, models=2,
                   canaries=10),
     "federated": dict(clients=6, fraction=0.5, rounds=2, algorithms=["fedavg", "fedsgd"], partitions=["noniid"],

@@ -5,8 +5,9 @@ Each subcommand runs its study on the one study runner
 ``--executor``, ``--address`` and ``--threads`` mean the same as in every
 study command, and a flag left out on ``--resume`` comes from the run.
 A flag whose name differs from its config field (``--trees``, ``--C``,
-``--noise``) also answers to the field's name (``--rf-trees``, ``--svm-C``,
-``--noise-levels``), the name the runner uses when a resumed run disagrees.
+``--corrupt-prob``) also answers to the field's name (``--rf-trees``, ``--svm-C``,
+``--noise-levels``). ``complexity --noise`` is a hidden, deprecated alias of
+``--corrupt-prob``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Optional
 import typer
 
 from fitscope.cli import app
-from fitscope.cli.lists import parse_floats, parse_ints, parse_names
+from fitscope.cli.lists import deprecated_alias, parse_floats, parse_ints, parse_names
 from fitscope.cli.study_command import (
     AddressOpt, ExecutorOpt, OutOpt, RebuildOpt, ResumeOpt, ThreadsOpt, run_command,
 )
@@ -127,8 +128,12 @@ def small_data(
 def complexity(
     data: Optional[str] = typer.Option(
         None, help="Built-in name or a data file/folder (see `fitscope data list`; default digits)."),
-    noise: Optional[str] = typer.Option(None, "--noise", "--noise-levels",
-                                        help="Label-noise levels p in [0, 1], e.g. 0,0.2,0.4,0.6,0.8,1."),
+    corrupt_prob: Optional[str] = typer.Option(
+        None, "--corrupt-prob", "--noise-levels",
+        help="Label corruption probabilities p in [0, 1], e.g. 0,0.2,0.4,0.6,0.8,1: each training label is redrawn "
+             "uniformly with probability p (as in randomization --corrupt-prob; not audit's --noise, an exact "
+             "fraction flipped)."),
+    noise: Optional[str] = typer.Option(None, "--noise", hidden=True, help="Deprecated alias of --corrupt-prob."),
     classes: Optional[str] = typer.Option(None, help="Classes kept, e.g. 0,1 (default, binary as in the paper) or all."),
     max_examples: Optional[int] = typer.Option(None, help="Largest number of training rows (default 1000)."),
     seeds: Optional[str] = typer.Option(None, help="Label-noise and model seeds, e.g. 0,1,2."),
@@ -146,15 +151,17 @@ def complexity(
 
     Units: the measure, and one ensemble (one model per seed) per noise level.
 
-    Example: fitscope kernels complexity --data digits --noise 0,0.2,0.4,0.6,0.8,1.0
+    Example: fitscope kernels complexity --data digits --corrupt-prob 0,0.2,0.4,0.6,0.8,1.0
     """
     from fitscope.experiments import get_study
 
     class_list: list[int] | str | None = None
     if classes is not None:
         class_list = "all" if classes.strip().lower() == "all" else parse_ints(classes, "--classes", "0,1")
+    levels = deprecated_alias("--corrupt-prob", corrupt_prob, "--noise", noise, "kernels complexity",
+                              parse=parse_floats) or None
     values = dict(
-        data=data, noise_levels=parse_floats(noise, "--noise", "0,0.5,1") if noise else None, classes=class_list,
+        data=data, noise_levels=levels, classes=class_list,
         max_examples=max_examples, seeds=parse_ints(seeds, "--seeds") if seeds else None, model=model,
         epochs=epochs, data_seed=data_seed,
     )

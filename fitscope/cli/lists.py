@@ -24,3 +24,23 @@ def parse_ints(text: str, name: str, example: str = "0,1,2") -> list[int]:
 def parse_names(text: str) -> list[str]:
     """Non-empty, stripped names from ``text``."""
     return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def deprecated_alias(flag: str, value, old_flag: str, old_value, command: str, parse=None):
+    """The value of a flag that also answers to a hidden, deprecated name, parsed by ``parse(text, flag used)``.
+
+    ``old_flag`` given alone: its value, then (once it parsed) a note on stderr; both given: ConfigError
+    (one line). None if neither was given.
+    """
+    import typer
+
+    if old_value is not None and value is not None:
+        raise ConfigError(f"{old_flag}: expected it left out with {flag} (it is its deprecated alias), "
+                          f"got {old_flag} {old_value} and {flag} {value}")
+    used, text = (old_flag, old_value) if old_value is not None else (flag, value)
+    if text is None:
+        return None
+    parsed = parse(text, used) if parse is not None else text
+    if old_value is not None:
+        typer.echo(f"note: {command} {old_flag} is deprecated; use {flag} (the same setting)", err=True)
+    return parsed

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from fitscope.cli import app
-from fitscope.cli.lists import parse_names
+from fitscope.cli.lists import deprecated_alias, parse_names
 from fitscope.cli.study_command import (
     AddressOpt, ExecutorOpt, OutOpt, RebuildOpt, ResumeOpt, ThreadsOpt, run_command,
 )
@@ -24,7 +24,9 @@ def privacy_study(
     attacks: Optional[str] = typer.Option(
         None, help="Defense-specific studies beside the trade-off, comma-separated: instahide, pruning-vs-noise, "
                    "mid-inversion (default all three; --attacks '' runs none; instahide needs image data)."),
-    shadow_models: Optional[int] = typer.Option(None, help="Models per defense, >= 4 (default 16)."),
+    models: Optional[int] = typer.Option(None, help="Models per defense (LiRA's shadow models), >= 4 (default 16)."),
+    shadow_models: Optional[int] = typer.Option(None, "--shadow-models", hidden=True,
+                                                help="Deprecated alias of --models."),
     epochs: Optional[int] = typer.Option(None, help="Epochs of the non-DP trainers (default 40)."),
     dp_epochs: Optional[int] = typer.Option(None, help="DP-SGD epochs (default 30)."),
     delta: Optional[float] = typer.Option(None, help="DP-SGD delta, in (0, 1) (default 1e-5)."),
@@ -55,7 +57,8 @@ def privacy_study(
     """
     from fitscope.experiments import get_study
 
-    values = dict(data=data, model=model, shadow_models=shadow_models, epochs=epochs, dp_epochs=dp_epochs,
+    models = deprecated_alias("--models", models, "--shadow-models", shadow_models, "privacy-study")
+    values = dict(data=data, model=model, models=models, epochs=epochs, dp_epochs=dp_epochs,
                   delta=delta, max_grad_norm=max_grad_norm, canaries=canaries, attack_images=attack_images,
                   seed=seed, data_seed=data_seed, label_column=label_column,
                   defenses=parse_names(defenses) if defenses else None,

@@ -14,7 +14,7 @@ from typing import Optional
 import typer
 
 from fitscope.cli import app
-from fitscope.cli.lists import parse_floats, parse_ints, parse_names
+from fitscope.cli.lists import deprecated_alias, parse_floats, parse_ints, parse_names
 from fitscope.cli.study_command import (
     AddressOpt, ExecutorOpt, OutOpt, RebuildOpt, ResumeOpt, ThreadsOpt, run_command,
 )
@@ -67,17 +67,10 @@ def randomization(
     On a Ray cluster: fitscope randomization --executor ray --address 10.0.0.1:6379 --out runs/rand
     (a run started with one executor can be resumed with --resume on the other).
     """
-    from fitscope.errors import ConfigError
     from fitscope.experiments import get_study
 
-    if noise is not None and corrupt_prob is not None:
-        raise ConfigError(f"--noise: expected it left out with --corrupt-prob (it is its deprecated alias), "
-                          f"got --noise {noise} and --corrupt-prob {corrupt_prob}")
-    flag, levels = ("--noise", noise) if noise is not None else ("--corrupt-prob", corrupt_prob)
-    noise_levels = parse_floats(levels, flag) if levels else None
-    if noise is not None:
-        typer.echo("note: randomization --noise is deprecated; use --corrupt-prob (the same label corruption "
-                   "probabilities p)", err=True)
+    noise_levels = deprecated_alias("--corrupt-prob", corrupt_prob, "--noise", noise, "randomization",
+                                    parse=parse_floats) or None
     values = dict(
         data=data, model=model, label_column=label_column, data_seed=data_seed,
         corruptions=parse_names(corruptions) if corruptions else None,

@@ -24,11 +24,12 @@ def mechanism_values(*, label_dp: float | None, stages: int | None, dp_sgd: bool
     chosen = [name for name, on in (("--label-dp", label_dp is not None), ("--dp-sgd", dp_sgd),
                                     ("--instahide", instahide is not None)) if on]
     if len(chosen) > 1:
-        raise ConfigError(f"choose one mechanism; got {' and '.join(chosen)}")
+        raise ConfigError(f"--label-dp/--dp-sgd/--instahide: expected one mechanism, got {' and '.join(chosen)}")
     if label_dp is not None and not label_dp > 0:
-        raise ConfigError(f"--label-dp: expected an epsilon > 0; got {label_dp:g}")
+        raise ConfigError(f"--label-dp: expected an epsilon > 0, got {label_dp:g}")
     if eps is not None and not dp_sgd and not resume:
-        raise ConfigError("--eps: is the DP-SGD epsilon and needs --dp-sgd (label DP takes --label-dp EPS)")
+        raise ConfigError("--eps: expected it with --dp-sgd (it is the DP-SGD epsilon; label DP takes --label-dp EPS), "
+                          "got it without --dp-sgd")
     values: dict = dict(stages=stages, delta=delta, max_grad_norm=max_grad_norm, eps=eps,
                         sign_mask=False if no_sign_mask else None)
     if label_dp is not None:

@@ -117,7 +117,7 @@ QUICK = dict(models=48, chunk=24, cscore_ratios=[0.3, 0.5, 0.7], cscore_models=1
 
 def make_config(**values) -> AuditConfig:
     """Build an :class:`AuditConfig`, turning validation errors into one-line ConfigErrors."""
-    return build_config(AuditConfig, "audit", values)
+    return build_config(AuditConfig, values)
 
 
 # --------------------------------------------------------------------------- planning

@@ -2,13 +2,16 @@
 
 Every study (``fitscope.experiments.*``) has a pydantic config and a
 ``make_config(**values)``; they share this one translation so that a bad flag
-reads the same in every command: ``<study> config '<field>': <what was
-expected> (got <value>)``, or ``<study> config: <message>`` for a check across
-fields, whose message names the flag itself.
+reads the same in every command and in the library's one message form
+(:mod:`fitscope.validation`): ``--<flag>: expected <what>, got <value>``. The
+flag is ``--`` + the field with dashes unless the study names another (then
+the field follows in parentheses: ``--corrupt-prob (noise_levels): ...``). A
+check across fields raises with its own message, which names the flag itself.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -18,19 +21,50 @@ from fitscope.errors import ConfigError
 C = TypeVar("C", bound=BaseModel)
 
 
-def one_line(err: ValidationError, study: str) -> str:
-    """The first error of ``err`` as one line naming the study, the field, what was expected and what was given."""
+def flag_name(field: str, flags: Mapping[str, str] | None = None) -> str:
+    """The CLI flag of config field ``field``: ``flags[field]`` or ``--`` + the field with dashes."""
+    top = field.split(".")[0]
+    default = "--" + top.replace("_", "-")
+    flag = (flags or {}).get(top, default)
+    return flag if flag == default else f"{flag} ({top})"
+
+
+def _expected(msg: str) -> str:
+    """pydantic's ``Input should be ...`` as ``expected ...``; a validator's own ``expected ...`` kept."""
+    msg = msg.removeprefix("Value error, ")
+    if msg.startswith("Input should be "):
+        return "expected " + msg.removeprefix("Input should be ")
+    if msg.startswith("Field required"):
+        return "expected a value"
+    if msg.startswith("Extra inputs are not permitted"):
+        return "expected no such setting"
+    return msg if msg.startswith("expected") else f"expected a valid value ({msg})"
+
+
+def one_line(err: ValidationError, flags: Mapping[str, str] | None = None) -> str:
+    """The first error of ``err`` as ``<flag>: expected ..., got <value>`` (or a cross-field check's own message)."""
     first = err.errors()[0]
-    msg = first["msg"].removeprefix("Value error, ")
     field = ".".join(str(p) for p in first["loc"] if not isinstance(p, int))
+    msg = first["msg"].removeprefix("Value error, ")
     if not field:  # a check across fields: its message names the flag
-        return f"{study} config: {msg}"
-    return f"{study} config '{field}': {msg} (got {first.get('input')!r})"
+        return msg
+    text = _expected(msg)
+    if "; got " in text:  # validators write "expected X; got Y"
+        text = text.replace("; got ", ", got ", 1)
+    elif ", got " not in text:
+        text += f", got {first.get('input')!r:.120}"
+    return f"{flag_name(field, flags)}: {text}"
 
 
-def build_config(cls: type[C], study: str, values: dict) -> C:
-    """``cls(**values)``, or a :class:`~fitscope.errors.ConfigError` of :func:`one_line` for bad values."""
+def build_config(cls: type[C], values: dict, flags: Mapping[str, str] | None = None) -> C:
+    """``cls(**values)``, or a :class:`~fitscope.errors.ConfigError` of :func:`one_line` for bad values.
+
+    Args:
+        cls: the study's pydantic config class.
+        values: field -> value.
+        flags: config field -> CLI flag where the flag is not ``--`` + the field with dashes.
+    """
     try:
         return cls(**values)
     except ValidationError as err:
-        raise ConfigError(one_line(err, study)) from None
+        raise ConfigError(one_line(err, flags)) from None

@@ -105,7 +105,7 @@ class FederatedConfig(BaseModel):
 
 def make_config(**values) -> FederatedConfig:
     """Build a :class:`FederatedConfig`, turning validation errors into one-line ConfigErrors."""
-    return build_config(FederatedConfig, "federated", values)
+    return build_config(FederatedConfig, values)
 
 
 def setting_keys(cfg: FederatedConfig) -> list[tuple[str, str, str]]:
@@ -121,8 +121,8 @@ def check_config(cfg: FederatedConfig, data: Dataset) -> None:
         raise ConfigError(f"--clients: expected at most the {n} training examples of {data.name} "
                           f"(every client needs one), got {cfg.clients}")
     if "noniid" in cfg.partitions and cfg.clients * cfg.shards_per_client > n:
-        raise ConfigError(f"--shards-per-client: {cfg.clients} clients x {cfg.shards_per_client} shards is more "
-                          f"than the {n} training examples of {data.name}; use fewer clients or shards")
+        raise ConfigError(f"--shards-per-client: expected clients x shards at most the {n} training examples of "
+                          f"{data.name} (use fewer clients or shards), got {cfg.clients} x {cfg.shards_per_client}")
     for _, algorithm, partition in setting_keys(cfg):
         check_settings(algorithm=algorithm, partition=partition, n_clients=cfg.clients, n_train=len(data.y_train),
                        client_fraction=cfg.fraction, local_epochs=cfg.local_epochs, batch_size=cfg.batch_size,

@@ -69,7 +69,7 @@ class ComplexityConfig(BaseModel):
     @classmethod
     def _noise(cls, value: list[float]) -> list[float]:
         if not value or any(not 0.0 <= p <= 1.0 for p in value):
-            raise ValueError(f"expected label-noise levels in [0, 1]; got {value}")
+            raise ValueError(f"expected label corruption probabilities in [0, 1]; got {value}")
         return sorted(set(float(p) for p in value))
 
     @field_validator("seeds")
@@ -94,9 +94,13 @@ class ComplexityConfig(BaseModel):
         return sorted(value)
 
 
+#: Config fields whose CLI flag is not ``--`` + the field with dashes (named in errors and on --resume).
+FLAGS = {"noise_levels": "--corrupt-prob"}
+
+
 def make_config(**values) -> ComplexityConfig:
     """Build a :class:`ComplexityConfig`, turning validation errors into one-line ConfigErrors."""
-    return build_config(ComplexityConfig, "kernels complexity", values)
+    return build_config(ComplexityConfig, values, FLAGS)
 
 
 # --------------------------------------------------------------------------- data
@@ -109,7 +113,7 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
 
 
 def prepare_data(data: Dataset, cfg: ComplexityConfig) -> Dataset:
-    """The study's data set: kept classes relabelled ``0..K-1``, subsampled, flattened, unit-norm rows.
+    """The study's data set: kept classes relabelled ``0..C-1``, subsampled, flattened, unit-norm rows.
 
     Raises:
         ConfigError: a class index the data set does not have.
@@ -194,7 +198,7 @@ class NoiseLevelJob:
         key: the unit key; noise: the level p.
         index: rows of the shared ``labels`` (and of the results) of this level, one per seed.
         model_seeds: one per row.
-        cfg: the study configuration (model and training settings); n_classes: K.
+        cfg: the study configuration (model and training settings); n_classes: C.
     """
 
     key: str
@@ -356,7 +360,8 @@ def report(cfg: ComplexityConfig, prepared: Prepared, outcome: Outcome) -> dict:
 
 
 STUDY = Study(kind="kernels-complexity", command="fitscope kernels complexity", config=ComplexityConfig,
-              prepare=prepare, plan=plan, estimate=estimate, report=report, template="kernels_complexity.html.j2")
+              prepare=prepare, plan=plan, estimate=estimate, report=report, template="kernels_complexity.html.j2",
+              flags=FLAGS)
 
 
 def complexity_study(cfg: ComplexityConfig, out: str | Path, *, resume: bool = False, **placement) -> tuple:

@@ -3,7 +3,7 @@
 Reads like the small-data part of METHODS section 5:
 
 1. **Subsets**: for every seed, a class-balanced subset of the training split
-   of each size (``size // K`` examples per class, the remainder to classes
+   of each size (``size // C`` examples per class, the remainder to classes
    chosen by the seed; at least one per class). A seed's subsets are nested:
    the size-20 subset holds the size-10 one.
 2. **Kernels**: for each readout the variants need (global average pooling,
@@ -142,7 +142,7 @@ QUICK = dict(sizes=[10, 20, 40, 80], seeds=[0, 1], kernels=["cntk-gap"], models=
 
 def make_config(**values) -> SmallDataConfig:
     """Build a :class:`SmallDataConfig`, turning validation errors into one-line ConfigErrors."""
-    return build_config(SmallDataConfig, "kernels small-data", values)
+    return build_config(SmallDataConfig, values)
 
 
 # --------------------------------------------------------------------------- subsets
@@ -155,15 +155,15 @@ def draw_subsets(y: np.ndarray, sizes: list[int], seeds: list[int], n_classes: i
         y: ``(n,)`` training labels in ``[0, n_classes)``.
         sizes: subset sizes, each at least ``n_classes``.
         seeds: one draw per seed.
-        n_classes: K.
+        n_classes: C.
 
     Returns:
         ``{(size, seed): sorted row indices}``: ``size // K`` rows of each
-        class plus one more for ``size % K`` classes chosen by the seed; a
+        class plus one more for ``size % C`` classes chosen by the seed; a
         seed's smaller subsets are contained in its larger ones.
 
     Raises:
-        ConfigError: a size below K, or more rows of a class than it has.
+        ConfigError: a size below C, or more rows of a class than it has.
     """
     counts = np.bincount(y, minlength=n_classes)
     out: dict[tuple[int, int], np.ndarray] = {}
@@ -287,7 +287,7 @@ def kernel_regression_accuracy(gram: np.ndarray, cross: np.ndarray, y_train: np.
         gram: ``(m, m)`` kernel of the training rows.
         cross: ``(n_test, m)`` kernel of the test rows against them.
         y_train: ``(m,)`` labels; y_test: ``(n_test,)`` labels.
-        n_classes: K (one-hot width).
+        n_classes: C (one-hot width).
         ridge: ``alpha = ridge * mean(diag(gram))``.
     """
     from sklearn.kernel_ridge import KernelRidge
@@ -347,7 +347,7 @@ def network_key(spec: str, size: int) -> str:
     return f"train-{_safe(spec)}-n{size}"
 
 
-def model_seed(spec: str, size: int, seed: int) -> int:
+def model_seed(spec: str, size: int, *, seed: int) -> int:
     """The seed of the network of ``spec`` on the subset of ``size`` drawn with ``seed``."""
     return derive_seed(seed, "small-data", spec, size)
 
@@ -463,7 +463,7 @@ def prepare(cfg: SmallDataConfig) -> Prepared:
     position = np.full(len(data.y_train), -1)
     position[union] = np.arange(len(union))
     seeds = {"data_seed": cfg.data_seed, "subset_seeds": cfg.seeds,
-             "model_seeds": {f"{m} n={s}": [model_seed(m, s, seed) for seed in cfg.seeds]
+             "model_seeds": {f"{m} n={s}": [model_seed(m, s, seed=seed) for seed in cfg.seeds]
                              for m in cfg.models for s in cfg.sizes},
              "patch_seeds": {f"n={s} seed={seed}": derive_seed(seed, "small-data", "patches", s)
                              for s in cfg.sizes for seed in cfg.seeds} if "cntk-lap+patches" in cfg.kernels else {}}
@@ -481,7 +481,7 @@ def ensemble_jobs(cfg: SmallDataConfig, state: SmallDataState) -> list[EnsembleJ
             rows = np.unique(np.concatenate(subsets))
             masks = np.stack([np.isin(rows, sub) for sub in subsets])
             jobs.append(EnsembleJob(network_key(spec, size), spec, size, tuple(cfg.seeds),
-                                    tuple(model_seed(spec, size, seed) for seed in cfg.seeds), rows, masks,
+                                    tuple(model_seed(spec, size, seed=seed) for seed in cfg.seeds), rows, masks,
                                     state.data.n_classes, cfg))
     return jobs
 

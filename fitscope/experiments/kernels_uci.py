@@ -135,9 +135,13 @@ QUICK = dict(depths=[1, 2, 3], max_fixed=1, svm_C=[1e-2, 1.0, 1e2, 1e4], gamma_f
              rf_trees=100, rf_max_features=["sqrt", "0.5"])
 
 
+#: Config fields whose CLI flag is not ``--`` + the field with dashes (named in errors and on --resume).
+FLAGS = {"svm_C": "--C", "rf_trees": "--trees"}
+
+
 def make_config(**values) -> UCIConfig:
     """Build a :class:`UCIConfig`, turning validation errors into one-line ConfigErrors."""
-    return build_config(UCIConfig, "kernels uci", values)
+    return build_config(UCIConfig, values, FLAGS)
 
 
 # --------------------------------------------------------------------------- data
@@ -537,7 +541,8 @@ def report(cfg: UCIConfig, prepared: Prepared, outcome: Outcome) -> dict:
 
 
 STUDY = Study(kind="kernels-uci", command="fitscope kernels uci", config=UCIConfig, prepare=prepare, plan=plan,
-              estimate=estimate, report=report, template="kernels_uci.html.j2", quick=QUICK, work_name="grid steps")
+              estimate=estimate, report=report, template="kernels_uci.html.j2", quick=QUICK, work_name="grid steps",
+              flags=FLAGS)
 
 
 def uci_study(cfg: UCIConfig, out: str | Path, *, resume: bool = False, **placement) -> tuple:

@@ -117,7 +117,7 @@ class LeakConfig(BaseModel):
 
 def make_config(**values) -> LeakConfig:
     """Build a :class:`LeakConfig`, turning validation errors into one-line ConfigErrors."""
-    return build_config(LeakConfig, "leak", values)
+    return build_config(LeakConfig, values)
 
 
 # --------------------------------------------------------------------------- the models' outputs

@@ -128,7 +128,7 @@ def _ensemble(defense: Defense, x, y, masks, seeds, s: Settings, x_test, y_test,
     labels = y
     if defense.kind == "label-dp":  # LP-1ST: every model draws its own randomized responses
         uniform = np.full((len(y), s.n_classes), 1.0 / s.n_classes)
-        labels = np.stack([rr_with_prior(y, uniform, defense.param, derive_seed(seed, "label-dp"))
+        labels = np.stack([rr_with_prior(y, uniform, defense.param, seed=derive_seed(seed, "label-dp"))
                            for seed in seeds])
     config = TrainConfig(epochs=s.epochs, batch_size=s.batch_size, optimizer="adam", lr=s.lr)
     k = len(seeds)
@@ -154,7 +154,7 @@ def _one_plain(defense: Defense, x, y, seed: int, s: Settings, x_test, y_test,
         r = train_dp_sgd(s.spec, x, y, eps=defense.param, delta=s.delta, max_grad_norm=s.max_grad_norm,
                          epochs=s.dp_epochs, batch_size=s.batch_size, lr=s.dp_lr, seed=seed,
                          n_classes=s.n_classes, progress=tick)
-        return (lambda rows: predict_plain(r.model, rows)), r.epsilon
+        return (lambda rows: predict_plain(r.model, rows)), r.eps
     if defense.kind == "pruning":
         from fitscope.privacy.pruning import prune_layer
 

@@ -49,7 +49,7 @@ from typing import Callable, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fitscope.data import Dataset, load
 from fitscope.data.support import check_supports_study
@@ -87,7 +87,9 @@ class PrivacyStudyConfig(BaseModel):
     # eps 3 -> 0.87 with mlp:128x2, 0.92 with mlp:64x1), and the undefended model still overfits.
     model: str = "mlp:64x1"
     defenses: list[str] = Field(default_factory=lambda: list(DEFAULT_DEFENSES))
-    shadow_models: int = Field(16, ge=4, description="models per defense (LiRA: each is target once)")
+    # ``shadow_models`` is read too: runs stored before the flag became --models (one word for a count of models)
+    models: int = Field(16, ge=4, validation_alias=AliasChoices("models", "shadow_models"),
+                        description="models per defense (LiRA: each is target once)")
     ratio: float = Field(0.5, gt=0, lt=1, description="share of the training rows each shadow model sees")
     epochs: int = Field(40, gt=0, description="epochs of the non-DP trainers (long enough to overfit)")
     lr: float = Field(3e-3, gt=0, description="Adam learning rate (no defense, label DP, InstaHide)")
@@ -124,11 +126,11 @@ class PrivacyStudyConfig(BaseModel):
     def _enough_shadows(self) -> "PrivacyStudyConfig":
         # LiRA's leave-one-model-out evaluation fits "in" and "out" Gaussians from the other K - 1
         # models; fitscope.estimators.membership needs >= 2 of each per example on average.
-        k = self.shadow_models - 1
+        k = self.models - 1
         if k * self.ratio < 2 or k * (1 - self.ratio) < 2:
             need = math.ceil(2 / min(self.ratio, 1 - self.ratio)) + 1
-            raise ValueError(f"--shadow-models: LiRA needs at least {need} models at ratio {self.ratio:g} "
-                             f"(2 with and 2 without each example besides the target); got {self.shadow_models}")
+            raise ValueError(f"--models: LiRA needs at least {need} models at ratio {self.ratio:g} "
+                             f"(2 with and 2 without each example besides the target); got {self.models}")
         return self
 
     @classmethod
@@ -139,13 +141,13 @@ class PrivacyStudyConfig(BaseModel):
 
 #: ``--quick``: 8 shadow models per defense, 30 epochs (DP-SGD 20), 60 canaries, 40 InstaHide attack
 #: images and six defenses (about 5 minutes on 2 cores).
-QUICK = dict(shadow_models=8, epochs=30, dp_epochs=20, canaries=60, attack_images=40,
+QUICK = dict(models=8, epochs=30, dp_epochs=20, canaries=60, attack_images=40,
              defenses=["none", "label-dp:1", "dp-sgd:1", "instahide:2", "pruning:0.9", "mid:0.01"])
 
 
 def make_config(**values) -> PrivacyStudyConfig:
     """Build a :class:`PrivacyStudyConfig`, turning validation errors into one-line ConfigErrors."""
-    return build_config(PrivacyStudyConfig, "privacy-study", values)
+    return build_config(PrivacyStudyConfig, values)
 
 
 @dataclass
@@ -217,9 +219,9 @@ def plan_units(cfg: PrivacyStudyConfig, data: Dataset) -> list[tuple[str, Privac
     for name in cfg.defenses:
         defense = parse_defense(name)
         epochs = defense_epochs(defense, settings)
-        seeds = tuple(derive_seed(cfg.seed, defense.name, "model", k) for k in range(cfg.shadow_models))
+        seeds = tuple(derive_seed(cfg.seed, defense.name, "model", k) for k in range(cfg.models))
         out.append((f"defense-{_safe(defense.name)}", PrivacyTask("shadows", defense.name, settings, seeds),
-                    cfg.shadow_models * epochs))
+                    cfg.models * epochs))
         if cfg.canaries:
             out.append((f"canary-{_safe(defense.name)}", PrivacyTask(
                 "canary", defense.name, settings, (derive_seed(cfg.seed, defense.name, "canary-model"),)), epochs))
@@ -233,10 +235,10 @@ def plan_units(cfg: PrivacyStudyConfig, data: Dataset) -> list[tuple[str, Privac
                     out.append((f"attack-instahide-k{k}-{'mask' if mask else 'nomask'}",
                                 PrivacyTask("attack", name, settings, attack=kwargs), 1))
         elif name == "pruning-vs-noise":
-            kwargs = dict(seed=seed, fractions=PRUNING_FRACTIONS, shadow_models=cfg.shadow_models)
+            kwargs = dict(seed=seed, fractions=PRUNING_FRACTIONS, models=cfg.models)
             # the target and K shadow models, trained once for every fraction
             out.append(("attack-pruning-vs-noise", PrivacyTask("attack", name, settings, attack=kwargs),
-                         (1 + cfg.shadow_models) * cfg.epochs))
+                         (1 + cfg.models) * cfg.epochs))
         else:
             for beta in MID_BETAS:  # the MID model, the evaluator (40 epochs) and the attacker's decoder (150)
                 out.append((f"attack-mid-inversion-beta{beta:g}",
@@ -292,7 +294,7 @@ def _run_attack(name: str, kw: dict, s: Settings, x, y, x_test, y_test) -> pd.Da
         from fitscope.privacy.pruning import pruning_vs_noise
 
         return pruning_vs_noise(x, y, x_test, y_test, spec=s.spec, fractions=kw["fractions"], epochs=s.epochs,
-                                shadow_models=kw["shadow_models"], seed=kw["seed"]).to_frame()
+                                models=kw["models"], seed=kw["seed"]).to_frame()
     from fitscope.privacy.mid import mid_tradeoff
 
     return mid_tradeoff(x, y, x_test, y_test, betas=(kw["beta"],), spec=s.spec, epochs=s.epochs,
@@ -378,7 +380,7 @@ def check_lira_masks(masks: np.ndarray) -> None:
     others_in = (member.sum(0) - member).mean(axis=1).min()
     others_out = ((~member).sum(0) - ~member).mean(axis=1).min()
     if min(others_in, others_out) < MIN_SHADOWS_PER_SIDE:
-        raise ConfigError(f"--shadow-models: with {len(member)} models on {member.shape[1]} rows LiRA would have "
+        raise ConfigError(f"--models: with {len(member)} models on {member.shape[1]} rows LiRA would have "
                           f"{min(others_in, others_out):.3g} models with or without an example besides the target, "
                           f"on average (it needs {MIN_SHADOWS_PER_SIDE}); use {len(member) + 1} or more")
 
@@ -395,10 +397,10 @@ def prepare(cfg: PrivacyStudyConfig) -> Prepared:
                           f"{data.n_classes}; pass --canaries 0")
     if cfg.canaries > len(data.y_train):
         raise ConfigError(f"--canaries: expected at most the {len(data.y_train)} training rows; got {cfg.canaries}")
-    masks = subset_masks(len(data.y_train), cfg.ratio, cfg.shadow_models, seed=derive_seed(cfg.seed, "masks"))
+    masks = subset_masks(len(data.y_train), cfg.ratio, cfg.models, seed=derive_seed(cfg.seed, "masks"))
     check_lira_masks(masks)
     canary_seed = derive_seed(cfg.seed, "canaries")
-    canaries = plant_canaries(data.y_train, cfg.canaries, data.n_classes, canary_seed) if cfg.canaries else None
+    canaries = plant_canaries(data.y_train, cfg.canaries, data.n_classes, seed=canary_seed) if cfg.canaries else None
     return Prepared(
         seeds={"data_seed": cfg.data_seed, "seed": cfg.seed, "canary_seed": canary_seed if cfg.canaries else None},
         shared=dict(x_train=data.x_train, y_train=data.y_train, x_test=data.x_test, y_test=data.y_test, masks=masks,

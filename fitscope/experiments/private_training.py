@@ -92,9 +92,13 @@ class PrivateTrainingConfig(BaseModel):
         return float(self.eps) if self.eps is not None else math.inf
 
 
+#: Config fields whose CLI flag is not ``--`` + the field with dashes (named in errors and on --resume).
+FLAGS = {"mechanism": "--label-dp/--dp-sgd/--instahide", "k": "--instahide", "sign_mask": "--no-sign-mask"}
+
+
 def make_config(**values) -> PrivateTrainingConfig:
     """Build a :class:`PrivateTrainingConfig`, turning validation errors into one-line ConfigErrors."""
-    return build_config(PrivateTrainingConfig, "train", values)
+    return build_config(PrivateTrainingConfig, values, FLAGS)
 
 
 def model_seed(cfg: PrivateTrainingConfig, index: int) -> int:
@@ -152,7 +156,7 @@ def _train(cfg: PrivateTrainingConfig, seed: int, x, y, x_test, y_test, n_classe
         test_acc = np.asarray(r.test_acc, np.float64)
         # training accuracy is measured on the private labels: outside the DP claim, kept only when asked
         train_acc = r.train_acc if cfg.reveal_private_stats else None
-        return dict(test_acc=float(test_acc[-1]), train_outputs=r.train_logits, spent_eps=r.epsilon,
+        return dict(test_acc=float(test_acc[-1]), train_outputs=r.train_logits, spent_eps=r.eps,
                     privacy=r.privacy(), curve_test_acc=test_acc,
                     curve_train_acc=(np.full(len(test_acc), np.nan) if train_acc is None
                                      else np.asarray(train_acc, np.float64)))
@@ -257,16 +261,17 @@ def prepare(cfg: PrivateTrainingConfig) -> Prepared:
     check_input_shape(parse_spec(cfg.model), data.input_shape)
     check_supports_study(data, study="training", min_per_class=1)
     if cfg.canaries and data.n_classes < 3:
-        raise ConfigError(f"--canaries: the canary audit needs at least 3 classes; {data.name} has {data.n_classes}")
+        raise ConfigError(f"--canaries: expected data with at least 3 classes (the canary audit), "
+                          f"got {data.name} with {data.n_classes}")
     if cfg.canaries > len(data.y_train):
-        raise ConfigError(f"--canaries: expected at most the {len(data.y_train)} training rows; got {cfg.canaries}")
+        raise ConfigError(f"--canaries: expected at most the {len(data.y_train)} training rows, got {cfg.canaries}")
     if cfg.mechanism == "instahide" and cfg.k > len(data.y_train):
-        raise ConfigError(f"--instahide: k must be at most the {len(data.y_train)} training rows; got {cfg.k}")
+        raise ConfigError(f"--instahide: expected k at most the {len(data.y_train)} training rows, got {cfg.k}")
     if cfg.mechanism == "label-dp" and cfg.stages > len(data.y_train):
         raise ConfigError(f"--stages: expected at most one stage per training row ({len(data.y_train)}); "
                           f"got {cfg.stages}")
     canary_seed = derive_seed(cfg.seed, "canaries")
-    canaries = plant_canaries(data.y_train, cfg.canaries, data.n_classes, canary_seed) if cfg.canaries else None
+    canaries = plant_canaries(data.y_train, cfg.canaries, data.n_classes, seed=canary_seed) if cfg.canaries else None
     empty = np.zeros(0, np.int64)
     shared = dict(x_train=data.x_train, y_train=canaries.y if canaries is not None else data.y_train,
                   x_test=data.x_test, y_test=data.y_test,
@@ -390,8 +395,7 @@ def report(cfg: PrivateTrainingConfig, prepared: Prepared, outcome: Outcome) -> 
 
 STUDY = Study(kind="train", command="fitscope train", config=PrivateTrainingConfig, prepare=prepare, plan=plan,
               estimate=estimate, report=report, template="train.html.j2", work_name="epochs",
-              flags={"mechanism": "--label-dp/--dp-sgd/--instahide", "k": "--instahide",
-                     "sign_mask": "--no-sign-mask"})
+              flags=FLAGS)
 
 
 def train_private(cfg: PrivateTrainingConfig, out: str | Path, *, resume: bool = False, **placement):

@@ -132,9 +132,13 @@ class RandomizationConfig(BaseModel):
 QUICK = dict(seeds=[0], regularizers=["none", "wd", "dropout", "augment"], epochs=100)
 
 
+#: Config fields whose CLI flag is not ``--`` + the field with dashes (named in errors and on --resume).
+FLAGS = {"noise_levels": "--corrupt-prob"}
+
+
 def make_config(**values) -> RandomizationConfig:
     """Build a :class:`RandomizationConfig`, turning validation errors into one-line ConfigErrors."""
-    return build_config(RandomizationConfig, "randomization", values)
+    return build_config(RandomizationConfig, values, FLAGS)
 
 
 # --------------------------------------------------------------------------- planning
@@ -538,7 +542,7 @@ def report(cfg: RandomizationConfig, prepared: Prepared, outcome: Outcome) -> di
 
 STUDY = Study(kind="randomization", command="fitscope randomization", config=RandomizationConfig,
               prepare=prepare, plan=plan, estimate=estimate, report=report, template="randomization.html.j2",
-              quick=QUICK, work_name="model-epochs", flags={"noise_levels": "--corrupt-prob"})
+              quick=QUICK, work_name="model-epochs", flags=FLAGS)
 
 
 def randomization_study(cfg: RandomizationConfig, out: str | Path, *, resume: bool = False, **placement):

@@ -81,7 +81,7 @@ QUICK = dict(models=8, chunk=4, epochs=8)
 
 def make_config(**values) -> SeedAgreementConfig:
     """Build a :class:`SeedAgreementConfig`, turning validation errors into one-line ConfigErrors."""
-    return build_config(SeedAgreementConfig, "seed-agreement", values)
+    return build_config(SeedAgreementConfig, values)
 
 
 def model_seeds(cfg: SeedAgreementConfig) -> list[int]:

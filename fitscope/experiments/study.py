@@ -154,7 +154,7 @@ class Study:
 
     def make_config(self, values: Mapping[str, Any], *, quick: bool = False) -> BaseModel:
         """The config from ``values`` (``quick``: on top of the quick setting); bad values -> ConfigError."""
-        return build_config(self.config, self.kind, {**self._quick_values(quick), **values})
+        return build_config(self.config, {**self._quick_values(quick), **values}, self.flags)
 
     def _quick_values(self, quick: bool) -> dict:
         if not quick:
@@ -348,9 +348,9 @@ def resolve_config(study: Study, values: Mapping[str, Any], out: str | os.PathLi
         if found is not None and found[0] == study.kind:
             stored = found[1]
     if stored is None:
-        return build_config(study.config, study.kind, given)
-    base = build_config(study.config, study.kind, stored)
-    merged = build_config(study.config, study.kind, {**stored, **given})
+        return build_config(study.config, given, study.flags)
+    base = build_config(study.config, stored, study.flags)
+    merged = build_config(study.config, {**stored, **given}, study.flags)
     old, new = base.model_dump(), merged.model_dump()
     for name in given:
         if name in old and old[name] != new[name]:
@@ -373,7 +373,7 @@ def _pause_after() -> int | None:
     try:
         return max(1, int(text))
     except ValueError:
-        raise ConfigError(f"{PAUSE_ENV}: expected a positive integer, got {text!r}") from None
+        raise ConfigError(f"{PAUSE_ENV}: expected an integer >= 1, got {text!r}") from None
 
 
 def _wait_to_be_killed(n: int) -> None:
@@ -448,7 +448,8 @@ def run_study(
     if executor not in ("local", "ray"):
         raise ConfigError(f"--executor: expected local or ray, got {executor!r}")
     if address is not None and executor != "ray":
-        raise ConfigError(f"--address: only used with --executor ray; got --executor {executor}")
+        raise ConfigError(f"--address: expected none with --executor {executor} (it is only used with --executor ray), "
+                          f"got {address!r}")
     threads = default_threads(executor) if threads is None else threads
     if resume and rebuild_meta is False and not (out / "run.json").exists():
         raise RunError(f"--resume: {out} is not a run directory (no run.json); "

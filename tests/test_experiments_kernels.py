@@ -156,9 +156,9 @@ def test_subsets_are_balanced_nested_and_seeded():
     again = ksd.draw_subsets(y, [4, 6, 12], [0, 1], 4)
     assert all(np.array_equal(subsets[k], again[k]) for k in subsets)
     with pytest.raises(ConfigError, match="at least one example per class"):
-        ksd.draw_subsets(y, [3], [0], 4)
+        ksd.draw_subsets(y, [3], 4, seeds=[0])
     with pytest.raises(ConfigError, match="has 25"):
-        ksd.draw_subsets(y, [200], [0], 4)
+        ksd.draw_subsets(y, [200], 4, seeds=[0])
 
 
 def test_kernel_regression_on_separable_points_is_exact():

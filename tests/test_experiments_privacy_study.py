@@ -67,8 +67,8 @@ def test_train_defended_reports_every_epoch(defense):
     masks = np.ones((2, len(data.y_train)), bool)
     masks[0, ::2] = False
     seen = []
-    trained = train_defended(parse_defense(defense), data.x_train, data.y_train, masks, [1, 2],
-                             settings_of(cfg, data), data.x_test, data.y_test, progress=seen.append)
+    trained = train_defended(parse_defense(defense), data.x_train, data.y_train, masks,
+                             settings_of(cfg, data), data.x_test, data.y_test, seeds=[1, 2], progress=seen.append)
     assert trained.logits.shape == (2, len(data.y_train), 3)
     assert seen == sorted(seen) and seen[-1] == 2 * 3  # model-epochs, monotone, all of them at the end
     assert len(set(seen)) >= 3 and min(seen) < 2 * 3  # several steps, not one jump from 0 to done

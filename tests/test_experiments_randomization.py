@@ -80,7 +80,13 @@ def test_study_writes_tables_and_report(tmp_path):
         assert column in results.columns
     # 3 curves + 3 noise levels + 2 regularizer settings x (true, random)
     assert len(results) == 3 + 3 + 4
-    assert results.train_acc.between(0, 1).all()
+    # accuracies are fractions of the training rows; the 90% point comes no later than the fit of every row
+    n_train = len(load(cfg.data, seed=cfg.data_seed).y_train)
+    np.testing.assert_allclose(results.train_acc * n_train, np.round(results.train_acc * n_train), atol=1e-6)
+    fitted = results.epochs_to_fit > 0
+    assert (results.epochs_to_90pct[fitted].between(1, results.epochs_to_fit[fitted])).all()
+    assert (results.train_acc[results.epochs_to_90pct < 0] < 0.9).all()
+    assert (results.epochs_to_90pct[results.corruption == "random_labels"] < 0).all()  # 4 epochs: no memorizing
     html = (run.path / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3
     assert "Regularizers" in html and "random labels" in html

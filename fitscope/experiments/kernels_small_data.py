@@ -148,7 +148,7 @@ def make_config(**values) -> SmallDataConfig:
 # --------------------------------------------------------------------------- subsets
 
 
-def draw_subsets(y: np.ndarray, sizes: list[int], seeds: list[int], n_classes: int) -> dict[tuple[int, int], np.ndarray]:
+def draw_subsets(y: np.ndarray, sizes: list[int], n_classes: int, *, seeds: list[int]) -> dict[tuple[int, int], np.ndarray]:
     """Class-balanced, nested training subsets per ``(size, seed)``.
 
     Args:
@@ -158,7 +158,7 @@ def draw_subsets(y: np.ndarray, sizes: list[int], seeds: list[int], n_classes: i
         n_classes: C.
 
     Returns:
-        ``{(size, seed): sorted row indices}``: ``size // K`` rows of each
+        ``{(size, seed): sorted row indices}``: ``size // C`` rows of each
         class plus one more for ``size % C`` classes chosen by the seed; a
         seed's smaller subsets are contained in its larger ones.
 
@@ -458,7 +458,7 @@ def prepare(cfg: SmallDataConfig) -> Prepared:
     for spec in cfg.models:
         check_input_shape(parse_spec(spec), data.input_shape)
     check_supports_study(data, study="the small-data study", min_per_class=1)
-    subsets = draw_subsets(data.y_train, cfg.sizes, cfg.seeds, data.n_classes)
+    subsets = draw_subsets(data.y_train, cfg.sizes, data.n_classes, seeds=cfg.seeds)
     union = np.unique(np.concatenate(list(subsets.values())))
     position = np.full(len(data.y_train), -1)
     position[union] = np.arange(len(union))

@@ -185,8 +185,8 @@ def defense_epochs(defense: Defense, settings: Settings) -> int:
     return settings.dp_epochs if defense.kind == "dp-sgd" else settings.epochs
 
 
-def train_defended(defense: Defense, x: np.ndarray, y: np.ndarray, masks: np.ndarray, seeds, settings: Settings,
-                   x_test: np.ndarray, y_test: np.ndarray,
+def train_defended(defense: Defense, x: np.ndarray, y: np.ndarray, masks: np.ndarray, settings: Settings,
+                   x_test: np.ndarray, y_test: np.ndarray, *, seeds,
                    progress: Callable[[int], None] | None = None) -> Trained:
     """Train ``len(seeds)`` models under ``defense``, model k on the rows of ``masks[k]``.
 

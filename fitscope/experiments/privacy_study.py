@@ -273,13 +273,13 @@ def privacy_unit(task: PrivacyTask, *, x_train: np.ndarray, y_train: np.ndarray,
         return {**frame_to_arrays(table), "seconds": np.asarray(time.perf_counter() - t0)}
     defense = parse_defense(task.name)
     if task.part == "shadows":
-        trained = train_defended(defense, x_train, y_train, masks, task.seeds, task.settings, x_test, y_test,
-                                 progress=progress)
+        trained = train_defended(defense, x_train, y_train, masks, task.settings, x_test, y_test,
+                                 seeds=task.seeds, progress=progress)
         return {"logits": trained.logits.astype(np.float16), "test_acc": trained.test_acc,
                 "spent_eps": np.asarray(trained.spent_eps), "seconds": np.asarray(time.perf_counter() - t0)}
     everything = np.ones((1, len(canary_y)), bool)
-    trained = train_defended(defense, x_train, canary_y, everything, task.seeds, task.settings, x_test, y_test,
-                             progress=progress)
+    trained = train_defended(defense, x_train, canary_y, everything, task.settings, x_test, y_test,
+                             seeds=task.seeds, progress=progress)
     return {"logits": trained.logits[0].astype(np.float32), "seconds": np.asarray(time.perf_counter() - t0)}
 
 

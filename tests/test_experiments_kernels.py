@@ -146,14 +146,14 @@ def test_uci_bad_csv_dir_and_bad_grid_are_one_line_errors(tmp_path):
 
 def test_subsets_are_balanced_nested_and_seeded():
     y = np.repeat(np.arange(4), 25)
-    subsets = ksd.draw_subsets(y, [4, 6, 12], [0, 1], 4)
+    subsets = ksd.draw_subsets(y, [4, 6, 12], 4, seeds=[0, 1])
     for seed in (0, 1):
         counts = np.bincount(y[subsets[(6, seed)]], minlength=4)
         assert counts.sum() == 6 and counts.min() == 1 and counts.max() == 2
         assert set(subsets[(4, seed)]) <= set(subsets[(6, seed)]) <= set(subsets[(12, seed)])
         assert np.bincount(y[subsets[(12, seed)]]).tolist() == [3, 3, 3, 3]
     assert not np.array_equal(subsets[(12, 0)], subsets[(12, 1)])
-    again = ksd.draw_subsets(y, [4, 6, 12], [0, 1], 4)
+    again = ksd.draw_subsets(y, [4, 6, 12], 4, seeds=[0, 1])
     assert all(np.array_equal(subsets[k], again[k]) for k in subsets)
     with pytest.raises(ConfigError, match="at least one example per class"):
         ksd.draw_subsets(y, [3], 4, seeds=[0])

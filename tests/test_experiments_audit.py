@@ -19,11 +19,13 @@ from fitscope.experiments.audit import (
     subset_masks,
 )
 from fitscope.runs.executors import machine_cpus
+from fitscope.seeding import derive_seed
 from fitscope.train import TrainConfig, train_ensemble
 
 SMALL = dict(model="mlp:64x1", models=24, ratio=0.7, cscore_ratios=[0.3, 0.7], cscore_models=8, epochs=5,
              noise=0.1, chunk=12)
-EXAMPLE_COLUMNS = ["index", "label", "true_label", "corrupted", "mem", "mem_se", "cscore", "learning_speed",
+EXAMPLE_COLUMNS = ["index", "label", "true_label", "corrupted", "mem", "mem_lo", "mem_hi", "mem_se", "cscore",
+                   "learning_speed",
                    "density", "hidden_density", "rel_distance", "oof_confidence", "label_issue", "cleanlab_issue",
                    "cleanlab_score"]
 
@@ -104,9 +106,11 @@ def test_audit_writes_tables_and_report(small_audit):
     assert n == 1437 and np.array_equal(examples["index"], np.arange(n))
     assert examples.corrupted.sum() == round(0.1 * n)
     assert (examples.label != examples.true_label).sum() == examples.corrupted.sum()
-    for column in ("mem", "mem_se", "cscore", "learning_speed", "density", "hidden_density", "oof_confidence",
-                   "label_issue"):
+    for column in ("mem", "mem_lo", "mem_hi", "mem_se", "cscore", "learning_speed", "density", "hidden_density",
+                   "oof_confidence", "label_issue"):
         assert examples[column].notna().all(), column
+    assert (examples.mem_lo <= examples.mem).all() and (examples.mem <= examples.mem_hi).all()
+    assert (examples.mem_se > 0).all()  # never 0, even where every model agreed
     # memorization and C-score against their definitions, by loops over the stored models of each unit
     stored = {key: run.load_unit(key) for key in run.unit_keys()}
     by_ratio = {0.3: [stored["cscore-0.3-000"]], 0.7: [stored["mem-000"], stored["mem-001"]]}
@@ -121,13 +125,21 @@ def test_audit_writes_tables_and_report(small_audit):
                 assert examples.mem[i] == pytest.approx(sum(trained) / len(trained) - per_ratio[r], abs=1e-12), i
         assert examples.cscore[i] == pytest.approx((per_ratio[0.3] + per_ratio[0.7]) / 2, abs=1e-12), i
     influence = pd.read_parquet(run.path / "influence.parquet")
-    assert list(influence.columns) == ["train_index", "test_index", "infl", "infl_se", "mem"]
-    assert (influence.infl >= 0.15).all() and (influence.mem >= 0.25).all()
+    assert list(influence.columns) == ["train_index", "test_index", "infl", "infl_lo", "infl_hi", "infl_se", "mem",
+                                       "fdr"]
+    assert (influence.infl >= 0.15).all() and (influence.mem >= 0.25).all() and (influence.fdr <= 0.1).all()
+    # the FDR figures travel with the table
+    meta = influence.attrs["influence"]
+    assert meta["fdr_target"] == 0.1 and meta["permutations"] == 50 and meta["n_models"] == 24
+    assert meta["seed"] == derive_seed(0, "influence-null") and meta["n_kept"] == len(influence)
+    assert meta["n_candidates"] == outcome.summary["fixed-threshold pairs"] >= len(influence)
+    assert outcome.summary["high-influence pairs"] == len(influence)
     html = (run.path / "report.html").read_text()
     # galleries (3), pairs, histograms, ROC
     assert html.count("data:image/png;base64,") >= 6
     for text in ("Most memorized", "Most atypical", "Most likely mislabeled", "High-influence pairs",
-                 "Spearman", "Label-issue detection", "cleanlab", "restricted to the models whose subset"):
+                 "Spearman", "Label-issue detection", "cleanlab", "restricted to the models whose subset",
+                 "What the scores mean", "95% interval", "would pass by chance", "FDR"):
         assert text in html, text
     assert run.meta["status"] == "done" and run.meta["summary"]["models"] == 24 + 8
     assert run.seeds["noise_seed"] is not None

@@ -6,9 +6,11 @@ classes, E epochs. The inputs are the arrays of
 per-epoch records ``(E, K, n)``, ``train_logits`` ``(K, n, C)`` and
 ``test_logits`` ``(K, m, C)``; correctness is ``logits.argmax(-1) == labels``.
 
-- memorization and influence (Feldman & Zhang 2020): :func:`memorization_scores`,
+- memorization and influence (Feldman & Zhang 2020) with 95% intervals: :func:`memorization_scores`,
   :func:`influence_scores`, :func:`high_influence_pairs` and, in blocks of
-  training rows without the ``(n, m)`` matrix, :func:`high_influence_pairs_streamed`;
+  training rows without the ``(n, m)`` matrix and under a target false-discovery
+  rate (a permutation null), :func:`high_influence_pairs_streamed`; the intervals
+  themselves: :func:`wilson_interval` (a rate), :func:`newcombe_interval` (a difference of two rates);
 - holdout C-score (Jiang et al. 2021): :func:`cscore_holdout`;
 - C-score proxies: :func:`learning_speed`, :func:`kernel_density`, :func:`relative_distance`;
 - label issues: :func:`out_of_fold_probs`, :func:`label_issue_scores`, :func:`detection_metrics`;
@@ -44,6 +46,7 @@ from fitscope.estimators.memorization import (
     influence_scores,
     memorization_scores,
 )
+from fitscope.estimators.intervals import newcombe_interval, wilson_interval
 from fitscope.estimators.neighbours import NeighbourConflicts, late_examples, nearest_neighbour, neighbour_conflicts
 from fitscope.estimators.subsets import min_models, subset_masks
 from fitscope.estimators.proxies import kernel_density, learning_speed, median_bandwidth, relative_distance
@@ -90,6 +93,8 @@ __all__ = [
     "mask_metrics",
     "membership_metrics",
     "memorization_scores",
+    "newcombe_interval",
     "out_of_fold_probs",
     "relative_distance",
+    "wilson_interval",
 ]

@@ -16,28 +16,44 @@ import pandas as pd
 
 @dataclass(frozen=True, eq=False)
 class MemorizationResult:
-    """Feldman-Zhang memorization estimates, one per training example.
+    """Feldman-Zhang memorization estimates, one per training example, with confidence intervals.
+
+    The rates get Wilson score intervals and ``mem`` Newcombe's hybrid score interval
+    (method 10) built from them, at level ``confidence`` (see
+    :mod:`fitscope.estimators.intervals`). Every array is ``(n,)``; NaN where
+    ``n_in == 0`` (for the ``p_in`` fields and ``mem``) or ``n_out == 0`` (``p_out``, ``mem``).
 
     Attributes:
-        mem: ``(n,)`` float64, ``p_in - p_out``; NaN where ``n_in == 0`` or ``n_out == 0``.
-        mem_se: ``(n,)`` float64 standard error
-            ``sqrt(p_in (1 - p_in) / n_in + p_out (1 - p_out) / n_out)``; NaN with ``mem``.
-        p_in: ``(n,)`` float64 mean correctness over the models whose subset holds the example
-            (NaN where ``n_in == 0``).
-        p_out: ``(n,)`` float64 mean correctness over the other models (NaN where ``n_out == 0``).
-        n_in: ``(n,)`` int64 number of models whose subset holds the example.
-        n_out: ``(n,)`` int64 number of models whose subset does not.
+        mem: float64, ``p_in - p_out``.
+        mem_lo, mem_hi: float64 bounds of ``mem``'s interval, in [-1, 1].
+        mem_se: float64 ``(mem_hi - mem_lo) / (2 z)``: the standard error of a normal
+            interval as wide as the reported one (never 0 from finitely many models;
+            it is not the plug-in ``sqrt(p (1 - p) / n)`` terms, which are 0 at rates 0 and 1).
+        p_in: float64 mean correctness over the models whose subset holds the example.
+        p_in_lo, p_in_hi: float64 Wilson bounds of ``p_in``.
+        p_out: float64 mean correctness over the other models.
+        p_out_lo, p_out_hi: float64 Wilson bounds of ``p_out``.
+        n_in: int64 number of models whose subset holds the example.
+        n_out: int64 number of models whose subset does not.
         n_models: K.
+        confidence: the two-sided level of the intervals (0.95 by default).
         method: ``"feldman-zhang"``.
     """
 
     mem: np.ndarray
+    mem_lo: np.ndarray
+    mem_hi: np.ndarray
     mem_se: np.ndarray
     p_in: np.ndarray
+    p_in_lo: np.ndarray
+    p_in_hi: np.ndarray
     p_out: np.ndarray
+    p_out_lo: np.ndarray
+    p_out_hi: np.ndarray
     n_in: np.ndarray
     n_out: np.ndarray
     n_models: int
+    confidence: float = 0.95
     method: str = "feldman-zhang"
 
     @property
@@ -51,32 +67,40 @@ class MemorizationResult:
         return int(np.count_nonzero(np.isnan(self.mem)))
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per training example: ``index, mem, mem_se, p_in, p_out, n_in, n_out``."""
+        """One row per training example: ``index``, then every array in the order of the attributes."""
         return pd.DataFrame({
-            "index": np.arange(self.n_examples), "mem": self.mem, "mem_se": self.mem_se,
-            "p_in": self.p_in, "p_out": self.p_out, "n_in": self.n_in, "n_out": self.n_out,
+            "index": np.arange(self.n_examples), "mem": self.mem, "mem_lo": self.mem_lo, "mem_hi": self.mem_hi,
+            "mem_se": self.mem_se, "p_in": self.p_in, "p_in_lo": self.p_in_lo, "p_in_hi": self.p_in_hi,
+            "p_out": self.p_out, "p_out_lo": self.p_out_lo, "p_out_hi": self.p_out_hi,
+            "n_in": self.n_in, "n_out": self.n_out,
         })
 
 
 @dataclass(frozen=True, eq=False)
 class InfluenceResult:
-    """Feldman-Zhang influence of every training example on every test example.
+    """Feldman-Zhang influence of every training example on every test example, with confidence intervals.
 
     Attributes:
         infl: ``(n, m)`` float32, ``infl[i, j] = P[test j correct | i in S] - P[... | i not in S]``;
             rows of NaN where ``n_in[i] == 0`` or ``n_out[i] == 0``.
-        se: ``(n, m)`` float32 standard error of ``infl`` (same formula as memorization).
+        infl_lo, infl_hi: ``(n, m)`` float32 Newcombe interval of ``infl`` (Wilson intervals of
+            the two rates, as for memorization), at level ``confidence``.
+        se: ``(n, m)`` float32 ``(infl_hi - infl_lo) / (2 z)`` (see :class:`MemorizationResult`'s ``mem_se``).
         n_in: ``(n,)`` int64 models whose subset holds train example i.
         n_out: ``(n,)`` int64 models whose subset does not.
         n_models: K.
+        confidence: the two-sided level of the intervals.
         method: ``"feldman-zhang"``.
     """
 
     infl: np.ndarray
+    infl_lo: np.ndarray
+    infl_hi: np.ndarray
     se: np.ndarray
     n_in: np.ndarray
     n_out: np.ndarray
     n_models: int
+    confidence: float = 0.95
     method: str = "feldman-zhang"
 
     @property
@@ -92,17 +116,36 @@ class InfluenceResult:
 
 @dataclass(frozen=True, eq=False)
 class InfluencePairs:
-    """The high-influence (train, test) pairs, found block by block (no ``(n, m)`` matrix kept).
+    """The high-influence (train, test) pairs, found block by block (no ``(n, m)`` matrix kept), with their FDR.
+
+    *Candidates* pass the fixed thresholds (``infl >= infl_threshold``, ``mem >= mem_threshold``);
+    the *kept* pairs are the candidates whose q-value ``fdr`` is at most ``fdr_target``
+    (:mod:`fitscope.estimators.influence_fdr`). Without a target every candidate is kept.
 
     Attributes:
-        pairs: DataFrame with ``train_index``, ``test_index`` (int64), ``infl``, ``infl_se``
-            (float32) and ``mem`` (float64, NaN without memorization), most influential first.
-        mean_se: mean standard error of the influence over every defined (train, test) pair.
+        pairs: the kept pairs: DataFrame with ``train_index``, ``test_index`` (int64), ``infl``,
+            ``infl_lo``, ``infl_hi``, ``infl_se`` (float32), ``mem`` (float64, NaN without
+            memorization) and ``fdr`` (float64 q-value, NaN without a target), most influential first.
+        candidates: every candidate, the same columns.
+        mean_se: mean of ``infl_se`` over every defined (train, test) pair.
         n_models: K.
         n_undefined: training examples without an estimate (in every subset or in none).
         infl_threshold: the influence threshold used.
         mem_threshold: the memorization threshold used (None when no memorization was given).
         block_rows: training rows per block.
+        confidence: the two-sided level of the intervals.
+        n_candidates: how many candidates passed the fixed thresholds.
+        fdr_target: the target FDR (None: no null computed, every candidate kept).
+        fdr: estimated FDR of the kept list (NaN when nothing is kept or no target).
+        fdr_threshold: the kept pairs have ``infl_lo >= fdr_threshold`` (inf when none is kept;
+            NaN without a target).
+        candidates_fdr: estimated FDR of the candidates (the fixed-threshold list).
+        null_candidates: null candidates per permutation (their mean plus one pseudo-count over P).
+        permutations: null permutations P (0 without a target).
+        seed: seed of the permutations (None without a target).
+        models_for_target: projected models for the fixed-threshold list to reach ``fdr_target``
+            (None when the candidates show no real pairs; K when already within it).
+        statistic: the candidates' statistic compared with the null, ``"infl_lo"``.
         method: ``"feldman-zhang"``.
     """
 
@@ -113,7 +156,34 @@ class InfluencePairs:
     infl_threshold: float
     mem_threshold: float | None
     block_rows: int
+    candidates: pd.DataFrame | None = None
+    confidence: float = 0.95
+    n_candidates: int = 0
+    fdr_target: float | None = None
+    fdr: float = float("nan")
+    fdr_threshold: float = float("nan")
+    candidates_fdr: float = float("nan")
+    null_candidates: float = float("nan")
+    permutations: int = 0
+    seed: int | None = None
+    models_for_target: int | None = None
+    statistic: str = "infl_lo"
     method: str = "feldman-zhang"
+
+    def metadata(self) -> dict:
+        """The settings and FDR figures as plain JSON values (stored with ``influence.parquet``)."""
+        def number(x):
+            return None if x is None or not np.isfinite(x) else float(x)
+
+        return {
+            "method": self.method, "statistic": self.statistic, "confidence": self.confidence,
+            "n_models": self.n_models, "infl_threshold": self.infl_threshold, "mem_threshold": self.mem_threshold,
+            "n_candidates": self.n_candidates, "n_kept": int(len(self.pairs)),
+            "fdr_target": self.fdr_target, "fdr": number(self.fdr), "fdr_threshold": number(self.fdr_threshold),
+            "candidates_fdr": number(self.candidates_fdr), "null_candidates": number(self.null_candidates),
+            "permutations": self.permutations, "seed": self.seed, "models_for_target": self.models_for_target,
+            "mean_se": number(self.mean_se),
+        }
 
 
 @dataclass(frozen=True, eq=False)

@@ -10,7 +10,13 @@ the first memorization model: the inputs of its last linear layer) and
 relative-distance proxies, out-of-fold probabilities and a label-issue score;
 write ``examples.parquet``, ``influence.parquet`` and ``report.html``. Influence
 is computed in blocks of training rows and only the high-influence pairs are
-kept, so no ``n_train x n_test`` matrix is ever held.
+kept, so no ``n_train x n_test`` matrix is ever held. Memorization and
+influence come with 95% intervals (Wilson per rate, Newcombe for the
+difference); the pairs passing Feldman & Zhang's fixed thresholds are tested
+against a permutation null and only those under a 10% false-discovery rate
+are kept (:data:`INFLUENCE_FDR`, :data:`INFLUENCE_PERMUTATIONS`); the FDR
+figures, the threshold, the permutations and their seed are stored with
+``influence.parquet`` (``pandas.read_parquet(...).attrs["influence"]``).
 
 Units of work: every ratio's models are split into chunks of ``chunk`` models,
 each trained as one batched ensemble and stored in the run as soon as it
@@ -56,6 +62,9 @@ _FEATURE_ROWS = 1024
 #: Mean final accuracy of the subset models on their own subsets above which they count as fitting them;
 #: only then is memorization a label-issue signal (see ``fitscope/estimators/label_issues.py``).
 FIT_THRESHOLD = 0.99
+#: Target false-discovery rate of the kept high-influence pairs, and the permutations of its null.
+INFLUENCE_FDR = 0.10
+INFLUENCE_PERMUTATIONS = 50
 
 
 class AuditConfig(BaseModel):
@@ -315,6 +324,8 @@ class AuditOutcome:
     trained_units: list[str] = field(default_factory=list)
     reused_units: list[str] = field(default_factory=list)
     mem_in_label_score: bool = False
+    # the FDR figures of the influence pairs (InfluencePairs.metadata() and the permutations' seed)
+    influence_fdr: dict = field(default_factory=dict)
     cleanlab: dict | None = None  # find_label_issues's mask: precision, recall, flagged, k (ground truth known)
     # the keyword arguments the label-issue score was computed from (labels, pred_probs, signals), so that a
     # benchmark can recompute it with other weights: label_issue_scores(**label_signals, weights=...)
@@ -328,8 +339,9 @@ def _nanmean(values) -> float:
     return float(values.mean()) if values.size else float("nan")
 
 
-def estimate(arrays: AuditArrays, data: Dataset, labels: np.ndarray, flipped: np.ndarray | None) -> AuditOutcome:
-    """Every estimator of the audit from the stored arrays (no training)."""
+def estimate(arrays: AuditArrays, data: Dataset, labels: np.ndarray, flipped: np.ndarray | None, *,
+             seed: int = 0) -> AuditOutcome:
+    """Every estimator of the audit from the stored arrays (no training); ``seed``: the influence null's."""
     from scipy.stats import spearmanr
     from sklearn.metrics import roc_curve
 
@@ -349,8 +361,12 @@ def estimate(arrays: AuditArrays, data: Dataset, labels: np.ndarray, flipped: np
 
     n = len(labels)
     mem = memorization_scores(arrays.correct, arrays.masks)
-    infl = high_influence_pairs_streamed(arrays.test_correct, arrays.masks, mem)  # no (n, m) matrix
-    pairs = infl.pairs
+    # no (n, m) matrix; the pairs kept under the target FDR of a permutation null
+    infl = high_influence_pairs_streamed(arrays.test_correct, arrays.masks, mem, fdr=INFLUENCE_FDR,
+                                         permutations=INFLUENCE_PERMUTATIONS, seed=seed)
+    pairs = infl.pairs.copy()
+    influence_fdr = infl.metadata()
+    pairs.attrs["influence"] = influence_fdr  # written into influence.parquet's metadata
     cscore = cscore_holdout(arrays.cscore_pairs)
     speed = learning_speed(arrays.records_correct, in_subset=arrays.masks)
     x = data.x_train.reshape(n, -1)
@@ -377,6 +393,8 @@ def estimate(arrays: AuditArrays, data: Dataset, labels: np.ndarray, flipped: np
         examples["true_label"] = data.y_train.astype(np.int64)
         examples["corrupted"] = corrupted
     examples["mem"] = mem.mem
+    examples["mem_lo"] = mem.mem_lo
+    examples["mem_hi"] = mem.mem_hi
     examples["mem_se"] = mem.mem_se
     examples["cscore"] = cscore.cscore
     examples["learning_speed"] = speed.scores
@@ -407,10 +425,14 @@ def estimate(arrays: AuditArrays, data: Dataset, labels: np.ndarray, flipped: np
         "mean mem_se": _nanmean(mem.mem_se),
         "mean infl_se": float(infl.mean_se),
         "high-influence pairs": int(len(pairs)),
+        "high-influence pairs FDR": float(infl.fdr),
+        "fixed-threshold pairs": int(infl.n_candidates),
+        "fixed-threshold pairs FDR": float(infl.candidates_fdr),
+        f"models for {INFLUENCE_FDR:.0%} FDR (projected)": infl.models_for_target,
         "learning speed vs C-score rho": float(spearman.spearman_rho.iloc[0]),
     }
     outcome = AuditOutcome(examples=examples, influence=pairs, summary=summary, spearman=spearman,
-                           mem_in_label_score=use_mem, label_signals=label_signals,
+                           mem_in_label_score=use_mem, influence_fdr=influence_fdr, label_signals=label_signals,
                            label_issue_signals=issues.signals)
     if flipped is not None and 0 < len(flipped) < n:
         corrupted = examples["corrupted"].to_numpy()
@@ -471,12 +493,17 @@ def plan(cfg: AuditConfig, prepared: Prepared) -> list[Unit]:
             for c in plan_units(cfg, len(state.labels))]
 
 
+def influence_seed(cfg: AuditConfig) -> int:
+    """The seed of the influence null's permutations, derived from the config's seed (stored with the table)."""
+    return derive_seed(cfg.seed, "influence-null")
+
+
 def estimate_study(cfg: AuditConfig, prepared: Prepared, units) -> Outcome:
     """Every estimator from the stored units; the examples and influence tables."""
     state: AuditState = prepared.state
     chunks = plan_units(cfg, len(state.labels))
     gathered = _gather(chunks, {c.key: units[c.key] for c in chunks}, cfg, len(state.labels))
-    outcome = estimate(gathered, state.data, state.labels, state.flipped)
+    outcome = estimate(gathered, state.data, state.labels, state.flipped, seed=influence_seed(cfg))
     outcome.summary = {"models": int(sum(len(c.seeds) for c in chunks)), **outcome.summary,
                        "training seconds (all units, summed)": float(sum(gathered.seconds.values()))}
     return Outcome(tables={"examples": outcome.examples, "influence": outcome.influence},

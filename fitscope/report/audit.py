@@ -84,7 +84,11 @@ def gallery_figure(data, examples: pd.DataFrame, indices, score: str, *, columns
 
 
 def pairs_figure(data, pairs: pd.DataFrame, labels: np.ndarray) -> list[dict] | None:
-    """The most influential (train, test) pairs as tiles: train example | test example, captioned with infl."""
+    """The most influential (train, test) pairs as tiles: train example | test example, captioned with infl.
+
+    With the columns ``infl_lo``/``infl_hi`` and ``fdr`` (q-value) the caption adds the 95%
+    interval and the pair's FDR; tables without them (older runs) show infl alone.
+    """
     top = pairs.head(PAIRS_SHOWN)
     if not len(top):
         return None
@@ -98,9 +102,199 @@ def pairs_figure(data, pairs: pd.DataFrame, labels: np.ndarray) -> list[dict] | 
         draw_input(ax_train, data.x_train[i], data.kind, limits)
         draw_input(ax_test, data.x_test[j], data.kind, limits)
         lines = [f"train #{i} ({_class_name(data.classes, labels[i])}) | test #{j} "
-                 f"({_class_name(data.classes, data.y_test[j])})", f"infl {pair.infl:.2f}"]
+                 f"({_class_name(data.classes, data.y_test[j])})", _pair_text(pair)]
         tiles.append({"uri": figure_to_data_uri(fig), "lines": lines, "flag": False})
     return tiles
+
+
+def _pair_text(pair) -> str:
+    """``infl 0.52 [0.31, 0.70], FDR 2%`` (the interval and FDR only where the table has them)."""
+    text = f"infl {pair.infl:.2f}"
+    lo, hi = getattr(pair, "infl_lo", None), getattr(pair, "infl_hi", None)
+    if lo is not None and hi is not None and np.isfinite(lo) and np.isfinite(hi):
+        text += f" [{lo:.2f}, {hi:.2f}]"
+    fdr = getattr(pair, "fdr", None)
+    if fdr is not None and np.isfinite(fdr):
+        text += f", FDR {format_percent(fdr)}"
+    return text
+
+
+MEM_BARS = 30  # most memorized examples drawn with their intervals
+
+
+def memorization_interval_figure(examples: pd.DataFrame) -> list[str] | None:
+    """Memorization with its 95% intervals: every example in rank order (a band), and the most memorized (bars).
+
+    Needs ``mem_lo`` and ``mem_hi`` (None for an older table without them). Flipped labels
+    (``corrupted``) are drawn in red in the second panel.
+    """
+    if not {"mem", "mem_lo", "mem_hi"} <= set(examples.columns):
+        return None
+    mem = examples["mem"].to_numpy(float)
+    ok = np.flatnonzero(np.isfinite(mem))
+    if not ok.size:
+        return None
+    lo, hi = examples["mem_lo"].to_numpy(float), examples["mem_hi"].to_numpy(float)
+    order = ok[np.argsort(-mem[ok], kind="stable")]
+    fig = new_figure(PANEL_WIDTH, 3.3)
+    ax = fig.subplots()
+    rank = np.arange(1, order.size + 1)
+    ax.fill_between(rank, lo[order], hi[order], step="mid", alpha=0.35, lw=0, label="95% interval")
+    ax.plot(rank, mem[order], drawstyle="steps-mid", lw=1.2, label="mem")
+    ax.axhline(0, color="gray", lw=0.8, ls="--")
+    ax.set(title="Every example, by memorization", xlabel="rank", ylabel="memorization", ylim=(-1.02, 1.02))
+    ax.legend(fontsize=SMALL_FONT, loc="upper right")
+    ax.grid(alpha=0.3)
+    panels = [figure_to_data_uri(fig)]
+
+    top = order[:MEM_BARS]
+    fig = new_figure(PANEL_WIDTH, 3.3)
+    ax = fig.subplots()
+    x = np.arange(top.size)
+    flipped = (examples["corrupted"].to_numpy(bool)[top] if "corrupted" in examples.columns
+               else np.zeros(top.size, bool))
+    for mask, color, name in ((~flipped, "C0", "clean label"), (flipped, "C3", "flipped label")):
+        if mask.any():
+            ax.errorbar(x[mask], mem[top][mask], yerr=[mem[top][mask] - lo[top][mask], hi[top][mask] - mem[top][mask]],
+                        fmt="o", ms=3, color=color, elinewidth=1, capsize=2,
+                        label=name if "corrupted" in examples.columns else None)
+    ax.axhline(0, color="gray", lw=0.8, ls="--")
+    ax.set(title=f"The {top.size} most memorized", xlabel="rank", ylabel="memorization", ylim=(-1.02, 1.02))
+    if "corrupted" in examples.columns:
+        ax.legend(fontsize=SMALL_FONT, loc="lower left")
+    ax.grid(alpha=0.3)
+    panels.append(figure_to_data_uri(fig))
+    return panels
+
+
+def _interval_text(lo: np.ndarray, hi: np.ndarray) -> list[str]:
+    """``[0.63, 0.97]`` per row (a dash where an end is missing)."""
+    return [f"[{a:.2f}, {b:.2f}]" if np.isfinite(a) and np.isfinite(b) else "\u2014" for a, b in zip(lo, hi)]
+
+
+def memorization_table(examples: pd.DataFrame, indices, classes) -> pd.DataFrame | None:
+    """The examples ``indices`` with memorization, its 95% interval and the label-issue score, for the report."""
+    indices = [int(i) for i in indices]
+    if not indices or "mem_lo" not in examples.columns:
+        return None
+    rows = examples.iloc[indices]
+    table = pd.DataFrame({"example": [f"#{i}" for i in rows["index"]],
+                          "given": [_class_name(classes, v) for v in rows["label"]]})
+    if "true_label" in rows.columns:
+        table["true"] = [_class_name(classes, v) for v in rows["true_label"]]
+    table["mem"] = [f"{v:.2f}" for v in rows["mem"].to_numpy(float)]
+    table["95% interval"] = _interval_text(rows["mem_lo"].to_numpy(float), rows["mem_hi"].to_numpy(float))
+    if "label_issue" in rows.columns:
+        table["label issue"] = [f"{v:.2f}" for v in rows["label_issue"].to_numpy(float)]
+    return table
+
+
+def pairs_table(pairs: pd.DataFrame, count: int = 20) -> pd.DataFrame:
+    """The top ``count`` pairs for the report: indices, influence with its interval, memorization and FDR (in %)."""
+    top = pairs.head(count)
+    table = pd.DataFrame({"train": [f"#{i}" for i in top["train_index"]], "test": [f"#{j}" for j in top["test_index"]],
+                          "infl": [f"{v:.2f}" for v in top["infl"].to_numpy(float)]})
+    if {"infl_lo", "infl_hi"} <= set(top.columns):
+        table["95% interval"] = _interval_text(top["infl_lo"].to_numpy(float), top["infl_hi"].to_numpy(float))
+    if "mem" in top.columns:
+        table["mem of train"] = [f"{v:.2f}" for v in top["mem"].to_numpy(float)]
+    if "fdr" in top.columns:
+        table["FDR"] = top["fdr"].to_numpy(float)
+        return percent_columns(table, "FDR")
+    return table
+
+
+def influence_text(fdr: dict | None, n_models: int) -> list[str]:
+    """Sentences on the influence pairs' false-discovery rate (from ``influence.parquet``'s metadata), or []."""
+    if not fdr or fdr.get("fdr_target") is None:
+        return []
+    target = format_percent(fdr["fdr_target"])
+    candidates, kept = int(fdr.get("n_candidates") or 0), int(fdr.get("n_kept") or 0)
+    null = fdr.get("null_candidates")
+    perms = fdr.get("permutations")
+    lines = []
+    if candidates:
+        chance = f"about {format_number(round(null))}" if null is not None else "an unknown number"
+        lines.append(f"The fixed thresholds pass {candidates:,} pairs; {chance} of them would pass by chance "
+                     f"(the same {n_models} models with their memberships shuffled, {perms} times), an estimated "
+                     f"false-discovery rate of {format_percent(fdr.get('candidates_fdr'))}.")
+    else:
+        lines.append("No pair passes the fixed thresholds.")
+    if kept:
+        chance = kept * (fdr.get("fdr") or 0.0)
+        chance_text = ("fewer than one of them is expected to be chance" if chance < 1
+                       else f"about {format_number(round(chance))} of them may still be chance")
+        lines.append(f"{kept:,} pair{'s are' if kept > 1 else ' is'} kept at FDR ≤ {target}: those whose 95% "
+                     f"lower bound of influence is at least {fdr.get('fdr_threshold'):.2f} (estimated FDR of the "
+                     f"kept list {format_percent(fdr.get('fdr'))}: {chance_text}).")
+    elif candidates:
+        lines.append(f"None of them is kept: with {n_models} models no pair stands out from chance at FDR "
+                     f"≤ {target}.")
+    needed = fdr.get("models_for_target")
+    if needed is not None and candidates:
+        if needed <= n_models:
+            lines.append(f"The fixed-threshold list is already within {target} FDR with these {n_models} models.")
+        else:
+            lines.append(f"For the fixed-threshold list itself to reach {target} FDR, about {needed:,} models would "
+                         f"be needed (a projection: it assumes the real pairs keep their influence while the chance "
+                         f"influences shrink like 1/√K).")
+    elif candidates:
+        lines.append("No number of models can be projected for the fixed-threshold list: these pairs show no "
+                     "excess over chance to build on.")
+    return lines
+
+
+#: One sentence per score, for a practitioner (the template's "What the scores mean").
+SCORE_SENTENCES = [
+    ("memorization (mem)", "How much more often the models get a training example right when they trained on it "
+     "than when they did not: near 1, the example is learned only by seeing it (a rare case or a wrong label); "
+     "near 0, the rest of the data teaches it."),
+    ("influence (infl)", "How much more often the models get a test example right when a given training example "
+     "was in their training set: a large value means that one training example is what makes the test "
+     "example come out right (often a near duplicate)."),
+    ("95% interval (lo, hi)", "The range that holds the true value for 95 of 100 such estimates; it is wide when "
+     "few models held (or left out) the example, and it never shrinks to a point just because every model "
+     "agreed (Wilson intervals per rate, Newcombe's for their difference). mem_se and infl_se are half its "
+     "width divided by 1.96."),
+    ("FDR (q-value)", "Of the pairs at least as strong as this one, the share expected to be chance, estimated by "
+     "recomputing every pair with the models' memberships shuffled (which removes any real influence)."),
+    ("holdout C-score", "How often models that never saw an example still predict its given label, averaged over "
+     "training-set sizes: low means atypical or mislabeled."),
+    ("learning speed", "How early in training the models get the example right (mean correctness over epochs): "
+     "slow examples are atypical or mislabeled."),
+    ("kernel density and relative distance", "How crowded an example's neighbourhood is with examples of its "
+     "own given label (in pixel space and in a trained model's hidden space), against other labels: low means "
+     "it sits among other classes."),
+    ("out-of-fold confidence", "The probability that models which did not train on an example give its "
+     "given label."),
+    ("label-issue score", "A weighted rank average of the signals above, from 0 to 1: the higher, the more "
+     "likely the given label is wrong."),
+]
+
+
+def left_out(context: dict) -> list[str]:
+    """Sentences naming each signal the audit left out (or could not measure) and why."""
+    lines = []
+    summary = context.get("summary") or {}
+    fit = summary.get("subset train accuracy")
+    if not context.get("mem_in_label_score"):
+        fit_text = f" (mean subset accuracy {format_percent(fit)}, below 99%)" if fit is not None else ""
+        lines.append(f"Memorization is not in the label-issue score: the subset models do not fit their own "
+                     f"subsets{fit_text}, so a mislabeled example that no model fits gets memorization near 0 and "
+                     f"would look clean. Its estimates, intervals and the pairs' memorization filter are still "
+                     f"shown, but read them with that in mind.")
+    if not context.get("hidden_in_label_score"):
+        lines.append("The hidden-space kernel density is computed and shown (Spearman table, examples.parquet) "
+                     "but has weight 0 in the label-issue score: it did not improve detection in the benchmark.")
+    fdr = context.get("influence_fdr") or {}
+    if fdr.get("fdr_target") is not None and fdr.get("n_candidates") and not fdr.get("n_kept"):
+        lines.append(f"No influence pair is reported: all {int(fdr['n_candidates']):,} pairs passing the fixed "
+                     f"thresholds are within what chance gives with {context.get('n_models')} models.")
+    undefined = context.get("n_mem_undefined") or 0
+    if undefined:
+        lines.append(f"{undefined:,} training examples have no memorization estimate: they were in every subset "
+                     f"or in none.")
+    return lines
 
 
 def histograms_figure(examples: pd.DataFrame) -> list[str]:
@@ -167,7 +361,7 @@ def comparison_table(detection: pd.DataFrame | None, cleanlab: dict | None) -> p
     return percent_columns(pd.DataFrame(rows), "precision at k", "recall at k")
 
 
-_PERCENT_WORDS = ("accuracy", "precision", "recall", "TPR")
+_PERCENT_WORDS = ("accuracy", "precision", "recall", "TPR", "FDR")
 
 
 def summary_rows(summary: dict) -> list[dict]:
@@ -245,6 +439,9 @@ def report_context(cfg, data, outcome) -> dict:
     summary = dict(outcome.summary)
     detection = outcome.detection
     mislabeled = _top(examples, "label_issue", ascending=False)
+    memorized = _top(examples, "mem", ascending=False)
+    influence_fdr = getattr(outcome, "influence_fdr", None) or outcome.influence.attrs.get("influence") or {}
+    n_models = int(influence_fdr.get("n_models") or cfg.models)
     context = dict(
         title=f"Data audit: {cfg.model} on {data.name}",
         cfg=cfg.model_dump(),
@@ -258,14 +455,21 @@ def report_context(cfg, data, outcome) -> dict:
         other_ratios=[r for r in cfg.cscore_ratios if r != cfg.ratio],
         mem_in_label_score=outcome.mem_in_label_score,
         hidden_in_label_score="hidden_density" in getattr(outcome, "label_issue_signals", ()),
-        memorized_png=gallery_figure(data, examples, _top(examples, "mem", ascending=False), "mem"),
+        memorized_png=gallery_figure(data, examples, memorized, "mem"),
         atypical_png=gallery_figure(data, examples, _top(examples, "cscore", ascending=True), "cscore"),
         mislabeled_png=gallery_figure(data, examples, mislabeled, "label_issue"),
         mislabeled_indices=mislabeled,
         n_suspect=suspect_count(examples),
         pairs_png=pairs_figure(data, outcome.influence, labels),
         n_pairs=len(outcome.influence),
-        pairs_table=outcome.influence.head(20),
+        pairs_table=pairs_table(outcome.influence),
+        influence_fdr=influence_fdr,
+        influence_lines=influence_text(influence_fdr, n_models),
+        n_models=n_models,
+        mem_interval_png=memorization_interval_figure(examples),
+        memorized_table=memorization_table(examples, memorized[:10], data.classes),
+        n_mem_undefined=int(examples["mem"].isna().sum()),
+        score_sentences=SCORE_SENTENCES,
         hist_png=histograms_figure(examples),
         spearman_table=outcome.spearman,
         detection_table=detection,
@@ -277,4 +481,5 @@ def report_context(cfg, data, outcome) -> dict:
         reused_units=outcome.reused_units,
     )
     context["verdict"] = verdict(context)
+    context["left_out"] = left_out(context)
     return context

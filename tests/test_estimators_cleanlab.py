@@ -42,6 +42,20 @@ def test_matches_cleanlab_and_finds_flips():
     assert detection_metrics(ours, noisy)["auroc"] >= detection_metrics(result.scores, noisy)["auroc"] - 0.01
 
 
+def test_ranking_puts_the_flagged_rows_first_each_group_by_quality():
+    labels, probs, noisy = synthetic(seed=2)
+    probs = probs.copy()
+    probs[7] = np.nan
+    result = cleanlab_issues(labels, probs)
+    order = np.argsort(-np.nan_to_num(result.ranking, nan=-np.inf), kind="stable")
+    flagged = int(result.mask.sum())
+    assert result.mask[order[:flagged]].all() and not result.mask[order[flagged:]].any()
+    for group in (order[:flagged], order[flagged:-1]):  # within a group: by cleanlab's issue score
+        assert np.all(np.diff(result.scores[group]) <= 1e-12)
+    assert np.isnan(result.ranking[7]) and order[-1] == 7
+    assert detection_metrics(result.ranking, noisy)["auroc"] > 0.9
+
+
 def test_nan_rows_are_left_out():
     labels, probs, _ = synthetic()
     probs = probs.copy()

@@ -13,7 +13,8 @@ per-epoch records ``(E, K, n)``, ``train_logits`` ``(K, n, C)`` and
   themselves: :func:`wilson_interval` (a rate), :func:`newcombe_interval` (a difference of two rates);
 - holdout C-score (Jiang et al. 2021): :func:`cscore_holdout`;
 - C-score proxies: :func:`learning_speed`, :func:`kernel_density`, :func:`relative_distance`;
-- label issues: :func:`out_of_fold_probs`, :func:`label_issue_scores`, :func:`detection_metrics`;
+- label issues: :func:`out_of_fold_probs`, :func:`combine_oof_probs` (several families' out-of-fold
+  probabilities mixed, a :class:`FamilyMixture`), :func:`label_issue_scores`, :func:`detection_metrics`;
   the cleanlab baseline on the same probabilities: :func:`cleanlab_issues`, :func:`mask_metrics`;
 - membership inference (LiRA, Carlini et al. 2022, and the loss-threshold baseline): :func:`lira_score`,
   :func:`lira_online`, :func:`lira_offline`, :func:`lira_leave_one_out`, :func:`loss_threshold_scores`,
@@ -26,7 +27,11 @@ Bad arrays raise :class:`~fitscope.errors.DataError`, bad options
 from fitscope.estimators.cleanlab_baseline import CleanlabResult, cleanlab_issues, mask_metrics
 from fitscope.estimators.cscore import cscore_holdout
 from fitscope.estimators.label_issues import (
+    DEFAULT_FAMILY_WEIGHTING,
     DEFAULT_WEIGHTS,
+    FAMILY_WEIGHTINGS,
+    FamilyMixture,
+    combine_oof_probs,
     detection_metrics,
     label_issue_scores,
     out_of_fold_probs,
@@ -66,7 +71,10 @@ __all__ = [
     "neighbour_conflicts",
     "min_models",
     "subset_masks",
+    "DEFAULT_FAMILY_WEIGHTING",
     "DEFAULT_WEIGHTS",
+    "FAMILY_WEIGHTINGS",
+    "FamilyMixture",
     "CScoreResult",
     "CleanlabResult",
     "InfluencePairs",
@@ -76,6 +84,7 @@ __all__ = [
     "MemorizationResult",
     "ProxyScores",
     "cleanlab_issues",
+    "combine_oof_probs",
     "cscore_holdout",
     "detection_metrics",
     "high_influence_pairs",

@@ -46,6 +46,13 @@ class CleanlabResult:
     def n_flagged(self) -> int:
         return int(np.count_nonzero(self.mask))
 
+    @property
+    def ranking(self) -> np.ndarray:
+        """``find_label_issues`` as a ranking, for AUROC and precision at k: ``(n,)`` float64
+        ``mask + 0.5 * scores`` (the flagged rows first, each group ordered by ``scores``; NaN where
+        no prediction)."""
+        return np.where(self.mask, 1.0, 0.0) + 0.5 * self.scores
+
 
 def cleanlab_issues(labels, pred_probs, *, method: str = "self_confidence",
                     filter_by: str = "prune_by_noise_rate") -> CleanlabResult:

@@ -14,12 +14,15 @@ from fitscope.train.ensemble import EpochSampler, predict_logits, train_ensemble
 from fitscope.train.records import PerExampleRecords, pack_correct, per_example_stats, unpack_correct
 from fitscope.train.result import EnsembleResult
 from fitscope.train.schedules import lr_at, lr_schedule
+from fitscope.train.sklearn_oof import OOF_FAMILIES, OutOfFoldProbs, sklearn_oof_probs
 from fitscope.train.threads import configure_threads
 
 __all__ = [
     "Augmenter",
     "EnsembleResult",
     "EpochSampler",
+    "OOF_FAMILIES",
+    "OutOfFoldProbs",
     "PerExampleRecords",
     "TrainConfig",
     "configure_threads",
@@ -30,6 +33,7 @@ __all__ = [
     "pack_correct",
     "per_example_stats",
     "predict_logits",
+    "sklearn_oof_probs",
     "train_ensemble",
     "unpack_correct",
 ]

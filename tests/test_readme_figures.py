@@ -108,7 +108,8 @@ def file_numbers(obj) -> list[float]:
 
 
 def _circumstance(key: str) -> bool:
-    return key in ("provenance", "machine") or "load" in key
+    # "load_average", "other_load", ... but not "workloads" (the figures of a benchmark's workloads)
+    return key in ("provenance", "machine") or re.search(r"(^|_)load", key) is not None
 
 
 def cell_figures(cell: str) -> list[tuple[str, float, int, str]]:
@@ -206,3 +207,8 @@ def test_the_readme_has_results_tables():
 def test_readme_table_figures_appear_in_their_results_file(table):
     problems = table_problems(table)
     assert not problems, "\n".join(problems)
+
+
+def test_load_measurements_are_circumstances_but_workloads_are_figures():
+    assert file_numbers({"load_average": [3.1], "other_load": 0.5, "quiet_wait_load": 1.2, "machine": {"cpus": 2},
+                         "workloads": {"mlp": {"wall_seconds": 3.594}}}) == [3.594]

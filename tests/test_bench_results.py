@@ -240,3 +240,14 @@ def test_kernels_bench_labels_quoted_times_as_quoted(tmp_path, monkeypatch, caps
     assert not {2.2, 210.0, 0.84} & set(numbers(outside)), "quoted times stored beside the measurements"
     printed = capsys.readouterr().out
     assert re.search(r"quoted, not measured here .*2\.2 s.*210\.0 s \(0\.84 ms/entry\)", printed)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "bench" / "results").glob("*.json")),
+                         ids=lambda p: p.name)
+def test_every_results_file_was_written_by_its_script_through_the_helper(path):
+    record = json.loads(path.read_text())
+    provenance = record.get("provenance")
+    assert isinstance(provenance, dict), f"{path.name}: no provenance; re-run its script"
+    script = Path(__file__).resolve().parents[1] / provenance["script"]
+    assert script.is_file() and provenance["command"].startswith(f"python {provenance['script']}")
+    assert {"git", "started_utc", "finished_utc", "load_average", "noisy", "machine", "figures"} <= set(provenance)

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench bench-nt-venv clean
+.PHONY: venv demo test bench bench-device bench-nt-venv clean
 
 venv: $(STAMP)
 
@@ -26,6 +26,11 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/randomization.py
+
+## make bench-device: throughput on a CUDA GPU vs the same code on CPU and the vmap recipe (needs a GPU);
+## results in bench/results/device.json. Without a GPU: $(BIN)/python bench/device.py --device cpu --quick
+bench-device: $(STAMP)
+	$(BIN)/python bench/device.py --device cuda
 
 ## make bench-nt-venv: separate venv with neural-tangents for bench/kernels.py (not a fitscope dependency)
 NT_VENV := .venv-nt

@@ -272,7 +272,7 @@ def run_baseline(x, y, x_te, y_te, *, models: int, epochs: int, batch: int, eval
 
 
 def run_vmap_recipe(x, y, x_te, y_te, *, models: int, epochs: int, batch: int, spec: str = SPEC,
-                    grads: str = "func", keep: bool = False) -> dict:
+                    grads: str = "func", keep: bool = False, device: str = "cpu", net=None) -> dict:
     """Train ``models`` MLPs with PyTorch's ensemble recipe: stacked params, vmapped functional_call, functional SGD.
 
     ``grads="func"``: ``vmap(grad(loss))`` (per-model gradients of each
@@ -284,14 +284,20 @@ def run_vmap_recipe(x, y, x_te, y_te, *, models: int, epochs: int, batch: int, s
     ``plain_mlp(spec, k)``, batches from ``torch.randperm`` with a generator
     seeded ``k``, one fresh permutation per epoch (the batches of (d)).
     Timed: the epochs (stacking and the accuracy check are not). ``keep``:
-    also return the trained stacked parameters (``params``).
+    also return the trained stacked parameters (``params``). ``device``: where
+    the stacked models and the data live (the batch order is drawn on the CPU;
+    on CUDA the timed part ends with ``torch.cuda.synchronize``). ``net``:
+    ``net(k) -> nn.Module``, model ``k`` (default ``plain_mlp(spec, k)``; any
+    module without running statistics, e.g. a CNN after
+    ``torch.func.replace_all_batch_norm_modules_``), as ``bench/device.py`` uses it.
     """
     from torch.func import functional_call, grad, stack_module_state, vmap
 
     if grads not in ("func", "autograd"):
         raise ValueError(f"grads: expected 'func' or 'autograd', got {grads!r}")
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    nets = [plain_mlp(spec, seed) for seed in range(models)]
+    dev = torch.device(device)
+    xt, yt = torch.from_numpy(x).to(dev), torch.from_numpy(y).to(dev)
+    nets = [(plain_mlp(spec, seed) if net is None else net(seed)).to(dev) for seed in range(models)]
     params, buffers = stack_module_state(nets)
     base = copy.deepcopy(nets[0]).to("meta")
     names = list(params)
@@ -308,7 +314,7 @@ def run_vmap_recipe(x, y, x_te, y_te, *, models: int, epochs: int, batch: int, s
     clock = Clock()
     with clock.timing():
         for _ in range(epochs):
-            index = torch.stack([torch.randperm(n, generator=g) for g in gens])
+            index = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(dev)
             for i in range(0, n, batch):
                 idx = index[:, i : i + batch]
                 xb, yb = xt[idx], yt[idx]
@@ -322,10 +328,12 @@ def run_vmap_recipe(x, y, x_te, y_te, *, models: int, epochs: int, batch: int, s
                     torch._foreach_add_(momentum_bufs, glist)
                     torch._foreach_add_(plist, momentum_bufs, alpha=-LR)
                 examples += idx.numel()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
     with torch.no_grad():  # accuracy check only, outside the timed part
         predict = vmap(lambda p, b, xs: functional_call(base, (p, b), (xs,)), in_dims=(0, 0, None))
         train_acc = _accuracy(predict(params, buffers, xt), yt)
-        test_acc = _accuracy(predict(params, buffers, torch.from_numpy(x_te)), torch.from_numpy(y_te))
+        test_acc = _accuracy(predict(params, buffers, torch.from_numpy(x_te).to(dev)), torch.from_numpy(y_te).to(dev))
     out = dict(wall=clock.wall, train=clock.wall, cpu=clock.cpu, eval=0.0, examples=examples,
                train_acc=train_acc, test_acc=test_acc)
     if keep:

@@ -1,4 +1,4 @@
-"""``fitscope env``: the versions to paste into a bug report, and the torch threads a study will use."""
+"""``fitscope env``: the versions to paste into a bug report, and the torch threads and device a study will use."""
 
 from __future__ import annotations
 
@@ -45,23 +45,44 @@ def thread_settings() -> dict:
     return out
 
 
+def device_settings() -> dict:
+    """The devices torch finds here and the device a study run uses without ``--device``.
+
+    Returns a dict: ``found`` (``["cpu", "cuda:0", ...]``), ``FITSCOPE_DEVICE``
+    (its value, or None) and ``per_unit_local`` (the device of a local run
+    without ``--device``: ``FITSCOPE_DEVICE`` resolved, else cpu; the error
+    text when it names a device not found).
+    """
+    from fitscope.runs.devices import DEVICE_ENV, default_device, devices_found
+
+    out: dict = {"found": devices_found(), DEVICE_ENV: os.environ.get(DEVICE_ENV) or None}
+    try:
+        out["per_unit_local"] = default_device()
+    except FitscopeError as err:
+        out["per_unit_local"] = f"invalid: {err}"
+    return out
+
+
 @app.command("env")
 def env_command(
-    as_json: bool = typer.Option(False, "--json", help="Print the versions and thread settings as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print the versions, thread and device settings as JSON."),
 ) -> None:
     """Print the versions of Python, the platform, fitscope and its dependencies (for bug reports).
 
     Also the torch threads: this process's torch.get_num_threads(), and the
     threads per unit a study uses (FITSCOPE_NUM_THREADS if set, else all usable
-    CPUs with --executor local, 1 per Ray task; --threads overrides both).
+    CPUs with --executor local, 1 per Ray task; --threads overrides both), and
+    the devices torch finds (a study's --device; default FITSCOPE_DEVICE, else cpu).
 
     Example: fitscope env
     """
     info = versions()
     info["executable"] = sys.executable
     threads = thread_settings()
+    devices = device_settings()
     if as_json:
-        typer.echo(json.dumps({**info, "threads": threads}, indent=2, sort_keys=True, default=str))
+        typer.echo(json.dumps({**info, "threads": threads, "devices": devices}, indent=2, sort_keys=True,
+                              default=str))
         return
     table = Table(title="fitscope env", title_justify="left", show_header=False)
     table.add_column(style="bold", no_wrap=True)
@@ -79,6 +100,10 @@ def env_command(
     table.add_row("study threads per unit, --executor local", f"{threads['per_unit_local']}  ({source})")
     source = f"from {THREADS_ENV}" if threads[THREADS_ENV] else "1 per Ray task"
     table.add_row("study threads per unit, --executor ray", f"{threads['per_unit_ray']}  ({source})")
+    table.add_section()
+    table.add_row("devices found (torch)", ", ".join(devices["found"]))
+    source = "from FITSCOPE_DEVICE" if devices["FITSCOPE_DEVICE"] else "default; --device cuda|auto for a GPU"
+    table.add_row("study device per unit, this machine", f"{devices['per_unit_local']}  ({source})")
     Console(highlight=False).print(table)
     if threads[THREADS_ENV] is None:
         typer.echo(f"--threads N on a study, or {THREADS_ENV}=N, sets the threads per unit.")

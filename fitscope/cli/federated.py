@@ -9,7 +9,8 @@ import typer
 from fitscope.cli import app
 from fitscope.cli.lists import parse_names
 from fitscope.cli.study_command import (
-    AddressOpt, ExecutorOpt, OutOpt, RebuildOpt, ResumeOpt, ThreadsOpt, run_command,
+    AddressOpt, DeviceOpt, ExecutorOpt, GpusPerTaskOpt, OutOpt, RebuildOpt, ResumeOpt, ThreadsOpt,
+    run_command,
 )
 from fitscope.errors import ConfigError
 
@@ -63,6 +64,8 @@ def federated(
     executor: ExecutorOpt = "local",
     address: AddressOpt = None,
     threads: ThreadsOpt = None,
+    device: DeviceOpt = None,
+    gpus_per_task: GpusPerTaskOpt = None,
 ) -> None:
     """FedAvg vs FedSGD (McMahan et al.) on Flower's simulation engine: rounds to reach a target accuracy.
 
@@ -87,4 +90,5 @@ def federated(
         partitions=parse_names(partitions) if partitions is not None else None,
     )
     run_command(get_study("federated"), values, out=out, resume=resume, rebuild_meta=rebuild_meta,
-                executor=executor, address=address, threads=threads if threads is not None else num_cpus)
+                executor=executor, address=address, threads=threads if threads is not None else num_cpus,
+                device=device, gpus_per_task=gpus_per_task)

@@ -2,7 +2,7 @@
 
 Each subcommand runs its study on the one study runner
 (:func:`fitscope.cli.study_command.run_command`): ``--out``, ``--resume``,
-``--executor``, ``--address`` and ``--threads`` mean the same as in every
+``--executor``, ``--address``, ``--threads``, ``--device`` and ``--gpus-per-task`` mean the same as in every
 study command, and a flag left out on ``--resume`` comes from the run.
 A flag whose name differs from its config field (``--trees``, ``--C``,
 ``--corrupt-prob``) also answers to the field's name (``--rf-trees``, ``--svm-C``,
@@ -20,7 +20,8 @@ import typer
 from fitscope.cli import app
 from fitscope.cli.lists import deprecated_alias, parse_floats, parse_ints, parse_names
 from fitscope.cli.study_command import (
-    AddressOpt, ExecutorOpt, OutOpt, RebuildOpt, ResumeOpt, ThreadsOpt, run_command,
+    AddressOpt, DeviceOpt, ExecutorOpt, GpusPerTaskOpt, OutOpt, RebuildOpt, ResumeOpt, ThreadsOpt,
+    run_command,
 )
 from fitscope.errors import ConfigError
 
@@ -60,6 +61,8 @@ def uci(
     executor: ExecutorOpt = "local",
     address: AddressOpt = None,
     threads: ThreadsOpt = None,
+    device: DeviceOpt = None,
+    gpus_per_task: GpusPerTaskOpt = None,
 ) -> None:
     """NTK-SVM against random forest and Gaussian SVM on UCI tables (Arora et al. 2020); one unit per data set.
 
@@ -77,7 +80,8 @@ def uci(
         folds=folds, rf_trees=trees, seed=seed,
     )
     run_command(get_study("kernels-uci"), values, out=out, quick=quick, resume=resume, rebuild_meta=rebuild_meta,
-                executor=executor, address=address, threads=threads)
+                executor=executor, address=address, threads=threads,
+                device=device, gpus_per_task=gpus_per_task)
 
 
 @kernels_app.command("small-data")
@@ -103,6 +107,8 @@ def small_data(
     executor: ExecutorOpt = "local",
     address: AddressOpt = None,
     threads: ThreadsOpt = None,
+    device: DeviceOpt = None,
+    gpus_per_task: GpusPerTaskOpt = None,
 ) -> None:
     """CNTK (kernel regression) against a trained CNN and ResNet on few-sample subsets (Arora et al. 2020).
 
@@ -121,7 +127,8 @@ def small_data(
         data_seed=data_seed,
     )
     run_command(get_study("kernels-small-data"), values, out=out, quick=quick, resume=resume,
-                rebuild_meta=rebuild_meta, executor=executor, address=address, threads=threads)
+                rebuild_meta=rebuild_meta, executor=executor, address=address, threads=threads,
+                device=device, gpus_per_task=gpus_per_task)
 
 
 @kernels_app.command("complexity")
@@ -146,6 +153,8 @@ def complexity(
     executor: ExecutorOpt = "local",
     address: AddressOpt = None,
     threads: ThreadsOpt = None,
+    device: DeviceOpt = None,
+    gpus_per_task: GpusPerTaskOpt = None,
 ) -> None:
     """The complexity measure sqrt(2 y^T H^-1 y / n) and a trained network's test error against label noise.
 
@@ -166,4 +175,5 @@ def complexity(
         epochs=epochs, data_seed=data_seed,
     )
     run_command(get_study("kernels-complexity"), values, out=out, resume=resume, rebuild_meta=rebuild_meta,
-                executor=executor, address=address, threads=threads)
+                executor=executor, address=address, threads=threads,
+                device=device, gpus_per_task=gpus_per_task)

@@ -9,7 +9,8 @@ import typer
 
 from fitscope.cli import app
 from fitscope.cli.study_command import (
-    AddressOpt, ExecutorOpt, OutOpt, RebuildOpt, ResumeOpt, ThreadsOpt, run_command,
+    AddressOpt, DeviceOpt, ExecutorOpt, GpusPerTaskOpt, OutOpt, RebuildOpt, ResumeOpt, ThreadsOpt,
+    run_command,
 )
 
 
@@ -37,6 +38,8 @@ def leak(
     executor: ExecutorOpt = "local",
     address: AddressOpt = None,
     threads: ThreadsOpt = None,
+    device: DeviceOpt = None,
+    gpus_per_task: GpusPerTaskOpt = None,
 ) -> None:
     """Membership inference: LiRA online/offline and the loss threshold, ROC at low FPR, the examples that leak.
 
@@ -54,4 +57,5 @@ def leak(
                   label_column=label_column, chunk=chunk,
                   from_audit=str(from_audit) if from_audit is not None else None)
     run_command(get_study("leak"), values, out=out, resume=resume, rebuild_meta=rebuild_meta,
-                executor=executor, address=address, threads=threads)
+                executor=executor, address=address, threads=threads,
+                device=device, gpus_per_task=gpus_per_task)

@@ -9,7 +9,8 @@ import typer
 from fitscope.cli import app
 from fitscope.cli.lists import deprecated_alias, parse_names
 from fitscope.cli.study_command import (
-    AddressOpt, ExecutorOpt, OutOpt, RebuildOpt, ResumeOpt, ThreadsOpt, run_command,
+    AddressOpt, DeviceOpt, ExecutorOpt, GpusPerTaskOpt, OutOpt, RebuildOpt, ResumeOpt, ThreadsOpt,
+    run_command,
 )
 
 
@@ -47,6 +48,8 @@ def privacy_study(
     executor: ExecutorOpt = "local",
     address: AddressOpt = None,
     threads: ThreadsOpt = None,
+    device: DeviceOpt = None,
+    gpus_per_task: GpusPerTaskOpt = None,
 ) -> None:
     """Test accuracy vs measured leakage (LiRA, canary epsilon bound) for label DP, DP-SGD, InstaHide, pruning, MID.
 
@@ -64,4 +67,5 @@ def privacy_study(
                   defenses=parse_names(defenses) if defenses else None,
                   attacks=parse_names(attacks) if attacks is not None else None)
     run_command(get_study("privacy-study"), values, out=out, quick=quick, resume=resume, rebuild_meta=rebuild_meta,
-                executor=executor, address=address, threads=threads)
+                executor=executor, address=address, threads=threads,
+                device=device, gpus_per_task=gpus_per_task)

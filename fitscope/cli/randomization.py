@@ -16,7 +16,8 @@ import typer
 from fitscope.cli import app
 from fitscope.cli.lists import deprecated_alias, parse_floats, parse_ints, parse_names
 from fitscope.cli.study_command import (
-    AddressOpt, ExecutorOpt, OutOpt, RebuildOpt, ResumeOpt, ThreadsOpt, run_command,
+    AddressOpt, DeviceOpt, ExecutorOpt, GpusPerTaskOpt, OutOpt, RebuildOpt, ResumeOpt, ThreadsOpt,
+    run_command,
 )
 
 
@@ -57,6 +58,8 @@ def randomization(
     executor: ExecutorOpt = "local",
     address: AddressOpt = None,
     threads: ThreadsOpt = None,
+    device: DeviceOpt = None,
+    gpus_per_task: GpusPerTaskOpt = None,
 ) -> None:
     """Train on true labels, random labels, shuffled/random pixels and gaussian inputs; measure fit and generalization.
 
@@ -81,4 +84,5 @@ def randomization(
         weight_decay=weight_decay, dropout=dropout, parts=parse_names(parts) if parts else None,
     )
     run_command(get_study("randomization"), values, out=out, quick=quick, resume=resume, rebuild_meta=rebuild_meta,
-                executor=executor, address=address, threads=threads)
+                executor=executor, address=address, threads=threads,
+                device=device, gpus_per_task=gpus_per_task)

@@ -8,7 +8,8 @@ import typer
 
 from fitscope.cli import app
 from fitscope.cli.study_command import (
-    AddressOpt, ExecutorOpt, OutOpt, RebuildOpt, ResumeOpt, ThreadsOpt, run_command,
+    AddressOpt, DeviceOpt, ExecutorOpt, GpusPerTaskOpt, OutOpt, RebuildOpt, ResumeOpt, ThreadsOpt,
+    run_command,
 )
 
 
@@ -34,6 +35,8 @@ def seed_agreement(
     executor: ExecutorOpt = "local",
     address: AddressOpt = None,
     threads: ThreadsOpt = None,
+    device: DeviceOpt = None,
+    gpus_per_task: GpusPerTaskOpt = None,
 ) -> None:
     """Train models that differ only in their seed and measure how often they disagree on each test example.
 
@@ -46,4 +49,5 @@ def seed_agreement(
     values = dict(data=data, model=model, models=models, chunk=chunk, epochs=epochs, lr=lr, optimizer=optimizer,
                   batch_size=batch_size, seed=seed, data_seed=data_seed, label_column=label_column)
     run_command(get_study("seed-agreement"), values, out=out, quick=quick, resume=resume, rebuild_meta=rebuild_meta,
-                executor=executor, address=address, threads=threads)
+                executor=executor, address=address, threads=threads,
+                device=device, gpus_per_task=gpus_per_task)

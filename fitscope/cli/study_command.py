@@ -7,8 +7,14 @@ calls :func:`run_command` with the runner's flags, declared once here::
     @app.command("seed-agreement")
     def seed_agreement(data: Optional[str] = typer.Option(None, help=...), ...,
                        out: OutOpt = None, resume: ResumeOpt = False, rebuild_meta: RebuildOpt = False,
-                       executor: ExecutorOpt = "local", address: AddressOpt = None, threads: ThreadsOpt = None):
-        run_command(get_study("seed-agreement"), dict(data=data, ...), out=out, resume=resume, ...)
+                       executor: ExecutorOpt = "local", address: AddressOpt = None, threads: ThreadsOpt = None,
+                       device: DeviceOpt = None, gpus_per_task: GpusPerTaskOpt = None):
+        run_command(get_study("seed-agreement"), dict(data=data, ...), out=out, resume=resume, ...,
+                    device=device, gpus_per_task=gpus_per_task)
+
+The placement flags (``--executor``, ``--address``, ``--threads``,
+``--device``, ``--gpus-per-task``) say where units run, not what they
+compute: they are not part of the run's config, so ``--resume`` may change them.
 """
 
 from __future__ import annotations
@@ -33,6 +39,12 @@ AddressOpt = Annotated[Optional[str], typer.Option(
 ThreadsOpt = Annotated[Optional[int], typer.Option(
     help="Torch threads per unit (default: FITSCOPE_NUM_THREADS, else all cores locally, 1 per Ray task); "
          "results are bitwise identical for the same value whichever executor ran them.")]
+DeviceOpt = Annotated[Optional[str], typer.Option(
+    help="Torch device of every unit: cpu, cuda, cuda:N or auto (a GPU when one is found, here or in the Ray "
+         "cluster; else the CPU). Default: FITSCOPE_DEVICE, else cpu. A run may resume on another device.")]
+GpusPerTaskOpt = Annotated[Optional[float], typer.Option(
+    help="With --executor ray on a GPU: GPUs each unit reserves, in (0, 1] (default 1; 0.25 lets four units "
+         "share a GPU).")]
 
 
 def format_value(value: Any) -> str:
@@ -44,7 +56,7 @@ def format_value(value: Any) -> str:
 
 def run_command(study, values: dict, *, out: Path | None, resume: bool = False, rebuild_meta: bool = False,
                 quick: bool = False, executor: str = "local", address: str | None = None,
-                threads: int | None = None):
+                threads: int | None = None, device: str | None = None, gpus_per_task: float | None = None):
     """Run ``study`` with the user's ``values`` and show it: progress, the summary, the report's path.
 
     Ctrl-C prints how many units are saved and the command that resumes, then exits 130; every
@@ -54,14 +66,15 @@ def run_command(study, values: dict, *, out: Path | None, resume: bool = False, 
 
     console = Console(stderr=True)
     values = {k: v for k, v in values.items() if v is not None}
+    placement = dict(executor=executor, address=address, threads=threads, device=device, gpus_per_task=gpus_per_task)
     try:
         if console.is_terminal:
             with StudyBar(console) as bar:
                 result = run_study(study, values, out, resume=resume, rebuild_meta=rebuild_meta, quick=quick,
-                                   executor=executor, address=address, threads=threads, progress=bar)
+                                   progress=bar, **placement)
         else:
             result = run_study(study, values, out, resume=resume, rebuild_meta=rebuild_meta, quick=quick,
-                               executor=executor, address=address, threads=threads, progress=PrintProgress())
+                               progress=PrintProgress(), **placement)
     except StudyInterrupted as err:
         console.print(str(err), soft_wrap=True, markup=False, highlight=False)
         raise typer.Exit(130) from None

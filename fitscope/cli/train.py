@@ -8,7 +8,8 @@ import typer
 
 from fitscope.cli import app
 from fitscope.cli.study_command import (
-    AddressOpt, ExecutorOpt, OutOpt, RebuildOpt, ResumeOpt, ThreadsOpt, run_command,
+    AddressOpt, DeviceOpt, ExecutorOpt, GpusPerTaskOpt, OutOpt, RebuildOpt, ResumeOpt, ThreadsOpt,
+    run_command,
 )
 from fitscope.errors import ConfigError
 
@@ -78,6 +79,8 @@ def train(
     executor: ExecutorOpt = "local",
     address: AddressOpt = None,
     threads: ThreadsOpt = None,
+    device: DeviceOpt = None,
+    gpus_per_task: GpusPerTaskOpt = None,
 ) -> None:
     """Train one model, privately if asked; print its test accuracy and privacy, and write a report.
 
@@ -94,4 +97,5 @@ def train(
                                    max_grad_norm=max_grad_norm, instahide=instahide, no_sign_mask=no_sign_mask,
                                    resume=resume))
     run_command(get_study("train"), values, out=out, resume=resume, rebuild_meta=rebuild_meta, executor=executor,
-                address=address, threads=threads)
+                address=address, threads=threads,
+                device=device, gpus_per_task=gpus_per_task)

@@ -32,9 +32,13 @@ follows from its arguments alone (a dict of NumPy arrays): that is what
 makes the ``local`` and ``ray`` executors give identical tables, and what
 lets a killed job resume from the units it stored.
 
-Placement (executor, address, threads per task) is not part of the config
-hash: a run started locally resumes on Ray and the other way round; every
-attempt records where its units ran.
+Placement (executor, address, threads per task, device, GPUs per task) is
+not part of the config hash: a run started locally resumes on Ray, a run
+started on CPU resumes on a GPU, and the other way round; every attempt
+records where its units ran (``attempts[-1]["executor"]``: name, threads,
+device...) and every unit the threads and device it ran with. The device
+(``--device cpu|cuda|auto``) is resolved before anything is written: a CUDA
+device that is not there is a one-line error naming the devices found.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from pydantic import BaseModel
 from fitscope.errors import ConfigError, FitscopeError, RunError
 from fitscope.experiments.config_errors import build_config
 from fitscope.runs.atomic import WriteError
+from fitscope.runs.devices import DEVICE_ENV, env_device, resolve_device
 from fitscope.runs.executors import TaskLost, env_threads, machine_cpus, make_executor
 
 #: Set to N to make the runner stop after N stored units and wait to be killed (tests of kill and resume).
@@ -407,6 +412,8 @@ def run_study(
     executor: str = "local",
     address: str | None = None,
     threads: int | None = None,
+    device: str | None = None,
+    gpus_per_task: float | None = None,
     progress: Progress | None = None,
 ) -> StudyResult:
     """Run ``study`` into the run directory ``out``: plan, train the missing units, estimate, write, report.
@@ -424,6 +431,13 @@ def run_study(
         executor: ``"local"`` or ``"ray"``; ``address``: a Ray cluster's address.
         threads: torch threads per unit (default :func:`default_threads`);
             the same value gives the same bits with either executor.
+        device: torch device of every unit: ``"cpu"``, ``"cuda"``,
+            ``"cuda:<index>"`` (local only) or ``"auto"`` (a GPU when one is
+            found here or, with Ray, in the cluster; else the CPU). Default
+            ``FITSCOPE_DEVICE`` if set, else ``"cpu"``. The same device gives
+            the same bits with either executor.
+        gpus_per_task: Ray only: GPUs each unit reserves on CUDA, in (0, 1]
+            (default 1; 0.25 lets four units share a GPU).
         progress: a :class:`Progress` (default: silent).
 
     Returns:
@@ -451,6 +465,14 @@ def run_study(
         raise ConfigError(f"--address: expected none with --executor {executor} (it is only used with --executor ray), "
                           f"got {address!r}")
     threads = default_threads(executor) if threads is None else threads
+    named = "--device"
+    if device is None:
+        device, named = (env_device(), DEVICE_ENV) if env_device() else ("cpu", named)
+    if executor == "local":  # a Ray cluster's GPUs are known once it is joined; this machine's now
+        device = resolve_device(device, named)
+        if gpus_per_task is not None:
+            raise ConfigError(f"--gpus-per-task: expected none with --executor local (it is only used with "
+                              f"--executor ray), got {gpus_per_task!r}")
     if resume and rebuild_meta is False and not (out / "run.json").exists():
         raise RunError(f"--resume: {out} is not a run directory (no run.json); "
                        "leave out --resume to start a new run there")
@@ -461,8 +483,9 @@ def run_study(
     _check_units(units)
     prepare_seconds = time.perf_counter() - t0
     pause = _pause_after()
-    # The executor is made before the run directory, so a bad --address leaves nothing behind.
-    with make_executor(executor, address=address, threads_per_task=threads) as ex, \
+    # The executor is made before the run directory, so a bad --address or --device leaves nothing behind.
+    with make_executor(executor, address=address, threads_per_task=threads, device=device,
+                       gpus_per_task=gpus_per_task) as ex, \
             Run.create(out, kind=study.kind, config=cfg.model_dump(mode="json"), seeds=prepared.seeds,
                        resume=resume, rebuild_meta=rebuild_meta) as run:
         damaged = list(run.damaged_units)
@@ -549,7 +572,7 @@ def _train(study: Study, run, ex, units: list[Unit], todo: list[Unit], prepared:
             now = time.perf_counter()
             run.timings["train"] = round(run.timings.get("train", 0.0) + now - last, 3)
             last = now
-            run.save_unit(unit.key, arrays, info={**unit.info, "threads": ex.threads_per_task})
+            run.save_unit(unit.key, arrays, info={**unit.info, "threads": ex.threads_per_task, "device": ex.device})
             trained.append(unit.key)
             inside[i] = 0
             finished_work += max(int(unit.work), 1)

@@ -20,7 +20,7 @@ from fitscope.kernels.validation import (
 
 def ntk(x1, x2=None, *, arch: str = "fc", depth: int = 3, fixed: int = 0, kind: str = "ntk",
         filter_size: int = 3, pool: str = "gap", lap_window: int | None = None,
-        dtype: str = "float64", device: str = "cpu", max_memory_mb: float = 1024) -> np.ndarray:
+        dtype: str = "float64", device: str | None = None, max_memory_mb: float = 1024) -> np.ndarray:
     """The infinite-width ReLU kernel (NTK or NNGP) between two sets of inputs.
 
     ReLU with c_sigma = 2 and no bias (METHODS section 5). The matrix is
@@ -44,7 +44,12 @@ def ntk(x1, x2=None, *, arch: str = "fc", depth: int = 3, fixed: int = 0, kind: 
             "gap" | "lap"`` pooling and the LAP window.
         dtype: ``"float64"`` (default) or ``"float32"``: the computation's and
             the result's dtype (whatever the inputs' dtype), for fc and conv alike.
-        device: torch device of the computation (``"cpu"``, ``"cuda"``).
+        device: torch device of the computation (``"cpu"``, ``"cuda"``,
+            ``"cuda:1"``, ``"auto"``); None: the placement's (``FITSCOPE_DEVICE``,
+            which a study's executor sets to its ``--device``), else the CPU.
+            The inputs go to the device once; each block of the matrix comes
+            back to the NumPy result as it is done (the result may not fit
+            on the device).
         max_memory_mb: cap (MiB) on one block pair's working memory.
 
     Returns:
@@ -52,13 +57,14 @@ def ntk(x1, x2=None, *, arch: str = "fc", depth: int = 3, fixed: int = 0, kind: 
 
     Raises:
         DataError: bad arrays (shape, NaN/inf, mismatched features, zero rows for fc).
-        ConfigError: bad options, or a memory cap too small for one block (names the smallest cap).
+        ConfigError: bad options, a CUDA device not found here, or a memory cap too small for one
+            block (names the smallest cap).
     """
     arch = check_arch(arch)
     depth, fixed = check_depth_fixed(depth, fixed)
     kind = check_kind(kind)
     dtype = str(check_dtype(dtype)).removeprefix("torch.")  # "float64" / "float32"
-    check_device(device)
+    device = str(check_device(device))
     max_memory_mb = check_max_memory(max_memory_mb)
     a, b = check_pair(x1, x2, arch=arch)
     if arch == "conv":
@@ -70,12 +76,13 @@ def ntk(x1, x2=None, *, arch: str = "fc", depth: int = 3, fixed: int = 0, kind: 
 
 
 def kernel_of_checked(a: np.ndarray, b: np.ndarray | None, *, arch: str, depth: int, fixed: int, kind: str,
-                      filter_size: int, pool: str, lap_window: int | None, dtype: str, device: str,
+                      filter_size: int, pool: str, lap_window: int | None, dtype: str, device: str | None,
                       max_memory_mb: float) -> np.ndarray:
     """:func:`ntk` for arguments that already passed :mod:`fitscope.kernels.validation` (no checks here).
 
     The kernel machines call this after their own scikit-learn input checks;
-    unlike :func:`ntk` it accepts all-zero fc rows (their kernel row is 0).
+    unlike :func:`ntk` it accepts all-zero fc rows (their kernel row is 0). ``device`` None is the
+    placement's device (see :func:`ntk`).
     """
     if arch == "conv":
         from fitscope.kernels.conv import cntk  # lazy: conv.py is a separate, heavier module

@@ -107,7 +107,7 @@ def cntk(
     fixed: int = 0,
     kind: str = "ntk",
     dtype: str = "float64",
-    device: str = "cpu",
+    device: str | None = None,
     max_memory_mb: float = 1024,
     max_block: int | None = None,
 ) -> np.ndarray:
@@ -125,7 +125,9 @@ def cntk(
         fixed: number of first conv layers not trained, 0 <= fixed <= depth.
         kind: ``"ntk"`` or ``"nngp"``.
         dtype: ``"float64"`` (default) or ``"float32"``: the computation and output dtype.
-        device: torch device, ``"cpu"`` or e.g. ``"cuda"`` (not tested in CI).
+        device: torch device, ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``; None: the
+            placement's (``FITSCOPE_DEVICE``, else the CPU; see :mod:`fitscope.train.device`).
+            CI tests the CPU only; ``bench/device.py`` measures a GPU.
         max_memory_mb: cap on the working memory of one block of pairs, in MiB.
         max_block: optional cap on a block's side (rows of ``x1`` or ``x2``);
             None = blocks whose tensors are about 2 MiB (cache-sized), within the memory cap.
@@ -190,7 +192,7 @@ def cntk_diagonal(
     fixed: int = 0,
     kind: str = "ntk",
     dtype: str = "float64",
-    device: str = "cpu",
+    device: str | None = None,
     max_memory_mb: float = 1024,
 ) -> np.ndarray:
     """The self-kernel values ``k(x_n, x_n)`` of :func:`cntk`, without the rest of the Gram matrix.

@@ -59,7 +59,7 @@ _KERNEL_CONSTRAINTS = {
     "lap_window": [Interval(Integral, 1, None, closed="left"), None],
     "input_shape": [tuple, list, None],
     "dtype": [StrOptions({"float64", "float32"})],
-    "device": [str],
+    "device": [str, None],
     "max_memory_mb": [Interval(Real, 0, None, closed="neither")],
 }
 
@@ -145,7 +145,7 @@ class NTKRegressor(_KernelParams, RegressorMixin, BaseEstimator):
     _parameter_constraints = {"alpha": [Interval(Real, 0, None, closed="left")], **_KERNEL_CONSTRAINTS}
 
     def __init__(self, alpha=1e-3, *, arch="fc", depth=3, fixed=0, kind="ntk", filter_size=3, pool="gap",
-                 lap_window=None, input_shape=None, dtype="float64", device="cpu", max_memory_mb=1024):
+                 lap_window=None, input_shape=None, dtype="float64", device=None, max_memory_mb=1024):
         self.alpha = alpha
         self.arch = arch
         self.depth = depth
@@ -197,7 +197,7 @@ class NTKClassifier(_KernelParams, ClassifierMixin, BaseEstimator):
     _parameter_constraints = {"alpha": [Interval(Real, 0, None, closed="left")], **_KERNEL_CONSTRAINTS}
 
     def __init__(self, alpha=1e-3, *, arch="fc", depth=3, fixed=0, kind="ntk", filter_size=3, pool="gap",
-                 lap_window=None, input_shape=None, dtype="float64", device="cpu", max_memory_mb=1024):
+                 lap_window=None, input_shape=None, dtype="float64", device=None, max_memory_mb=1024):
         self.alpha = alpha
         self.arch = arch
         self.depth = depth
@@ -259,7 +259,7 @@ class NTKSVC(_KernelParams, ClassifierMixin, BaseEstimator):
     _parameter_constraints = {"C": [Interval(Real, 0, None, closed="neither")], **_KERNEL_CONSTRAINTS}
 
     def __init__(self, C=1.0, *, arch="fc", depth=3, fixed=0, kind="ntk", filter_size=3, pool="gap",
-                 lap_window=None, input_shape=None, dtype="float64", device="cpu", max_memory_mb=1024):
+                 lap_window=None, input_shape=None, dtype="float64", device=None, max_memory_mb=1024):
         self.C = C
         self.arch = arch
         self.depth = depth

@@ -178,7 +178,8 @@ def random_patch_features(x, *, n_filters: int = 256, patch_size: int = 5, pool:
 
 def cntk_lap_patch_kernel(x1, x2=None, *, features: RandomPatchFeatures, lam: float = 1.0, depth: int = 3,
                           lap_window: int = 3, filter_size: int = 3, fixed: int = 0, kind: str = "ntk",
-                          dtype: str = "float64", max_memory_mb: float = 1024) -> np.ndarray:
+                          dtype: str = "float64", device: str | None = None,
+                          max_memory_mb: float = 1024) -> np.ndarray:
     """CNTK-LAP plus random-patch features: ``k_lap(x, x') / sqrt(k_lap(x, x) k_lap(x', x')) + lam <phi(x), phi(x')>``.
 
     ``phi`` = the fitted ``features``' flattened output scaled to unit norm
@@ -191,15 +192,16 @@ def cntk_lap_patch_kernel(x1, x2=None, *, features: RandomPatchFeatures, lam: fl
         x2: ``(N2, ...)`` or None for the Gram matrix of ``x1``.
         features: a fitted :class:`RandomPatchFeatures` (fit it on training inputs).
         lam: weight of the feature kernel, >= 0.
-        depth, lap_window, filter_size, fixed, kind, dtype, max_memory_mb: as in
-            :func:`fitscope.kernels.conv.cntk` with ``pool="lap"``.
+        depth, lap_window, filter_size, fixed, kind, dtype, device, max_memory_mb: as in
+            :func:`fitscope.kernels.conv.cntk` with ``pool="lap"`` (the CNTK term runs on
+            ``device``; the patch features on the CPU).
 
     Returns:
         ``(N1, N2)`` float64 array.
     """
     lam = check_number(lam, "lam", low=0.0, high=math.inf, open_high=True)
     opts = dict(depth=depth, filter_size=filter_size, pool="lap", lap_window=lap_window, fixed=fixed,
-                kind=kind, dtype=dtype, max_memory_mb=max_memory_mb)
+                kind=kind, dtype=dtype, device=device, max_memory_mb=max_memory_mb)
     gram = cntk(x1, x2, **opts).astype(np.float64)
     d1 = cntk_diagonal(x1, **opts).astype(np.float64)
     d2 = d1 if x2 is None else cntk_diagonal(x2, **opts).astype(np.float64)

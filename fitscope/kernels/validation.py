@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from fitscope.errors import ConfigError, DataError
-from fitscope.validation import as_array, check_choice, check_finite, check_int, check_number, message, shorten
+from fitscope.train.device import placement_device
+from fitscope.validation import as_array, check_choice, check_finite, check_int, check_number, message
 
 ARCHS = ("fc", "conv")
 KINDS = ("ntk", "nngp")
@@ -46,20 +47,12 @@ def check_dtype(dtype) -> torch.dtype:
 
 
 def check_device(device) -> torch.device:
-    """``device`` must name a torch device that exists here (``"cpu"``, ``"cuda"``, ``"cuda:1"``)."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise ConfigError(message("device", "a torch device such as 'cpu' or 'cuda'", shorten(device))) from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(message("device", "'cpu' or an available CUDA device",
-                                      f"{device!r} (torch.cuda.is_available() is False)"))
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(message("device", f"a CUDA index < {torch.cuda.device_count()}", shorten(device)))
-    elif dev.type != "cpu":
-        raise ConfigError(message("device", "'cpu' or 'cuda[:index]'", shorten(device)))
-    return dev
+    """``device`` must name a torch device found here (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"auto"``); returns it.
+
+    None is the placement's device (``FITSCOPE_DEVICE``, set by a study's
+    executor, else the CPU): :func:`fitscope.train.device.placement_device`.
+    """
+    return placement_device(device)
 
 
 def check_depth_fixed(depth, fixed) -> tuple[int, int]:

@@ -337,7 +337,7 @@ def train_instahide(
     weight_decay: float = 0.0,
     input_range: tuple[float, float] = (0.0, 1.0),
     n_classes: int | None = None,
-    device: str = "cpu",
+    device: str | None = None,
     on_epoch: Callable[[int, InstaHideEncoding], None] | None = None,
     keep_model: bool = False,
 ):
@@ -355,7 +355,8 @@ def train_instahide(
         x_test: ``(m, *S)`` test inputs in ``input_range`` (centred, never mixed or masked).
         y_test: ``(m,)`` int test labels.
         epochs: epochs (one fresh encoding of the whole private set each).
-        batch_size, lr, weight_decay, device: optimisation (Adam).
+        batch_size, lr, weight_decay, device: optimisation (Adam); device None: the placement's
+            (see :func:`fitscope.train.train_ensemble`).
         n_classes: C (default ``max(y, y_test) + 1``).
         on_epoch: called with ``(epoch, encoding)`` after each epoch's encoding is drawn.
         keep_model: return the trained (one-model ensemble) module in ``result.model``.

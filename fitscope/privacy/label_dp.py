@@ -214,7 +214,7 @@ def lp_mst(
     n_classes: int | None = None,
     stage_fractions: list[float] | None = None,
     models: int = 1,
-    device: str = "cpu",
+    device: str | None = None,
     progress: Callable[[dict], None] | None = None,
     reveal_private_stats: bool = False,
 ) -> LabelDPResult:
@@ -233,7 +233,7 @@ def lp_mst(
         stage_fractions: share of the rows per stage (default equal shares); sums to 1.
         models: models per stage, trained at once on the same noisy labels; the prior and the
             predictions are their mean probabilities (post-processing: no privacy cost).
-        device: torch device.
+        device: torch device; None: the placement's (see :func:`fitscope.train.train_ensemble`).
         progress: passed to :func:`fitscope.train.train_ensemble`, with ``stage`` added.
         reveal_private_stats: also compute ``keep_rate`` (the share of noisy labels equal to the true
             ones, per stage). It reads the true training labels, so it is not part of the eps-label-DP

@@ -46,6 +46,24 @@ Ray side with the same N to get the same bits). Record
 :attr:`Executor.threads_per_task` in the run's config: results are only
 bitwise identical between runs with the same value.
 
+Devices
+-------
+Every task also runs on one torch device, ``device``: ``"cpu"`` (default),
+``"cuda"`` or ``"auto"`` (a GPU when one is found: by torch in this process
+for ``local``, in the cluster's resources for ``ray``; else the CPU, so the
+same command runs on a CPU-only cluster). The executor resolves it before
+any task runs (:func:`fitscope.runs.devices.resolve_device`: a CUDA device
+that is not there is a one-line error naming the devices found) and the task
+wrapper pins it (:func:`fitscope.runs.devices.pinned_device`), so a training
+or kernel call inside the task that is given no ``device`` uses it. Like the
+threads, it is placement, recorded in :attr:`Executor.info`, not part of a
+job's config. A Ray task on CUDA reserves ``gpus_per_task`` GPUs (Ray's
+``num_gpus``, default 1; a fraction such as 0.25 lets four units share a
+GPU) beside its ``num_cpus``; Ray then shows the task only its own GPU
+(``CUDA_VISIBLE_DEVICES``), so ``"cuda"`` inside it is that GPU. Results
+differ in their last bits between devices (other kernels, other dropout
+generators); on one device they are the same whichever executor ran them.
+
 On a cluster
 ------------
 Install the same versions of fitscope, torch and ray (``pip install
@@ -80,6 +98,7 @@ import abc
 import contextlib
 import functools
 import inspect
+import math
 import time
 import os
 import sys
@@ -90,7 +109,8 @@ from typing import Any
 import numpy as np
 
 from fitscope.errors import ConfigError, FitscopeError
-from fitscope.validation import check_choice, check_int, message, shorten
+from fitscope.runs.devices import pinned_device, resolve_device
+from fitscope.validation import check_choice, check_int, check_number, message, shorten
 
 EXECUTORS = ("local", "ray")
 _THREADS_ENV = "FITSCOPE_NUM_THREADS"
@@ -167,17 +187,20 @@ def _no_progress(done: int) -> None:
     """The progress callable of a task nobody watches."""
 
 
-def run_task(fn: Callable, threads: int, task: Any, /, progress: Callable[[int], None] | None = None,
-             **shared: Any) -> Any:
-    """Run ``fn(task, **shared)`` with torch pinned to ``threads`` intra-op threads, then restore them.
+def run_task(fn: Callable, threads: int, task: Any, progress: Callable[[int], None] | None = None,
+             device: str = "cpu", /, **shared: Any) -> Any:
+    """Run ``fn(task, **shared)`` with torch pinned to ``threads`` intra-op threads on ``device``, then restore them.
 
     This is what both executors run for every task (the Ray executor runs it
     as a Ray task), so a task sees the same thread count wherever it runs.
+    ``device`` (resolved, e.g. ``"cuda"``) is the placement's device:
+    :func:`fitscope.runs.devices.pinned_device` makes it the default of every
+    training and kernel call of the task that is given no ``device``.
     If ``fn`` takes a ``progress`` keyword it gets ``progress`` (or a no-op):
     a callable of one int, the work done so far in this task (e.g. model-epochs).
     Progress never changes what a task computes.
     """
-    with pinned_threads(threads):
+    with pinned_threads(threads), pinned_device(device):
         with warnings.catch_warnings():
             # Shared arrays are read-only on purpose (see the module docstring); torch warns when it wraps one.
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
@@ -297,9 +320,12 @@ class Executor(abc.ABC):
     Attributes:
         name: ``"local"`` or ``"ray"``.
         threads_per_task: torch intra-op threads every task runs with.
+        device: the torch device every task computes on (resolved: ``"cpu"``,
+            ``"cuda"``, ``"cuda:1"``); see :mod:`fitscope.runs.devices`.
     """
 
     name: str = "executor"
+    device: str = "cpu"
 
     def __init__(self, *, threads_per_task: int | None = None) -> None:
         self.threads_per_task = (default_threads_per_task() if threads_per_task is None
@@ -312,8 +338,9 @@ class Executor(abc.ABC):
 
     @property
     def info(self) -> dict:
-        """What to record about the executor in a run: name, threads per task, parallelism."""
-        return {"name": self.name, "threads_per_task": self.threads_per_task, "parallelism": self.parallelism}
+        """What to record about the executor in a run: name, threads per task, parallelism, device."""
+        return {"name": self.name, "threads_per_task": self.threads_per_task, "parallelism": self.parallelism,
+                "device": self.device}
 
     @abc.abstractmethod
     def map_unordered(self, fn: Callable, tasks: Sequence, *, shared: dict | None = None,
@@ -368,9 +395,18 @@ class LocalExecutor(Executor):
     Args:
         threads_per_task: torch intra-op threads for every task (default:
             ``FITSCOPE_NUM_THREADS`` if set, else 1); restored after each task.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:<index>"`` or ``"auto"`` (a GPU of
+            this machine when torch finds one, else the CPU): every task's device.
+
+    Raises:
+        ConfigError: a device that is not found here (the message names those found).
     """
 
     name = "local"
+
+    def __init__(self, *, threads_per_task: int | None = None, device: str = "cpu") -> None:
+        super().__init__(threads_per_task=threads_per_task)
+        self.device = resolve_device(device, "--device")
 
     def map_unordered(self, fn: Callable, tasks: Sequence, *, shared: dict | None = None,
                       progress: Callable[[int, int], None] | None = None) -> Iterator[tuple[int, Any]]:
@@ -384,7 +420,7 @@ class LocalExecutor(Executor):
         for index, task in enumerate(tasks):
             tick = functools.partial(progress, index) if progress is not None else None
             try:
-                result = run_task(fn, self.threads_per_task, task, tick, **shared)
+                result = run_task(fn, self.threads_per_task, task, tick, self.device, **shared)
             except Exception as err:
                 raise _task_failure(err, index, len(tasks), fn) from err
             yield index, result
@@ -424,6 +460,11 @@ class RayExecutor(Executor):
             honouring the affinity mask). Not allowed with ``address``.
         threads_per_task: torch threads of every task, also the CPUs each task
             reserves (default: ``FITSCOPE_NUM_THREADS`` if set, else 1).
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"`` (``"cuda"`` when the cluster
+            has GPUs, else ``"cpu"``: the same command runs on a CPU-only cluster).
+        gpus_per_task: GPUs each task reserves (Ray's ``num_gpus``) with a CUDA
+            device, in (0, 1]; a fraction lets several units share a GPU
+            (``0.25``: four at once). Default 1 on CUDA, 0 on the CPU.
         max_in_flight: most tasks submitted at once (default: twice
             :attr:`parallelism`), which bounds the memory held by pending
             arguments and unread results.
@@ -435,11 +476,13 @@ class RayExecutor(Executor):
     by :meth:`close` only if this executor started it (or connected to it).
 
     Raises:
-        ConfigError: ray is not installed, ``num_cpus`` with ``address``, or
-            no machine of the cluster has ``threads_per_task`` CPUs.
+        ConfigError: ray is not installed, ``num_cpus`` with ``address``, no
+            machine of the cluster has ``threads_per_task`` CPUs, ``cuda`` on a
+            cluster without GPUs, or ``gpus_per_task`` that does not fit the device.
     """
 
     name = "ray"
+    gpus_per_task: float = 0.0
 
     def __init__(
         self,
@@ -447,10 +490,14 @@ class RayExecutor(Executor):
         address: str | None = None,
         num_cpus: int | None = None,
         threads_per_task: int | None = None,
+        device: str = "cpu",
+        gpus_per_task: float | None = None,
         max_in_flight: int | None = None,
         max_retries: int = 3,
     ) -> None:
         super().__init__(threads_per_task=threads_per_task)
+        if gpus_per_task is not None:
+            gpus_per_task = check_number(gpus_per_task, "--gpus-per-task", low=0.0, high=1.0)
         ray = _import_ray()
         if address is not None and num_cpus is not None:
             raise ConfigError(message("address, num_cpus", "one of them, not both: --address joins a cluster, "
@@ -482,26 +529,54 @@ class RayExecutor(Executor):
             self.close()
             raise ConfigError(message("threads_per_task", f"at most the {largest:g} CPUs of the largest machine in "
                                       "the Ray cluster (no task could run)", str(self.threads_per_task)))
+        try:
+            self.device, self.gpus_per_task = self._placement(device, gpus_per_task)
+        except ConfigError:
+            self.close()
+            raise
         self._max_in_flight = max_in_flight
         self._max_retries = check_int(max_retries, "max_retries", low=0)
         # Units are pure and idempotent: a task lost with its worker or node is simply run again elsewhere.
         # Exceptions raised by the task itself are not retried (retry_exceptions=False): they would recur.
-        self._remote = ray.remote(run_task).options(num_cpus=self.threads_per_task,
-                                                    max_retries=self._max_retries, retry_exceptions=False)
+        #: the Ray options of every task: its CPUs and GPUs, and the retries
+        self.task_options = dict(num_cpus=self.threads_per_task, num_gpus=self.gpus_per_task,
+                                 max_retries=self._max_retries, retry_exceptions=False)
+        self._remote = ray.remote(run_task).options(**self.task_options)
+
+    def _placement(self, device: str, gpus_per_task: float | None) -> tuple[str, float]:
+        """The device of the tasks (resolved against the cluster's GPUs) and the GPUs each reserves."""
+        gpus = int(sum(node.get("Resources", {}).get("GPU", 0) for node in self._ray.nodes() if node.get("Alive")))
+        resolved = resolve_device(device, "--device", gpus=gpus, cluster=True)
+        if resolved == "cpu":
+            if gpus_per_task and device != "auto":  # auto on a CPU-only cluster: the same command runs on CPUs
+                raise ConfigError(message("--gpus-per-task", "0 with --device cpu (a unit on the CPU needs no GPU)",
+                                          shorten(gpus_per_task)))
+            return resolved, 0.0
+        if gpus_per_task == 0:
+            raise ConfigError(message("--gpus-per-task", "a number in (0, 1] with --device cuda (Ray hides every "
+                                      "GPU from a task that reserves none)", "0"))
+        return resolved, 1.0 if gpus_per_task is None else gpus_per_task
 
     @property
     def parallelism(self) -> int:
-        """How many tasks can run at once: the sum over machines of ``CPUs // threads_per_task``."""
+        """How many tasks can run at once: the sum over machines of ``CPUs // threads_per_task``
+        (and at most ``GPUs // gpus_per_task`` there when the tasks reserve GPUs)."""
         if not self._ray.is_initialized():
             return 1
-        total = sum(int(node.get("Resources", {}).get("CPU", 0)) // self.threads_per_task
-                    for node in self._ray.nodes() if node.get("Alive"))
+        total = 0
+        for node in self._ray.nodes():
+            if node.get("Alive"):
+                resources = node.get("Resources", {})
+                slots = int(resources.get("CPU", 0)) // self.threads_per_task
+                if self.gpus_per_task > 0:
+                    slots = min(slots, math.floor(resources.get("GPU", 0) / self.gpus_per_task + 1e-9))
+                total += slots
         return max(1, total)
 
     @property
     def info(self) -> dict:
-        """Name, threads per task, parallelism and cluster address (None: a Ray on this machine)."""
-        return {**super().info, "address": self.address}
+        """Name, threads per task, parallelism, device, GPUs per task and cluster address (None: a Ray here)."""
+        return {**super().info, "gpus_per_task": self.gpus_per_task, "address": self.address}
 
     def map_unordered(self, fn: Callable, tasks: Sequence, *, shared: dict | None = None,
                       progress: Callable[[int, int], None] | None = None) -> Iterator[tuple[int, Any]]:
@@ -538,7 +613,8 @@ class RayExecutor(Executor):
             while next_task < len(tasks) or pending:
                 while next_task < len(tasks) and len(pending) < limit:
                     ticker = RayTicker(board, next_task) if board is not None else None
-                    ref = self._remote.remote(fn, self.threads_per_task, tasks[next_task], ticker, **refs_shared)
+                    ref = self._remote.remote(fn, self.threads_per_task, tasks[next_task], ticker, self.device,
+                                              **refs_shared)
                     pending[ref] = next_task
                     next_task += 1
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5 if board is not None else None)
@@ -581,7 +657,8 @@ class RayExecutor(Executor):
         self._started = False
 
     def __repr__(self) -> str:
-        return f"RayExecutor(address={self.address!r}, threads_per_task={self.threads_per_task})"
+        return (f"RayExecutor(address={self.address!r}, threads_per_task={self.threads_per_task}, "
+                f"device={self.device!r}, gpus_per_task={self.gpus_per_task:g})")
 
 
 def make_executor(
@@ -590,6 +667,8 @@ def make_executor(
     address: str | None = None,
     num_cpus: int | None = None,
     threads_per_task: int | None = None,
+    device: str = "cpu",
+    gpus_per_task: float | None = None,
     max_in_flight: int | None = None,
     max_retries: int = 3,
 ) -> Executor:
@@ -603,12 +682,17 @@ def make_executor(
         threads_per_task: torch threads of every task, in both executors
             (default ``FITSCOPE_NUM_THREADS`` if set, else 1); record it: results
             are bitwise identical for the same value whichever executor ran them.
+        device: every task's torch device: ``"cpu"`` (default), ``"cuda"``,
+            ``"cuda:<index>"`` (``local`` only) or ``"auto"`` (a GPU when one is
+            found, on this machine or in the Ray cluster; else the CPU).
+        gpus_per_task: ``ray`` only: GPUs each task reserves with a CUDA device,
+            in (0, 1] (default 1; a fraction shares a GPU between units).
         max_in_flight: ``ray`` only: most tasks submitted at once.
         max_retries: ``ray`` only: reruns of a task lost with its worker or node.
 
     Raises:
-        ConfigError: an unknown name, ``address``/``num_cpus`` given to the
-            local executor, or ray not installed.
+        ConfigError: an unknown name, ``address``/``num_cpus``/``gpus_per_task``
+            given to the local executor, a device not found, or ray not installed.
     """
     name = check_choice(name, "--executor", EXECUTORS)
     if name == "local":
@@ -618,6 +702,9 @@ def make_executor(
         if num_cpus is not None:
             raise ConfigError(message("num_cpus", "None with --executor local (it is only used with --executor ray)",
                                       shorten(num_cpus)))
-        return LocalExecutor(threads_per_task=threads_per_task)
-    return RayExecutor(address=address, num_cpus=num_cpus, threads_per_task=threads_per_task,
-                       max_in_flight=max_in_flight, max_retries=max_retries)
+        if gpus_per_task is not None:
+            raise ConfigError(message("--gpus-per-task", "none with --executor local (it is only used with "
+                                      "--executor ray)", shorten(gpus_per_task)))
+        return LocalExecutor(threads_per_task=threads_per_task, device=device)
+    return RayExecutor(address=address, num_cpus=num_cpus, threads_per_task=threads_per_task, device=device,
+                       gpus_per_task=gpus_per_task, max_in_flight=max_in_flight, max_retries=max_retries)

@@ -10,6 +10,13 @@ the sum over models of each model's mean batch loss, so every model gets
 exactly the gradient it would get alone. After every epoch an eval-mode pass
 over all n training rows (and the test set) gives each model's per-example
 loss, correctness and margin.
+
+Devices: everything above runs on one torch device (``device=``, else the
+placement's, see :mod:`fitscope.train.device`). The inputs are copied there
+once, the batch order is drawn on the CPU (the same batches on every device)
+and copied once per epoch, the per-example records stay on the device until
+the end, and only each epoch's per-model means (K numbers) come back every
+epoch, for early stopping and progress.
 """
 
 from __future__ import annotations
@@ -26,7 +33,8 @@ from fitscope.models import EnsembleModel, build, flops_per_example, largest_act
 from fitscope.seeding import derive_seed
 from fitscope.train.augment import Augmenter
 from fitscope.train.config import TrainConfig
-from fitscope.train.records import PerExampleRecords, per_example_stats
+from fitscope.train.device import placement_device
+from fitscope.train.records import DeviceRecords, per_example_stats
 from fitscope.train.result import EnsembleResult
 from fitscope.train.schedules import lr_at
 from fitscope.train.steps import make_step
@@ -181,12 +189,12 @@ def predict_logits(model: EnsembleModel, x: torch.Tensor, chunk: int) -> torch.T
     return out
 
 
-def _own_row_means(values: torch.Tensor, masks: torch.Tensor | None) -> np.ndarray:
-    """Mean of ``(K, n)`` values over each model's own rows."""
+def _own_row_means(values: torch.Tensor, masks: torch.Tensor | None) -> torch.Tensor:
+    """Mean (float64, on the values' device) of ``(K, n)`` values over each model's own rows."""
     values = values.double()
     if masks is None:
-        return values.mean(dim=1).cpu().numpy()
-    return ((values * masks).sum(dim=1) / masks.sum(dim=1)).cpu().numpy()
+        return values.mean(dim=1)
+    return (values * masks).sum(dim=1) / masks.sum(dim=1)
 
 
 def train_ensemble(
@@ -200,7 +208,7 @@ def train_ensemble(
     x_test: np.ndarray | None = None,
     y_test: np.ndarray | None = None,
     dropout: float | None = None,
-    device: str = "cpu",
+    device: str | None = None,
     progress: Callable[[dict], None] | None = None,
     n_classes: int | None = None,
     keep_model: bool = False,
@@ -222,7 +230,11 @@ def train_ensemble(
         x_test: optional ``(n_test, *input_shape)`` test inputs.
         y_test: ``(n_test,)`` test labels (with ``x_test``).
         dropout: overrides the spec's dropout when not None.
-        device: torch device (``"cpu"``, ``"cuda"``).
+        device: torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"auto"``);
+            None: the placement's (``FITSCOPE_DEVICE``, which a study's
+            executor sets to its ``--device``), else the CPU. See
+            :mod:`fitscope.train.device`. The models, batches and records
+            stay on it; the result is copied back to NumPy once.
         progress: called after every epoch with ``dict(epoch, epochs,
             train_acc_mean, test_acc_mean, seconds, models, examples_per_second)``.
         n_classes: number of classes; default ``max(label) + 1`` over ``y`` and ``y_test``.
@@ -233,10 +245,11 @@ def train_ensemble(
 
     Raises:
         DataError: inputs/labels of the wrong shape, type or range.
-        ConfigError: bad spec, config, seeds or masks.
+        ConfigError: bad spec, config, seeds, masks or device (a CUDA device not found here).
     """
     t_start = time.perf_counter()
     check_type(config, "config", TrainConfig)
+    dev = placement_device(device)
     configure_threads()
     seeds = check_seeds(seeds)
     k = len(seeds)
@@ -246,7 +259,6 @@ def train_ensemble(
     if config.early_stop == "patience" and not has_test:
         raise ConfigError(message("x_test", "test data with early_stop='patience' (it watches the test loss; "
                                   "or use early_stop='fit' or 'none')", "no test rows"))
-    dev = torch.device(device)
     model = build(spec, input_shape, n_classes, seeds=seeds, dropout=dropout).to(dev)
     flops_train = 3 * flops_per_example(model.spec, input_shape, n_classes)
     chunk = max(1, min(config.eval_batch_size,
@@ -274,7 +286,7 @@ def train_ensemble(
     test_acc = np.full((k, epochs), np.nan)
     test_loss = np.full((k, epochs), np.nan)
     epochs_to_fit = np.full(k, -1, np.int64)
-    records = PerExampleRecords.empty(epochs, k, n) if config.record else None
+    records = DeviceRecords(epochs, k, n, dev) if config.record else None  # on the device until the end
     train_logits = test_logits = None
     examples_seen, train_seconds, eval_seconds = 0, 0.0, 0.0
     best_test, waited, epochs_run = math.inf, 0, 0
@@ -295,6 +307,8 @@ def train_ensemble(
             step(xb, yb)
             optimizer.step()
             examples_seen += idx.numel()
+        if dev.type == "cuda":  # the steps were only queued: wait, so that train_seconds is their time
+            torch.cuda.synchronize(dev)
         t1 = time.perf_counter()
         train_seconds += t1 - t0
 
@@ -304,14 +318,17 @@ def train_ensemble(
             logits = predict_logits(model, x_eval, chunk)
             train_logits, test_logits = logits[:, :n], logits[:, n:]
             losses, correct, margin = per_example_stats(train_logits, yt)
-            train_acc[:, epoch] = _own_row_means(correct, mask_t)
-            train_loss[:, epoch] = _own_row_means(losses, mask_t)
+            means = [_own_row_means(correct, mask_t), _own_row_means(losses, mask_t)]
             if records is not None:
-                records.put(epoch, losses.cpu().numpy(), correct.cpu().numpy(), margin.cpu().numpy())
+                records.put(epoch, losses, correct, margin)
             if has_test:
                 t_losses, t_correct, _ = per_example_stats(test_logits, yt_test)
-                test_acc[:, epoch] = t_correct.double().mean(dim=1).cpu().numpy()
-                test_loss[:, epoch] = t_losses.double().mean(dim=1).cpu().numpy()
+                means += [t_correct.double().mean(dim=1), t_losses.double().mean(dim=1)]
+            # the per-model means (early stopping and progress need them now): one small copy per epoch
+            host = torch.stack(means).cpu().numpy()
+            train_acc[:, epoch], train_loss[:, epoch] = host[0], host[1]
+            if has_test:
+                test_acc[:, epoch], test_loss[:, epoch] = host[2], host[3]
         eval_seconds += time.perf_counter() - t1
         epochs_run = epoch + 1
         newly_fit = (epochs_to_fit < 0) & (train_acc[:, epoch] >= 1.0)
@@ -348,7 +365,7 @@ def train_ensemble(
         test_acc=test_acc[:, :e],
         test_loss=test_loss[:, :e],
         epochs_to_fit=epochs_to_fit,
-        records=records.trimmed(e) if records is not None else None,
+        records=records.to_records(e) if records is not None else None,
         train_logits=train_logits.cpu().numpy().copy(),
         test_logits=test_logits.cpu().numpy().copy(),
         epochs_run=e,

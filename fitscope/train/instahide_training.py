@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from fitscope.errors import DataError
 from fitscope.models import build
 from fitscope.seeding import derive_seed
+from fitscope.train.device import placement_device
 from fitscope.train.threads import configure_threads
 from fitscope.validation import check_int, check_number, check_seed, message
 
@@ -64,7 +65,7 @@ def train_soft_labels(
     batch_size: int = 128,
     lr: float = 1e-3,
     weight_decay: float = 0.0,
-    device: str = "cpu",
+    device: str | None = None,
     keep_model: bool = False,
 ) -> SoftLabelResult:
     """Train one model (Adam) on each epoch's ``epoch_data(epoch)`` and test it after every epoch.
@@ -80,14 +81,15 @@ def train_soft_labels(
         batch_size: rows per step (>= 1).
         lr: Adam learning rate (> 0).
         weight_decay: L2 weight decay (>= 0).
-        device: torch device.
+        device: torch device (``"cpu"``, ``"cuda"``, ``"auto"``, ...); None: the placement's
+            (``FITSCOPE_DEVICE``, else the CPU; see :mod:`fitscope.train.device`).
         keep_model: return the trained model in ``result.model``.
 
     Returns:
         A :class:`SoftLabelResult`.
 
     Raises:
-        ConfigError: bad epochs, batch size, learning rate, weight decay, seed or spec.
+        ConfigError: bad epochs, batch size, learning rate, weight decay, seed, spec or device.
         DataError: ``epoch_data`` or test arrays of the wrong shape.
     """
     t0 = time.perf_counter()
@@ -96,13 +98,13 @@ def train_soft_labels(
     lr = check_number(lr, "lr", low=0.0, high=math.inf, open_low=True, open_high=True)
     weight_decay = check_number(weight_decay, "weight_decay", low=0.0, high=math.inf, open_high=True)
     seed = check_seed(seed)
+    dev = placement_device(device)
     configure_threads()
     x_test = np.asarray(x_test, np.float32)
     y_test = np.asarray(y_test)
     if y_test.shape != (x_test.shape[0],) or not np.issubdtype(y_test.dtype, np.integer):
         raise DataError(message("y_test", f"({x_test.shape[0]},) integer labels to match x_test",
                                 f"shape {y_test.shape} dtype {y_test.dtype}"))
-    dev = torch.device(device)
     model = None
     gen = torch.Generator().manual_seed(derive_seed(seed, "soft-labels", "order"))
     xt_test = torch.from_numpy(x_test).to(dev)
@@ -124,7 +126,7 @@ def train_soft_labels(
         xt, yt = torch.from_numpy(x).to(dev), torch.from_numpy(y).to(dev)
         model.train()
         order = torch.randperm(x.shape[0], generator=gen).to(dev)
-        total, steps = 0.0, 0
+        total, steps = torch.zeros((), dtype=torch.float64, device=dev), 0  # summed on the device: no sync per step
         for start in range(0, x.shape[0], batch_size):
             idx = order[start : start + batch_size]
             logits = model(xt[idx].unsqueeze(0))[0]
@@ -132,8 +134,9 @@ def train_soft_labels(
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total, steps = total + float(loss.detach()), steps + 1
-        train_loss[epoch] = total / steps
+            total += loss.detach().double()
+            steps += 1
+        train_loss[epoch] = float(total) / steps
         model.eval()
         with torch.inference_mode():
             pred = model.forward_shared(xt_test)[0].argmax(dim=-1)

@@ -23,6 +23,18 @@ def unpack_correct(packed: np.ndarray, n: int) -> np.ndarray:
     return np.unpackbits(packed, axis=-1, count=n).astype(bool)
 
 
+_BIT_WEIGHTS = (128, 64, 32, 16, 8, 4, 2, 1)  # np.packbits' order: the first entry is the high bit
+
+
+def pack_correct_tensor(correct: torch.Tensor) -> torch.Tensor:
+    """:func:`pack_correct` on a bool tensor, on its device: ``(..., n) -> (..., ceil(n/8))`` uint8, the same bits."""
+    n = correct.shape[-1]
+    bits = torch.nn.functional.pad(correct.to(torch.uint8), (0, (-n) % 8))
+    bits = bits.reshape(*correct.shape[:-1], -1, 8)
+    weights = torch.tensor(_BIT_WEIGHTS, dtype=torch.uint8, device=correct.device)
+    return (bits * weights).sum(dim=-1, dtype=torch.uint8)
+
+
 def per_example_stats(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Cross-entropy loss, correctness and margin of every (model, row).
 
@@ -95,3 +107,36 @@ class PerExampleRecords:
     def trimmed(self, epochs: int) -> "PerExampleRecords":
         """The first ``epochs`` epochs only."""
         return PerExampleRecords(self.loss[:epochs], self.correct[:epochs], self.margin[:epochs], self.n)
+
+
+class DeviceRecords:
+    """:class:`PerExampleRecords` kept on the training device while the models train, copied to NumPy once.
+
+    The epoch pass stores its ``(K, n)`` loss, correctness and margin here
+    without leaving the device (float16, correctness bit-packed as in
+    :func:`pack_correct`); :meth:`to_records` brings the epochs run back in
+    one copy. On the CPU this holds the same bits as :meth:`PerExampleRecords.put`.
+
+    Args:
+        epochs: most epochs to record.
+        n_models: K.
+        n: training rows.
+        device: where the records live (the models' device).
+    """
+
+    def __init__(self, epochs: int, n_models: int, n: int, device: torch.device) -> None:
+        self.n = n
+        self.loss = torch.zeros((epochs, n_models, n), dtype=torch.float16, device=device)
+        self.correct = torch.zeros((epochs, n_models, (n + 7) // 8), dtype=torch.uint8, device=device)
+        self.margin = torch.zeros((epochs, n_models, n), dtype=torch.float16, device=device)
+
+    def put(self, epoch: int, loss: torch.Tensor, correct: torch.Tensor, margin: torch.Tensor) -> None:
+        """Store epoch ``epoch`` (0-based) from ``(K, n)`` float loss, bool correct, float margin tensors."""
+        self.loss[epoch] = loss
+        self.correct[epoch] = pack_correct_tensor(correct)
+        self.margin[epoch] = margin
+
+    def to_records(self, epochs: int) -> PerExampleRecords:
+        """The first ``epochs`` epochs as NumPy :class:`PerExampleRecords` (one copy from the device)."""
+        return PerExampleRecords(self.loss[:epochs].cpu().numpy().copy(), self.correct[:epochs].cpu().numpy().copy(),
+                                 self.margin[:epochs].cpu().numpy().copy(), self.n)

@@ -7,7 +7,7 @@ import pytest
 from cli_helpers import run_main as _run_main
 
 ARGS = ["audit", "--model", "mlp:32x1", "--models", "8", "--cscore-ratios", "0.5,0.7", "--cscore-models", "4",
-        "--epochs", "2", "--noise", "0.1", "--chunk", "4"]
+        "--epochs", "2", "--noise", "0.1", "--chunk", "4", "--oof-families", "logistic"]
 
 
 
@@ -53,7 +53,7 @@ def test_audit_then_resume_and_other_config(tmp_path, capsys):
     code, captured = _run_main(ARGS + ["--out", str(out)], capsys)
     assert code == 2 and "--resume" in captured.err
     code, captured = _run_main(ARGS + ["--out", str(out), "--resume"], capsys)
-    assert code in (0, None) and "reused 3 finished units, training 0" in captured.err
+    assert code in (0, None) and "reused 4 finished units, training 0" in captured.err
     units = sorted(p.name for p in (out / "units").iterdir())
     code, captured = _run_main(ARGS + ["--out", str(out), "--resume", "--epochs", "3"], capsys)
     assert code == 2 and "--epochs 3 differs from the run's 2" in captured.err
@@ -61,7 +61,7 @@ def test_audit_then_resume_and_other_config(tmp_path, capsys):
     assert sorted(p.name for p in (out / "units").iterdir()) == units
     # --resume alone: every flag comes from the run (which was not made with the defaults)
     code, captured = _run_main(["audit", "--out", str(out), "--resume"], capsys)
-    assert code in (0, None) and "reused 3 finished units, training 0" in captured.err, captured.err
+    assert code in (0, None) and "reused 4 finished units, training 0" in captured.err, captured.err
     # a flag given with --resume that agrees with the run is fine
     code, captured = _run_main(["audit", "--out", str(out), "--resume", "--models", "8"], capsys)
     assert code in (0, None), captured.err

@@ -20,7 +20,7 @@ from fitscope.experiments.study import PAUSE_ENV, PAUSE_MARK
 # digits, 8 memorization models in 4 units of 2 (the C-score from the same models); not the defaults, so
 # that a plain --resume must take the config from run.json
 ARGS = ["audit", "--model", "mlp:32x1", "--models", "8", "--ratio", "0.7", "--cscore-ratios", "0.7",
-        "--epochs", "3", "--noise", "0.1", "--chunk", "2", "--seed", "3"]
+        "--epochs", "3", "--noise", "0.1", "--chunk", "2", "--seed", "3", "--oof-families", "none"]
 UNITS = ["mem-000", "mem-001", "mem-002", "mem-003"]
 
 

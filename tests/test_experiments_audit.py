@@ -23,11 +23,11 @@ from fitscope.seeding import derive_seed
 from fitscope.train import TrainConfig, train_ensemble
 
 SMALL = dict(model="mlp:64x1", models=24, ratio=0.7, cscore_ratios=[0.3, 0.7], cscore_models=8, epochs=5,
-             noise=0.1, chunk=12)
+             noise=0.1, chunk=12, oof_families=["logistic"])
 EXAMPLE_COLUMNS = ["index", "label", "true_label", "corrupted", "mem", "mem_lo", "mem_hi", "mem_se", "cscore",
                    "learning_speed",
-                   "density", "hidden_density", "rel_distance", "oof_confidence", "label_issue", "cleanlab_issue",
-                   "cleanlab_score"]
+                   "density", "hidden_density", "rel_distance", "oof_confidence", "oof_confidence_network",
+                   "oof_confidence_logistic", "label_issue", "cleanlab_issue", "cleanlab_score"]
 
 
 @pytest.fixture(scope="module")
@@ -143,14 +143,18 @@ def test_audit_writes_tables_and_report(small_audit):
         assert text in html, text
     assert run.meta["status"] == "done" and run.meta["summary"]["models"] == 24 + 8
     assert run.seeds["noise_seed"] is not None
-    assert sorted(run.unit_keys()) == ["cscore-0.3-000", "mem-000", "mem-001"]
+    assert sorted(run.unit_keys()) == ["cscore-0.3-000", "mem-000", "mem-001", "oof-sklearn"]
     for part in ("prepare", "train", "estimate", "report"):
         assert part in run.timings
     # a quality floor: even 24 tiny models for 5 epochs find most flipped labels
     assert outcome.summary["label-issue AUROC"] > 0.9
-    assert set(outcome.detection.score) == {"label_issue (ours)", "out-of-fold self-confidence",
-                                            "cleanlab label quality (1 - score)",
-                                            "cleanlab find_label_issues (ranked)"}
+    assert set(outcome.detection.score) == {"label_issue (ours)", "out-of-fold self-confidence (family mixture)",
+                                            "cleanlab label quality (network)",
+                                            "cleanlab find_label_issues ranked (network)",
+                                            "cleanlab label quality (logistic)",
+                                            "cleanlab find_label_issues ranked (logistic)"}
+    best = outcome.detection[outcome.detection.score.str.startswith("cleanlab")].auroc.max()
+    assert outcome.summary["best cleanlab AUROC"] == best
     assert outcome.cleanlab["flagged"] == int(examples.cleanlab_issue.sum()) and outcome.cleanlab["k"] == 144
     assert "find_label_issues (mask)" in html
 
@@ -173,13 +177,14 @@ def test_resume_trains_only_missing_units(small_audit, tmp_path):
     (copy / "report.html").unlink()
     resumed, outcome = audit(make_config(**SMALL), copy, resume=True)
     assert outcome.trained_units == ["mem-001"]
-    assert outcome.reused_units == ["mem-000", "cscore-0.3-000"]
+    assert outcome.reused_units == ["mem-000", "cscore-0.3-000", "oof-sklearn"]
     pd.testing.assert_frame_equal(pd.read_parquet(run.path / "examples.parquet"),
                                   pd.read_parquet(copy / "examples.parquet"))
     assert (copy / "report.html").exists() and resumed.meta["status"] == "done"
-    assert "Resumed run: 2 finished ensembles were reused" in (copy / "report.html").read_text()
+    resumed_note = "Resumed run: 3 finished units (model ensembles, the scikit-learn fits) were reused"
+    assert resumed_note in (copy / "report.html").read_text()
     _, nothing = audit(make_config(**SMALL), copy, resume=True)
-    assert nothing.trained_units == [] and len(nothing.reused_units) == 3
+    assert nothing.trained_units == [] and len(nothing.reused_units) == 4
 
 
 def test_resume_with_another_config_is_refused_and_keeps_the_run(small_audit, tmp_path):
@@ -293,3 +298,65 @@ def test_report_panels_keep_the_image_aspect(monkeypatch, shape):
     figures.pairs_figure(data, pairs, examples["label"].to_numpy())
     assert len(shown) == 8
     np.testing.assert_allclose(shown, shape[1] / shape[2], rtol=0.03)  # height / width of the input
+
+
+def test_families_mixed_into_the_label_score_equal_an_independent_recomputation(tmp_path):
+    """iris, every scikit-learn family (auto): the stored columns and the score against the public functions."""
+    from fitscope.data import load
+    from fitscope.estimators import combine_oof_probs, cscore_holdout, label_issue_scores, learning_speed
+    from fitscope.estimators import out_of_fold_probs
+    from fitscope.train import sklearn_oof_probs, unpack_correct
+
+    cfg = make_config(data="iris", model="mlp:16x1", models=8, ratio=0.5, cscore_ratios=[0.5], epochs=3,
+                      noise=0.2, chunk=8, batch_size=32)
+    run, outcome = audit(cfg, tmp_path / "run")
+    examples = pd.read_parquet(run.path / "examples.parquet")
+    labels = examples.label.to_numpy()
+    n = len(labels)
+    # the families: scikit-learn's own out-of-fold probabilities, fitted here again from the data and the seed
+    x = load("iris", seed=0).x_train
+    reference = sklearn_oof_probs(x, labels, folds=5, n_classes=3, seed=derive_seed(0, "sklearn-oof"))
+    assert run.seeds["oof_seed"] == derive_seed(0, "sklearn-oof") and reference.families == ("logistic", "boosting",
+                                                                                              "mlp")
+    unit = run.load_unit("mem-000")
+    network = out_of_fold_probs(unit["train_logits"], unit["masks"])
+    families = {"network": network, **reference.probs}
+    for family, probs in families.items():
+        assert np.allclose(examples[f"oof_confidence_{family}"], probs[np.arange(n), labels]), family
+    mixture = combine_oof_probs(families, labels)
+    assert outcome.family_weights == pytest.approx(mixture.weight_of())
+    assert outcome.summary["out-of-fold families"] == "network, logistic, boosting, mlp"
+    speed = learning_speed(unpack_correct(unit["records_correct"], n), in_subset=unit["masks"]).scores
+    cscore = cscore_holdout({0.5: (unit["correct"], unit["masks"])}).cscore
+    margin = np.where(unit["masks"], unit["margin_mean"], 0).sum(0) / np.maximum(unit["masks"].sum(0), 1)
+    expected = label_issue_scores(labels, families, cscore=cscore, learning_speed=speed, margin=margin).scores
+    assert np.allclose(examples.label_issue, expected)
+    html = (run.path / "report.html").read_text()
+    assert "gradient boosting" in html and "5-fold cross-validated" in html and "(weight 4)" in html
+
+
+@pytest.mark.parametrize("values, expected", [
+    (dict(fast=True), dict(models=16, chunk=16, cscore_ratios=[0.7])),
+    (dict(fast=True, ratio=0.5, models=24), dict(models=24, chunk=16, cscore_ratios=[0.5])),
+])
+def test_fast_fills_in_its_setting_unless_given(values, expected):
+    cfg = make_config(**values)
+    assert {k: getattr(cfg, k) for k in expected} == expected and cfg.fast
+
+
+def test_fast_beats_quick_and_given_values_beat_both():
+    cfg = AuditConfig.quick(fast=True)
+    assert (cfg.models, cfg.chunk, cfg.cscore_ratios, cfg.epochs) == (16, 16, [0.7], 12)
+    assert AuditConfig.quick(fast=True, models=32).models == 32
+
+
+@pytest.mark.parametrize("values, needle", [
+    (dict(fast=True, cscore_ratios=[0.3, 0.7]), "--fast: expected no C-score ratio other than --ratio 0.7"),
+    (dict(oof_families=["logistic", "svm"]), "--oof-families: expected 'auto' or distinct families"),
+    (dict(oof_families=["mlp", "mlp"]), "--oof-families: expected 'auto' or distinct families"),
+    (dict(oof_folds=1), "--oof-folds: expected greater than or equal to 2"),
+])
+def test_bad_family_or_fast_settings_are_one_line(values, needle):
+    with pytest.raises(ConfigError, match=needle) as info:
+        make_config(**values)
+    assert "\n" not in str(info.value)

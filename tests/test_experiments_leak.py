@@ -29,7 +29,7 @@ SMALL = dict(model="mlp:32x1", models=8, epochs=3, chunk=4)
 def small_audit(tmp_path_factory):
     out = tmp_path_factory.mktemp("audit") / "run"
     cfg = audit_study.make_config(model="mlp:32x1", models=8, ratio=0.7, cscore_ratios=[0.7], epochs=2, chunk=8,
-                                  noise=0.1)
+                                  noise=0.1, oof_families=[])
     run, outcome = audit_study.audit(cfg, out)
     return run, outcome
 

@@ -57,9 +57,31 @@ def test_left_out_says_what_and_why():
     assert "weight 0" in lines[1]
     assert "No influence pair is reported: all 597 pairs" in lines[2] and "48 models" in lines[2]
     assert lines[3] == "2 training examples have no memorization estimate: they were in every subset or in none."
-    full = audit.left_out(dict(context, mem_in_label_score=True, hidden_in_label_score=True,
-                               influence_fdr=FDR_META, n_mem_undefined=0))
+    full_context = dict(context, mem_in_label_score=True, hidden_in_label_score=True, influence_fdr=FDR_META,
+                        n_mem_undefined=0)
+    full = audit.left_out(full_context)
     assert full == []
+    # the scikit-learn families auto left out for size, none asked for, and the fast audit's C-score
+    big = audit.left_out(dict(full_context, cfg=dict(oof_families="auto"), family_weights={"network": 0.4, "logistic": 0.6},
+                              input_entries=47_040_000))
+    assert big == ["Gradient boosting and scikit-learn's MLP were not fitted: the training inputs have 47,040,000 "
+                   "entries (rows x features), above the 5,000,000 up to which --oof-families auto fits every "
+                   "family; pass --oof-families logistic,boosting,mlp to fit them anyway."]
+    assert "--oof-families none" in audit.left_out(dict(full_context, cfg=dict(oof_families=[])))[0]
+    fast = audit.left_out(dict(full_context, cfg=dict(oof_families="auto", fast=True),
+                               family_weights=dict.fromkeys(("network", "logistic", "boosting", "mlp"), 0.25)))
+    assert len(fast) == 1 and fast[0].startswith("The C-score is not in the label-issue score: the fast audit")
+
+
+def test_label_score_text_names_signals_by_weight_and_the_families():
+    text = audit.label_score_text({"self_confidence": 1.0, "learning_speed": 4.0, "cscore": 0.25},
+                                  {"network": 0.625, "boosting": 0.375}, 5)
+    assert text.startswith("The label-issue score is a weighted average of each example's rank in learning speed "
+                           "(weight 4), out-of-fold self-confidence (weight 1) and holdout C-score (weight 0.25).")
+    assert text.endswith("5-fold cross-validated scikit-learn models, weighted by how well each predicts the given "
+                         "labels: the audit's networks 0.62, gradient boosting 0.38.")
+    alone = audit.label_score_text({"learning_speed": 4.0}, {}, 5)
+    assert alone.endswith("are the networks' alone (models whose subset left the example out).")
 
 
 def test_memorization_and_pairs_tables_show_intervals():

@@ -22,7 +22,8 @@ from fitscope.experiments.study import Progress, run_study
 from fitscope.runs import executors
 
 # 4 units of 2 tiny models (120 model-epochs each, about a second): the first tick comes well before the last unit ends
-VALUES = dict(model="mlp:16x1", models=8, ratio=0.5, cscore_ratios=[0.5], epochs=60, noise=0.1, chunk=2)
+VALUES = dict(model="mlp:16x1", models=8, ratio=0.5, cscore_ratios=[0.5], epochs=60, noise=0.1, chunk=2,
+              oof_families=[])
 
 
 class ReplaceNodeOnFirstTick(Progress):

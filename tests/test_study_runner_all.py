@@ -12,7 +12,8 @@ from study_harness import check_kill_and_resume, check_ray_matches_local
 
 # study name -> config values of a tiny run with >= 2 units (each porter owns its own entry)
 CASES: dict[str, dict] = {
-    "audit": dict(model="mlp:16x1", models=8, ratio=0.5, cscore_ratios=[0.5], epochs=2, noise=0.1, chunk=4),
+    "audit": dict(model="mlp:16x1", models=8, ratio=0.5, cscore_ratios=[0.5], epochs=2, noise=0.1, chunk=4,
+                  oof_families=["logistic"]),
     "privacy-study": dict(data="iris", model="mlp:8x1", defenses=["none", "label-dp:1", "pruning:0.5"],
                           models=5, epochs=2, canaries=10, attacks=["pruning-vs-noise"]),
     "train": dict(data="iris", model="mlp:8x1", mechanism="label-dp", eps=2.0, stages=2, epochs=3, models=2,

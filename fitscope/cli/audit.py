@@ -7,9 +7,9 @@ from typing import Optional
 import typer
 
 from fitscope.cli import app
-from fitscope.cli.lists import parse_floats
+from fitscope.cli.lists import parse_floats, parse_names
 from fitscope.cli.study_command import (
-    AddressOpt, ExecutorOpt, OutOpt, RebuildOpt, ResumeOpt, ThreadsOpt, run_command,
+    AddressOpt, DeviceOpt, ExecutorOpt, GpusPerTaskOpt, OutOpt, RebuildOpt, ResumeOpt, ThreadsOpt, run_command,
 )
 
 
@@ -35,6 +35,15 @@ def audit(
     data_seed: Optional[int] = typer.Option(None, help="Seed of the train/test split."),
     label_column: Optional[str] = typer.Option(None, help="Label column of a CSV file."),
     chunk: Optional[int] = typer.Option(None, help="Models per batched ensemble, stored as it finishes (default 50)."),
+    oof_families: Optional[str] = typer.Option(
+        None, help="scikit-learn families whose 5-fold out-of-fold probabilities join the networks' in the "
+                   "label-issue score: comma-separated among logistic,boosting,mlp, 'none' for the networks "
+                   "alone, or 'auto' (default: all three up to 5 million input entries, else logistic)."),
+    oof_folds: Optional[int] = typer.Option(None, help="Cross-validation folds of those families (default 5)."),
+    fast: bool = typer.Option(False, "--fast",
+                              help="The fast audit: 16 memorization models, no C-score models (learning speed, "
+                                   "out-of-fold probabilities and the scikit-learn families score the labels; "
+                                   "about half the cost, see the README's label-issue section)."),
     quick: bool = typer.Option(False, "--quick",
                                help="A small setting for a demo: 48 memorization models, C-score ratios "
                                     "0.3,0.5,0.7 with 16 models each, 12 epochs (about 20 s on digits on 2 idle cores)."),
@@ -44,6 +53,8 @@ def audit(
     executor: ExecutorOpt = "local",
     address: AddressOpt = None,
     threads: ThreadsOpt = None,
+    device: DeviceOpt = None,
+    gpus_per_task: GpusPerTaskOpt = None,
 ) -> None:
     """Train subset models and score every training example: memorization, influence, C-score, label issues.
 
@@ -55,12 +66,26 @@ def audit(
     (a run started with one executor can be resumed with --resume on the other).
     """
     from fitscope.experiments import get_study
+    from fitscope.experiments.audit import AuditConfig, fast_values
 
     values = dict(
         data=data, model=model, noise=noise, noise_mode=noise_mode, models=models, ratio=ratio,
         cscore_ratios=parse_floats(cscore_ratios, "--cscore-ratios", "0.1,0.5,0.9") if cscore_ratios else None,
         cscore_models=cscore_models, epochs=epochs, lr=lr, optimizer=optimizer, batch_size=batch_size,
         seed=seed, data_seed=data_seed, label_column=label_column, chunk=chunk,
+        oof_families=_families(oof_families), oof_folds=oof_folds,
     )
+    if fast:  # its settings beat --quick's, given flags beat both
+        given = {k: v for k, v in values.items() if v is not None}
+        values = {**fast_values(ratio if ratio is not None else AuditConfig.model_fields["ratio"].default),
+                  **given, "fast": True}
     run_command(get_study("audit"), values, out=out, quick=quick, resume=resume, rebuild_meta=rebuild_meta,
-                executor=executor, address=address, threads=threads)
+                executor=executor, address=address, threads=threads, device=device,
+                gpus_per_task=gpus_per_task)
+
+
+def _families(text: str | None):
+    """``--oof-families``: None (not given), ``"auto"``, ``[]`` for ``none``, else the names."""
+    if text is None or text.strip() == "auto":
+        return None if text is None else "auto"
+    return [] if text.strip() == "none" else parse_names(text)

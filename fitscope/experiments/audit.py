@@ -54,7 +54,14 @@ from fitscope.experiments.config_errors import build_config
 from fitscope.experiments.study import Outcome, Prepared, Study, StudyResult, Unit, run_study
 from fitscope.models import check_input_shape, parse_spec
 from fitscope.seeding import derive_seed
-from fitscope.train import TrainConfig, train_ensemble, unpack_correct
+from fitscope.train import (
+    OOF_FAMILIES,
+    TrainConfig,
+    auto_families,
+    sklearn_oof_probs,
+    train_ensemble,
+    unpack_correct,
+)
 
 # Rows per forward pass when reading hidden features (activations of a few MB).
 _FEATURE_ROWS = 1024
@@ -88,6 +95,29 @@ class AuditConfig(BaseModel):
     lr: float = Field(0.003, gt=0)
     seed: int = Field(0, ge=0, description="seed of the label flips, the subsets and the models")
     chunk: int = Field(50, gt=0, description="models per batched ensemble (unit of work)")
+    oof_families: Literal["auto"] | list[Literal["logistic", "boosting", "mlp"]] = Field(
+        "auto", description="scikit-learn families whose out-of-fold probabilities join the networks' "
+                            "(auto: fitscope.train.auto_families; [] for the networks alone)")
+    oof_folds: int = Field(5, ge=2, description="cross-validation folds of the scikit-learn families")
+    fast: bool = Field(False, description="the fast audit (FAST): 16 memorization models, no C-score models")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fast_setting(cls, values):
+        # --fast fills in the settings it implies unless they are given
+        if isinstance(values, dict) and values.get("fast") is True:
+            values = {**fast_values(values.get("ratio", cls.model_fields["ratio"].default)), **values}
+        return values
+
+    @field_validator("oof_families", mode="before")
+    @classmethod
+    def _known_distinct_families(cls, value):
+        if value == "auto":
+            return value
+        if (not isinstance(value, (list, tuple)) or any(f not in OOF_FAMILIES for f in value)
+                or len(set(value)) != len(value)):
+            raise ValueError(f"expected 'auto' or distinct families among {', '.join(OOF_FAMILIES)}, got {value!r}")
+        return list(value)
 
     @field_validator("cscore_ratios")
     @classmethod
@@ -98,6 +128,10 @@ class AuditConfig(BaseModel):
 
     @model_validator(mode="after")
     def _enough_models(self) -> "AuditConfig":
+        if self.fast and self.cscore_ratios != [self.ratio]:
+            raise ValueError(f"--fast: expected no C-score ratio other than --ratio {self.ratio:g} (the fast "
+                             f"audit trains no C-score models), got --cscore-ratios "
+                             f"{','.join(f'{r:g}' for r in self.cscore_ratios)}")
         need = min_models(self.ratio)
         if self.models < need:
             raise ValueError(f"--models: expected at least {need} models for ratio {self.ratio:g} "
@@ -114,14 +148,30 @@ class AuditConfig(BaseModel):
 
     @classmethod
     def quick(cls, **overrides) -> "AuditConfig":
-        """The ``--quick`` setting (:data:`QUICK`) with ``overrides`` (None values ignored) on top."""
-        return make_config(**{**QUICK, **{k: v for k, v in overrides.items() if v is not None}})
+        """The ``--quick`` setting (:data:`QUICK`) with ``overrides`` (None values ignored) on top.
+
+        With ``fast=True`` the fast setting (:func:`fast_values`) overrides the quick one's models.
+        """
+        given = {k: v for k, v in overrides.items() if v is not None}
+        fast = fast_values(given.get("ratio", cls.model_fields["ratio"].default)) if given.get("fast") else {}
+        return make_config(**{**QUICK, **fast, **given})
 
 
 #: ``--quick``, the setting of ``make demo``: 48 memorization models, 3 C-score ratios, 12 epochs
 #: (80 models, 960 model-epochs of ``mlp:512x2`` on digits: about 20 s on 2 idle cores, with
 #: label-issue AUROC near 0.999 at 10% noise).
 QUICK = dict(models=48, chunk=24, cscore_ratios=[0.3, 0.5, 0.7], cscore_models=16, epochs=12)
+
+#: ``--fast``: 16 memorization models in one ensemble and no C-score models (the C-score is the held-out
+#: accuracy at ``--ratio`` alone and stays out of the label-issue score). What ``bench/label_issues.py``
+#: measures as ``ours --fast``: at least as high as the best cleanlab variant on 7 of 8 cases at about
+#: half the cost of the full score (``bench/results/label_issues.json``).
+FAST = dict(models=16, chunk=16)
+
+
+def fast_values(ratio: float) -> dict:
+    """The settings ``--fast`` implies for a memorization ratio ``ratio``: :data:`FAST` and C-score ratios ``[ratio]``."""
+    return {**FAST, "cscore_ratios": [ratio]}
 
 
 def make_config(**values) -> AuditConfig:
@@ -231,6 +281,42 @@ def _train_unit_arrays(unit: Chunk, cfg: AuditConfig, n_classes: int, x_train: n
     return out
 
 
+#: The key of the unit that fits the scikit-learn families.
+SKLEARN_UNIT = "oof-sklearn"
+
+
+@dataclass(frozen=True)
+class SklearnTask:
+    """The task of the scikit-learn unit: which families, how many folds, the seed, C."""
+
+    families: tuple[str, ...]
+    folds: int
+    seed: int
+    n_classes: int
+
+
+def sklearn_unit_task(task: SklearnTask, *, x_train: np.ndarray, labels: np.ndarray,
+                      progress: Callable[[int], None] | None = None, **_) -> dict[str, np.ndarray]:
+    """The scikit-learn unit: each family's out-of-fold probabilities (:func:`fitscope.train.sklearn_oof_probs`).
+
+    Pure like :func:`train_unit_task`. Runs with the unit's thread count: the runner pins torch's
+    threads, and ``threadpoolctl`` holds OpenMP and BLAS (gradient boosting, the linear algebra) to
+    the same number. ``progress(fits done)`` after each of the families x folds fits. Returns
+    ``probs_<family>`` ``(n, C)``, ``seconds_<family>``, ``fold`` ``(n,)`` and ``threads``.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threads = torch.get_num_threads()
+    with threadpool_limits(limits=threads):
+        oof = sklearn_oof_probs(x_train, labels, families=task.families, folds=task.folds,
+                                n_classes=task.n_classes, seed=task.seed, progress=progress)
+    out: dict[str, np.ndarray] = {"fold": oof.fold, "threads": np.asarray(threads)}
+    for family in oof.families:
+        out[f"probs_{family}"] = oof.probs[family]
+        out[f"seconds_{family}"] = np.asarray(oof.seconds[family])
+    return out
+
+
 def penultimate_features(model, x: np.ndarray, *, model_index: int = 0) -> np.ndarray:
     """The hidden representation of ``x`` in one model of a trained ensemble: the input of its last layer.
 
@@ -280,6 +366,7 @@ class AuditArrays:
     cscore_pairs: dict  # {ratio: (correct, masks)}
     seconds: dict = field(default_factory=dict)  # part -> training seconds (summed over units)
     hidden_features: np.ndarray | None = None  # (n, D) of the first memorization model (None: not stored)
+    sklearn_probs: dict = field(default_factory=dict)  # scikit-learn family -> (n, C) out-of-fold probabilities
 
 
 def _gather(units: list[Chunk], stored: dict[str, dict], cfg: AuditConfig, n: int) -> AuditArrays:
@@ -331,6 +418,9 @@ class AuditOutcome:
     # benchmark can recompute it with other weights: label_issue_scores(**label_signals, weights=...)
     label_signals: dict = field(default_factory=dict)
     label_issue_signals: tuple = ()  # the signals the score used (those given with a positive weight)
+    label_issue_weights: dict = field(default_factory=dict)  # signal -> its weight in the score
+    family_weights: dict = field(default_factory=dict)  # out-of-fold family -> mixture weight ({}: networks alone)
+    cscore_in_label_score: bool = True  # False in the fast audit (no C-score models)
 
 
 def _nanmean(values) -> float:
@@ -340,13 +430,19 @@ def _nanmean(values) -> float:
 
 
 def estimate(arrays: AuditArrays, data: Dataset, labels: np.ndarray, flipped: np.ndarray | None, *,
-             seed: int = 0) -> AuditOutcome:
-    """Every estimator of the audit from the stored arrays (no training); ``seed``: the influence null's."""
+             seed: int = 0, use_cscore: bool = True) -> AuditOutcome:
+    """Every estimator of the audit from the stored arrays (no training).
+
+    ``seed``: the influence null's. ``use_cscore=False`` (the fast audit: no C-score models) keeps the
+    C-score out of the label-issue score. The networks' out-of-fold probabilities are mixed with
+    ``arrays.sklearn_probs`` (:func:`fitscope.estimators.combine_oof_probs`) when there are any.
+    """
     from scipy.stats import spearmanr
     from sklearn.metrics import roc_curve
 
     from fitscope.estimators import (
         cleanlab_issues,
+        combine_oof_probs,
         cscore_holdout,
         detection_metrics,
         high_influence_pairs_streamed,
@@ -377,11 +473,14 @@ def estimate(arrays: AuditArrays, data: Dataset, labels: np.ndarray, flipped: np
         hidden_density = np.full(n, np.nan)
     rel = relative_distance(x, labels)
     oof = out_of_fold_probs(arrays.train_logits, arrays.masks)
+    families = {"network": oof, **arrays.sklearn_probs}
+    mixture = combine_oof_probs(families, labels) if len(families) > 1 else None
     in_count = arrays.masks.sum(axis=0)
     margin = np.where(arrays.masks, arrays.margin_mean, 0.0).sum(axis=0) / np.maximum(in_count, 1)
     subset_fit = float(arrays.subset_acc.mean())
     use_mem = subset_fit >= FIT_THRESHOLD
-    label_signals = dict(labels=labels, pred_probs=oof, mem=mem.mem if use_mem else None, cscore=cscore.cscore,
+    label_signals = dict(labels=labels, pred_probs=oof if mixture is None else mixture.probs,
+                         mem=mem.mem if use_mem else None, cscore=cscore.cscore if use_cscore else None,
                          learning_speed=speed.scores, margin=margin,
                          hidden_density=hidden_density if np.isfinite(hidden_density).any() else None)
     issues = label_issue_scores(**label_signals)
@@ -402,8 +501,12 @@ def estimate(arrays: AuditArrays, data: Dataset, labels: np.ndarray, flipped: np
     examples["hidden_density"] = hidden_density
     examples["rel_distance"] = rel.scores
     examples["oof_confidence"] = issues.given_label_prob
+    if mixture is not None:
+        for family, probs in families.items():
+            examples[f"oof_confidence_{family}"] = probs[np.arange(n), labels]
     examples["label_issue"] = issues.scores
-    clean = cleanlab_issues(labels, oof)  # the baseline on the same out-of-fold probabilities
+    cleanlab = {family: cleanlab_issues(labels, probs) for family, probs in families.items()}
+    clean = cleanlab["network"]  # the baseline on the networks' out-of-fold probabilities
     examples["cleanlab_issue"] = clean.mask
     examples["cleanlab_score"] = clean.scores
 
@@ -419,6 +522,7 @@ def estimate(arrays: AuditArrays, data: Dataset, labels: np.ndarray, flipped: np
 
     summary = {
         "memorization models": int(arrays.masks.shape[0]),
+        "out-of-fold families": ", ".join(families),
         "subset train accuracy": subset_fit,
         "test accuracy": float(arrays.test_acc.mean()),
         "mean mem": _nanmean(mem.mem),
@@ -431,27 +535,37 @@ def estimate(arrays: AuditArrays, data: Dataset, labels: np.ndarray, flipped: np
         f"models for {INFLUENCE_FDR:.0%} FDR (projected)": infl.models_for_target,
         "learning speed vs C-score rho": float(spearman.spearman_rho.iloc[0]),
     }
+    if mixture is not None:
+        summary["out-of-fold family weights"] = ", ".join(f"{f} {w:.2f}" for f, w in mixture.weight_of().items())
     outcome = AuditOutcome(examples=examples, influence=pairs, summary=summary, spearman=spearman,
-                           mem_in_label_score=use_mem, influence_fdr=influence_fdr, label_signals=label_signals,
-                           label_issue_signals=issues.signals)
+                           mem_in_label_score="mem" in issues.signals, influence_fdr=influence_fdr, label_signals=label_signals,
+                           label_issue_signals=issues.signals,
+                           label_issue_weights=dict(zip(issues.signals, map(float, issues.weights))),
+                           family_weights=mixture.weight_of() if mixture is not None else {},
+                           cscore_in_label_score=use_cscore)
     if flipped is not None and 0 < len(flipped) < n:
         corrupted = examples["corrupted"].to_numpy()
-        scored = {"label_issue (ours)": issues.scores, "out-of-fold self-confidence": 1.0 - issues.given_label_prob,
-                  "cleanlab label quality (1 - score)": clean.scores,
-                  "cleanlab find_label_issues (ranked)": np.where(clean.mask, 1.0, 0.0) + 0.5 * clean.scores}
-        det = []
-        for name, s in scored.items():
-            metrics = detection_metrics(s, corrupted)
-            det.append({"score": name, **metrics})
+        self_name = "out-of-fold self-confidence" + (" (family mixture)" if mixture is not None else "")
+        scored = {"label_issue (ours)": issues.scores, self_name: 1.0 - issues.given_label_prob}
+        for family, result in cleanlab.items():
+            scored[f"cleanlab label quality ({family})"] = result.scores
+            scored[f"cleanlab find_label_issues ranked ({family})"] = result.ranking
+        det = [{"score": name, **detection_metrics(s, corrupted)} for name, s in scored.items()]
+        outcome.detection = pd.DataFrame(det)
+        baselines = outcome.detection[outcome.detection.score.str.startswith("cleanlab")]
+        best = baselines.loc[baselines.auroc.idxmax()]
+        for name in (det[0]["score"], det[1]["score"], best.score):  # the ROC figure: ours, ours' input, best baseline
+            s = scored[name]
             s = np.where(np.isnan(s), np.nanmin(s) - 1.0, s)
             fpr, tpr, _ = roc_curve(corrupted, s, drop_intermediate=False)  # the full curve: no point dropped
             outcome.roc[name] = (fpr, tpr)
-        outcome.detection = pd.DataFrame(det)
         summary["label-issue AUROC"] = float(det[0]["auroc"])
         summary["label-issue precision at k"] = float(det[0]["precision_at_k"])
         summary["self-confidence AUROC"] = float(det[1]["auroc"])
         outcome.cleanlab = mask_metrics(clean.mask, corrupted)
         summary["cleanlab label-quality AUROC"] = float(det[2]["auroc"])
+        summary["best cleanlab AUROC"] = float(best.auroc)
+        summary["best cleanlab variant"] = str(best.score)
         summary["cleanlab find_label_issues flagged"] = outcome.cleanlab["flagged"]
         summary["cleanlab find_label_issues precision"] = outcome.cleanlab["precision"]
         summary["cleanlab find_label_issues recall"] = outcome.cleanlab["recall"]
@@ -463,11 +577,28 @@ def estimate(arrays: AuditArrays, data: Dataset, labels: np.ndarray, flipped: np
 
 @dataclass
 class AuditState:
-    """What ``prepare`` found: the data, the labels as given to training, the flipped rows."""
+    """What ``prepare`` found: the data, the labels as given to training, the flipped rows, the families."""
 
     data: Dataset
     labels: np.ndarray
     flipped: np.ndarray | None
+    sklearn: SklearnTask | None = None  # the scikit-learn unit's task (None: the networks alone)
+
+
+def sklearn_task(cfg: AuditConfig, data: Dataset) -> SklearnTask | None:
+    """The scikit-learn families this audit fits (``"auto"`` resolved for the data's size), or None."""
+    n = len(data.y_train)
+    features = int(np.prod(data.input_shape))
+    families = auto_families(n, features) if cfg.oof_families == "auto" else tuple(cfg.oof_families)
+    if not families:
+        return None
+    return SklearnTask(families=tuple(families), folds=min(cfg.oof_folds, n), seed=oof_seed(cfg),
+                       n_classes=data.n_classes)
+
+
+def oof_seed(cfg: AuditConfig) -> int:
+    """The seed of the scikit-learn families' folds and randomness, derived from the config's seed."""
+    return derive_seed(cfg.seed, "sklearn-oof")
 
 
 def prepare(cfg: AuditConfig) -> Prepared:
@@ -478,19 +609,29 @@ def prepare(cfg: AuditConfig) -> Prepared:
     check_supports_study(data, study="the audit", min_per_class=2)
     labels, flipped, noise_seed = noisy_labels(cfg, data)
     plan_units(cfg, len(labels))  # a plan that cannot cover every example fails here
+    sk = sklearn_task(cfg, data)
     return Prepared(
-        seeds={"seed": cfg.seed, "data_seed": cfg.data_seed, "noise_seed": noise_seed},
+        seeds={"seed": cfg.seed, "data_seed": cfg.data_seed, "noise_seed": noise_seed,
+               "oof_seed": None if sk is None else sk.seed},
         shared={"x_train": data.x_train, "labels": labels, "x_test": data.x_test, "y_test": data.y_test},
-        state=AuditState(data, labels, flipped),
+        state=AuditState(data, labels, flipped, sk),
     )
 
 
 def plan(cfg: AuditConfig, prepared: Prepared) -> list[Unit]:
-    """One unit per chunk of subset models (:func:`plan_units`), each run by :func:`train_unit_task`."""
+    """One unit per chunk of subset models (:func:`plan_units`), each run by :func:`train_unit_task`,
+    then the scikit-learn families' unit (:func:`sklearn_unit_task`; its work counts fits, one per
+    family and fold, on the progress bar of model-epochs)."""
     state: AuditState = prepared.state
-    return [Unit(c.key, train_unit_task, (c, cfg, state.data.n_classes), work=len(c.seeds) * cfg.epochs,
-                 info=dict(models=len(c.seeds), ratio=c.ratio, part=c.part))
-            for c in plan_units(cfg, len(state.labels))]
+    units = [Unit(c.key, train_unit_task, (c, cfg, state.data.n_classes), work=len(c.seeds) * cfg.epochs,
+                  info=dict(models=len(c.seeds), ratio=c.ratio, part=c.part))
+             for c in plan_units(cfg, len(state.labels))]
+    sk = state.sklearn
+    if sk is not None:
+        units.append(Unit(SKLEARN_UNIT, sklearn_unit_task, sk, work=len(sk.families) * sk.folds,
+                          label="scikit-learn out-of-fold",
+                          info=dict(families=list(sk.families), folds=sk.folds, part="sklearn")))
+    return units
 
 
 def influence_seed(cfg: AuditConfig) -> int:
@@ -503,7 +644,12 @@ def estimate_study(cfg: AuditConfig, prepared: Prepared, units) -> Outcome:
     state: AuditState = prepared.state
     chunks = plan_units(cfg, len(state.labels))
     gathered = _gather(chunks, {c.key: units[c.key] for c in chunks}, cfg, len(state.labels))
-    outcome = estimate(gathered, state.data, state.labels, state.flipped, seed=influence_seed(cfg))
+    if state.sklearn is not None:
+        stored = units[SKLEARN_UNIT]
+        gathered.sklearn_probs = {f: np.asarray(stored[f"probs_{f}"]) for f in state.sklearn.families}
+        gathered.seconds["sklearn"] = float(sum(float(stored[f"seconds_{f}"]) for f in state.sklearn.families))
+    outcome = estimate(gathered, state.data, state.labels, state.flipped, seed=influence_seed(cfg),
+                       use_cscore=not cfg.fast)
     outcome.summary = {"models": int(sum(len(c.seeds) for c in chunks)), **outcome.summary,
                        "training seconds (all units, summed)": float(sum(gathered.seconds.values()))}
     return Outcome(tables={"examples": outcome.examples, "influence": outcome.influence},

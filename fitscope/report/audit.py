@@ -15,6 +15,7 @@ import pandas as pd
 
 from fitscope.report.figures import MIN_FONT_PT, PANEL_WIDTH, SMALL_FONT, draw_input, figure_to_data_uri, new_figure
 from fitscope.report.html import format_number, format_percent, percent_columns
+from fitscope.train.sklearn_oof import AUTO_ALL_FAMILIES_ENTRIES, OOF_FAMILIES
 
 SHOWN = 16  # examples per gallery
 PAIRS_SHOWN = 8
@@ -266,23 +267,70 @@ SCORE_SENTENCES = [
      "own given label (in pixel space and in a trained model's hidden space), against other labels: low means "
      "it sits among other classes."),
     ("out-of-fold confidence", "The probability that models which did not train on an example give its "
-     "given label."),
+     "given label (the networks' and, where fitted, scikit-learn models' cross-validated probabilities, mixed "
+     "with the weights that predict the given labels best; oof_confidence_<family> holds each alone)."),
     ("label-issue score", "A weighted rank average of the signals above, from 0 to 1: the higher, the more "
      "likely the given label is wrong."),
 ]
+
+
+#: How the report names the label-issue score's signals (:data:`fitscope.estimators.DEFAULT_WEIGHTS`' keys).
+SIGNAL_NAMES = {"self_confidence": "out-of-fold self-confidence", "normalized_margin": "out-of-fold normalized margin",
+                "learning_speed": "learning speed", "cscore": "holdout C-score", "mem": "memorization",
+                "margin": "mean training margin", "hidden_density": "hidden-space kernel density"}
+_FAMILY_NAMES = {"network": "the audit's networks", "logistic": "logistic regression",
+                 "boosting": "gradient boosting", "mlp": "scikit-learn's MLP"}
+
+
+def label_score_text(weights: dict, family_weights: dict, folds: int | None) -> str:
+    """What the label-issue score is made of, in two sentences: its signals with their weights, then the families."""
+    parts = [f"{SIGNAL_NAMES.get(k, k)} (weight {w:g})"
+             for k, w in sorted(weights.items(), key=lambda kw: -kw[1])]
+    text = ("The label-issue score is a weighted average of each example's rank in "
+            + (", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else "".join(parts)) + ".")
+    if family_weights:
+        mixed = ", ".join(f"{_FAMILY_NAMES.get(f, f)} {w:.2f}" for f, w in family_weights.items())
+        text += (f" Its out-of-fold probabilities mix the networks' (models whose subset left the example out) "
+                 f"with {folds}-fold cross-validated scikit-learn models, weighted by how well each predicts the "
+                 f"given labels: {mixed}.")
+    else:
+        text += " Its out-of-fold probabilities are the networks' alone (models whose subset left the example out)."
+    return text
 
 
 def left_out(context: dict) -> list[str]:
     """Sentences naming each signal the audit left out (or could not measure) and why."""
     lines = []
     summary = context.get("summary") or {}
+    cfg = context.get("cfg") or {}
+    families = [f for f in (context.get("family_weights") or {}) if f != "network"]
+    missing = [f for f in OOF_FAMILIES if f not in families]
+    if missing and cfg.get("oof_families") == "auto":
+        names = " and ".join(_FAMILY_NAMES[f] for f in missing)
+        lines.append(f"{names[0].upper() + names[1:]} "
+                     f"{'was' if len(missing) == 1 else 'were'} not fitted: the training inputs have "
+                     f"{context.get('input_entries', 0):,} entries (rows x features), above the "
+                     f"{AUTO_ALL_FAMILIES_ENTRIES:,} up to which --oof-families auto fits every family; "
+                     f"pass --oof-families {','.join(OOF_FAMILIES)} to fit them anyway.")
+    elif cfg.get("oof_families") == []:
+        lines.append("No scikit-learn family was fitted (--oof-families none): the out-of-fold probabilities are "
+                     "the networks' alone.")
+    if cfg.get("fast"):
+        lines.append("The C-score is not in the label-issue score: the fast audit (--fast) trains no C-score "
+                     "models, so its C-score is the held-out accuracy at one subset ratio, another view of the "
+                     "out-of-fold probabilities already in the score.")
     fit = summary.get("subset train accuracy")
     if not context.get("mem_in_label_score"):
-        fit_text = f" (mean subset accuracy {format_percent(fit)}, below 99%)" if fit is not None else ""
-        lines.append(f"Memorization is not in the label-issue score: the subset models do not fit their own "
-                     f"subsets{fit_text}, so a mislabeled example that no model fits gets memorization near 0 and "
-                     f"would look clean. Its estimates, intervals and the pairs' memorization filter are still "
-                     f"shown, but read them with that in mind.")
+        if fit is not None and fit < 0.99:
+            lines.append(f"Memorization is not in the label-issue score: the subset models do not fit their own "
+                         f"subsets (mean subset accuracy {format_percent(fit)}, below 99%), so a mislabeled example "
+                         f"that no model fits gets memorization near 0 and would look clean. Its estimates, "
+                         f"intervals and the pairs' memorization filter are still shown, but read them with that "
+                         f"in mind.")
+        else:
+            lines.append("Memorization is shown but has weight 0 in the label-issue score: the rule fixed in advance "
+                         "on data sets this project does not report (bench/label_issue_rule.py) gave it none; "
+                         "learning speed carries the same evidence (a wrong label is learned late, if at all).")
     if not context.get("hidden_in_label_score"):
         lines.append("The hidden-space kernel density is computed and shown (Spearman table, examples.parquet) "
                      "but has weight 0 in the label-issue score: it did not improve detection in the benchmark.")
@@ -455,6 +503,11 @@ def report_context(cfg, data, outcome) -> dict:
         other_ratios=[r for r in cfg.cscore_ratios if r != cfg.ratio],
         mem_in_label_score=outcome.mem_in_label_score,
         hidden_in_label_score="hidden_density" in getattr(outcome, "label_issue_signals", ()),
+        family_weights=getattr(outcome, "family_weights", {}),
+        input_entries=int(len(data.y_train) * np.prod(data.input_shape)),
+        label_score_text=label_score_text(getattr(outcome, "label_issue_weights", {}) or {},
+                                          getattr(outcome, "family_weights", {}) or {},
+                                          getattr(cfg, "oof_folds", None)),
         memorized_png=gallery_figure(data, examples, memorized, "mem"),
         atypical_png=gallery_figure(data, examples, _top(examples, "cscore", ascending=True), "cscore"),
         mislabeled_png=gallery_figure(data, examples, mislabeled, "label_issue"),

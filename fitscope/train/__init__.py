@@ -10,11 +10,12 @@ Example (``x``: ``(n, *input_shape)`` float32, ``y``: ``(n,)`` int labels)::
 
 from fitscope.train.augment import Augmenter, default_crop_padding, default_max_shift
 from fitscope.train.config import TrainConfig
+from fitscope.train.device import placement_device
 from fitscope.train.ensemble import EpochSampler, predict_logits, train_ensemble
 from fitscope.train.records import PerExampleRecords, pack_correct, per_example_stats, unpack_correct
 from fitscope.train.result import EnsembleResult
 from fitscope.train.schedules import lr_at, lr_schedule
-from fitscope.train.sklearn_oof import OOF_FAMILIES, OutOfFoldProbs, sklearn_oof_probs
+from fitscope.train.sklearn_oof import OOF_FAMILIES, OutOfFoldProbs, auto_families, sklearn_oof_probs
 from fitscope.train.threads import configure_threads
 
 __all__ = [
@@ -32,7 +33,9 @@ __all__ = [
     "lr_schedule",
     "pack_correct",
     "per_example_stats",
+    "placement_device",
     "predict_logits",
+    "auto_families",
     "sklearn_oof_probs",
     "train_ensemble",
     "unpack_correct",

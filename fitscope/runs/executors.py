@@ -604,7 +604,9 @@ class RayExecutor(Executor):
             # on this (the driver's) node: a worker node that dies must not take the progress with it
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-            here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
+            # hard affinity: with soft=True Ray placed the board on another node of a two-node cluster (the driver's
+            # node is alive by definition, so a hard constraint can always be met)
+            here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
             board = ray.remote(num_cpus=0)(ProgressBoard).options(scheduling_strategy=here).remote()
         limit = self._max_in_flight or 2 * self.parallelism
         pending: dict[Any, int] = {}
@@ -634,8 +636,9 @@ class RayExecutor(Executor):
                         raise _task_failure(cause, index, len(tasks), fn) from cause
                     except ray.exceptions.RayError as err:  # worker or node died, retries spent
                         text = str(err).strip().splitlines()[0] if str(err).strip() else ""
-                        raise TaskLost(f"task {index} of {len(tasks)} was lost {self._max_retries} times "
-                                       f"({type(err).__name__}{': ' + text[:120] if text else ''})",
+                        raise TaskLost(f"task {index} of {len(tasks)} was lost after {self._max_retries} "
+                                       f"retr{'y' if self._max_retries == 1 else 'ies'} "
+                                       f"({type(err).__name__}{': ' + text[:200] if text else ''})",
                                        index) from None
                     del ref
                     yield index, result

@@ -63,10 +63,11 @@ def test_left_out_says_what_and_why():
     assert full == []
     # the scikit-learn families auto left out for size, none asked for, and the fast audit's C-score
     big = audit.left_out(dict(full_context, cfg=dict(oof_families="auto"), family_weights={"network": 0.4, "logistic": 0.6},
-                              input_entries=47_040_000))
-    assert big == ["Gradient boosting and scikit-learn's MLP were not fitted: the training inputs have 47,040,000 "
-                   "entries (rows x features), above the 5,000,000 up to which --oof-families auto fits every "
-                   "family; pass --oof-families logistic,boosting,mlp to fit them anyway."]
+                              input_entries=47_040_000, input_features=784))
+    assert big == ["Gradient boosting and scikit-learn's MLP were not fitted: --oof-families auto fits every family "
+                   "only up to 256 input features and 500,000 input entries (rows x features), and these inputs have "
+                   "784 features, 47,040,000 entries (gradient boosting takes minutes on wide inputs); pass "
+                   "--oof-families logistic,boosting,mlp to fit them anyway."]
     assert "--oof-families none" in audit.left_out(dict(full_context, cfg=dict(oof_families=[])))[0]
     fast = audit.left_out(dict(full_context, cfg=dict(oof_families="auto", fast=True),
                                family_weights=dict.fromkeys(("network", "logistic", "boosting", "mlp"), 0.25)))

@@ -10,7 +10,7 @@ from sklearn.model_selection import PredefinedSplit, cross_val_predict
 
 from fitscope.errors import ConfigError, DataError
 from fitscope.seeding import derive_seed
-from fitscope.train import OOF_FAMILIES, sklearn_oof_probs
+from fitscope.train import OOF_FAMILIES, auto_families, sklearn_oof_probs
 from fitscope.train.sklearn_oof import family_estimator
 
 
@@ -94,3 +94,15 @@ def test_seed_is_keyword_only():
     x, y = _blobs()
     with pytest.raises(TypeError):
         sklearn_oof_probs(x, y, OOF_FAMILIES, 5, None, 0)  # noqa: the seed cannot be passed by position
+
+
+@pytest.mark.parametrize("n, features, expected", [
+    (1437, 64, OOF_FAMILIES),  # digits
+    (12_500, 40, OOF_FAMILIES),  # exactly 500,000 entries
+    (12_501, 40, ("logistic",)),
+    (100, 256, OOF_FAMILIES),
+    (100, 257, ("logistic",)),  # wide inputs: boosting alone would take minutes
+    (60_000, 784, ("logistic",)),
+])
+def test_auto_families_fits_everything_only_on_narrow_small_inputs(n, features, expected):
+    assert auto_families(n, features) == expected

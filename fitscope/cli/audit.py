@@ -38,7 +38,7 @@ def audit(
     oof_families: Optional[str] = typer.Option(
         None, help="scikit-learn families whose 5-fold out-of-fold probabilities join the networks' in the "
                    "label-issue score: comma-separated among logistic,boosting,mlp, 'none' for the networks "
-                   "alone, or 'auto' (default: all three up to 5 million input entries, else logistic)."),
+                   "alone, or 'auto' (default: all three up to 256 input features and 500,000 input entries, else logistic)."),
     oof_folds: Optional[int] = typer.Option(None, help="Cross-validation folds of those families (default 5)."),
     fast: bool = typer.Option(False, "--fast",
                               help="The fast audit: 16 memorization models, no C-score models (learning speed, "

@@ -15,7 +15,7 @@ import pandas as pd
 
 from fitscope.report.figures import MIN_FONT_PT, PANEL_WIDTH, SMALL_FONT, draw_input, figure_to_data_uri, new_figure
 from fitscope.report.html import format_number, format_percent, percent_columns
-from fitscope.train.sklearn_oof import AUTO_ALL_FAMILIES_ENTRIES, OOF_FAMILIES
+from fitscope.train.sklearn_oof import AUTO_ALL_FAMILIES_ENTRIES, AUTO_ALL_FAMILIES_FEATURES, OOF_FAMILIES
 
 SHOWN = 16  # examples per gallery
 PAIRS_SHOWN = 8
@@ -307,11 +307,12 @@ def left_out(context: dict) -> list[str]:
     missing = [f for f in OOF_FAMILIES if f not in families]
     if missing and cfg.get("oof_families") == "auto":
         names = " and ".join(_FAMILY_NAMES[f] for f in missing)
-        lines.append(f"{names[0].upper() + names[1:]} "
-                     f"{'was' if len(missing) == 1 else 'were'} not fitted: the training inputs have "
-                     f"{context.get('input_entries', 0):,} entries (rows x features), above the "
-                     f"{AUTO_ALL_FAMILIES_ENTRIES:,} up to which --oof-families auto fits every family; "
-                     f"pass --oof-families {','.join(OOF_FAMILIES)} to fit them anyway.")
+        lines.append(f"{names[0].upper() + names[1:]} {'was' if len(missing) == 1 else 'were'} not fitted: "
+                     f"--oof-families auto fits every family only up to {AUTO_ALL_FAMILIES_FEATURES} input features "
+                     f"and {AUTO_ALL_FAMILIES_ENTRIES:,} input entries (rows x features), and these inputs have "
+                     f"{context.get('input_features', 0):,} features, {context.get('input_entries', 0):,} entries "
+                     f"(gradient boosting takes minutes on wide inputs); pass --oof-families "
+                     f"{','.join(OOF_FAMILIES)} to fit them anyway.")
     elif cfg.get("oof_families") == []:
         lines.append("No scikit-learn family was fitted (--oof-families none): the out-of-fold probabilities are "
                      "the networks' alone.")
@@ -505,6 +506,7 @@ def report_context(cfg, data, outcome) -> dict:
         hidden_in_label_score="hidden_density" in getattr(outcome, "label_issue_signals", ()),
         family_weights=getattr(outcome, "family_weights", {}),
         input_entries=int(len(data.y_train) * np.prod(data.input_shape)),
+        input_features=int(np.prod(data.input_shape)),
         label_score_text=label_score_text(getattr(outcome, "label_issue_weights", {}) or {},
                                           getattr(outcome, "family_weights", {}) or {},
                                           getattr(cfg, "oof_folds", None)),

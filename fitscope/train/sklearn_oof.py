@@ -45,10 +45,13 @@ from fitscope.validation import check_choice, check_features, check_int, check_l
 
 #: The scikit-learn families, in the order they are fitted.
 OOF_FAMILIES = ("logistic", "boosting", "mlp")
-#: :func:`auto_families` fits every family up to this many input entries (rows x features), the linear
-#: model alone above it: on 2 cores the three families take about 20 s on digits (1,437 x 64 entries),
-#: and gradient boosting and the MLP grow to tens of minutes at MNIST size (60,000 x 784).
-AUTO_ALL_FAMILIES_ENTRIES = 5_000_000
+#: :func:`auto_families` fits every family up to this many input features and this many input entries
+#: (rows x features), the linear model alone beyond either. Gradient boosting's cost grows with the
+#: features (a histogram per feature, a tree per class per round): on 2 cores it took 16 s on digits
+#: (1,437 x 64), 138 s on mnist1d (4,000 x 40) and 274 s on 1,000 rows of 28x28 digits (784 features)
+#: while the audit's networks there took under a minute (``bench/audit_scale.py``, loaded machine).
+AUTO_ALL_FAMILIES_FEATURES = 256
+AUTO_ALL_FAMILIES_ENTRIES = 500_000
 
 
 @dataclass(frozen=True)
@@ -78,11 +81,12 @@ class OutOfFoldProbs:
 
 
 def auto_families(n: int, features: int) -> tuple[str, ...]:
-    """The families ``"auto"`` fits for ``n`` rows of ``features`` inputs: all of :data:`OOF_FAMILIES`
-    up to :data:`AUTO_ALL_FAMILIES_ENTRIES` entries, else ``("logistic",)``."""
+    """The families ``"auto"`` fits for ``n`` rows of ``features`` inputs: all of :data:`OOF_FAMILIES` up to
+    :data:`AUTO_ALL_FAMILIES_FEATURES` features and :data:`AUTO_ALL_FAMILIES_ENTRIES` entries, else ``("logistic",)``."""
     n = check_int(n, "n")
     features = check_int(features, "features")
-    return OOF_FAMILIES if n * features <= AUTO_ALL_FAMILIES_ENTRIES else ("logistic",)
+    small = features <= AUTO_ALL_FAMILIES_FEATURES and n * features <= AUTO_ALL_FAMILIES_ENTRIES
+    return OOF_FAMILIES if small else ("logistic",)
 
 
 def family_estimator(family: str, *, seed: int):

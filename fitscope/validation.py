@@ -237,12 +237,23 @@ def check_shape(arr: np.ndarray, name: str, *, axes: Sequence[str], shape: Seque
 
 
 def check_finite(arr: np.ndarray, name: str, *, allow_nan: bool = False) -> np.ndarray:
-    """``arr`` if every entry is finite (NaN allowed with ``allow_nan``), else an error naming the first bad one."""
+    """``arr`` if every entry is finite (NaN allowed with ``allow_nan``), else an error naming the first bad one.
+
+    Read in blocks of rows (about 4 MiB of flags at a time), so that a large
+    array (a read-only memory map, a view of Ray's object store) is checked
+    without a mask of its own size.
+    """
     if arr.dtype.kind in "fc":
-        bad = np.isinf(arr) if allow_nan else ~np.isfinite(arr)
-        if bad.any():
-            what = "finite or NaN values" if allow_nan else "finite values"
-            raise DataError(message(name, what, f"{shorten(arr[bad][0])} at {first_index(bad)}"))
+        rows = arr if arr.ndim else arr.reshape(1)
+        step = max(1, (4 << 20) // max(int(np.prod(rows.shape[1:], dtype=np.int64)), 1))
+        for start in range(0, len(rows), step):
+            bad = np.isinf(rows[start:start + step]) if allow_nan else ~np.isfinite(rows[start:start + step])
+            if bad.any():
+                at = np.unravel_index(int(np.argmax(bad.ravel())), bad.shape)
+                index = (start + int(at[0]), *(int(i) for i in at[1:])) if arr.ndim else ()
+                what = "finite or NaN values" if allow_nan else "finite values"
+                where = "[" + ", ".join(str(i) for i in index) + "]"
+                raise DataError(message(name, what, f"{shorten(arr[index])} at {where}"))
     return arr
 
 

@@ -6,8 +6,10 @@ float32 of shape ``(N, D)`` (vectors), ``(N, C, L)`` (signals) or
 ``(N, C, H, W)`` (images); labels are int64 in ``[0, n_classes)``.
 
 - :func:`load`: a built-in name (:func:`builtin_names`) or a ``.npz``/``.csv``
-  file, an MNIST IDX folder, a CIFAR-10/100 python folder or an image folder
-  -> a checked :class:`Dataset`.
+  file, a folder of ``.npy`` files, an MNIST IDX folder, a CIFAR-10/100 python
+  folder or an image folder -> a checked :class:`Dataset`. ``.npy`` files and
+  large ``.npz`` members are memory-mapped, not copied (:mod:`fitscope.data.mapped`;
+  :func:`is_memory_mapped` tells whether an array is backed by a map).
 - :func:`validate_arrays`: the boundary check every loader runs.
 - :func:`corrupt`: the randomization-test corruptions of Zhang et al. (2017),
   returning a :class:`Corruption` that records which rows changed;
@@ -19,6 +21,7 @@ from fitscope.data.builtin import builtin_names, describe_builtin
 from fitscope.data.corruptions import CORRUPTION_KINDS, Corruption, corrupt, flip_labels
 from fitscope.data.dataset import Dataset
 from fitscope.data.load import load, supported_file_kinds
+from fitscope.data.mapped import is_memory_mapped
 from fitscope.data.preview import write_sample_grid
 from fitscope.data.validation import validate_arrays
 
@@ -30,6 +33,7 @@ __all__ = [
     "corrupt",
     "describe_builtin",
     "flip_labels",
+    "is_memory_mapped",
     "load",
     "supported_file_kinds",
     "validate_arrays",

@@ -1,4 +1,4 @@
-"""The in-memory dataset every layer above ``data`` works on."""
+"""The dataset every layer above ``data`` works on (its inputs in memory or memory-mapped)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,11 @@ class Dataset:
         classes: class names, index ``c`` names label ``c``.
         source: where the data came from (path, package, split seed).
         meta: free-form extra facts (split seed, original file keys, ...).
+
+    The inputs are either arrays in memory or read-only views of memory maps
+    (``.npy`` files, large ``.npz`` members and their cached splits or
+    conversions: :mod:`fitscope.data.mapped`, ``meta["storage"]``). Code that
+    uses a Dataset must not write into its arrays; copy what it changes.
     """
 
     name: str

@@ -30,7 +30,10 @@ def channels_first(x: np.ndarray, *, where: str) -> tuple[np.ndarray, str]:
 
     Returns:
         ``(x, note)`` where ``note`` is ``"as given"``, ``"added a channel axis"``
-        or ``"moved the channel axis first"``.
+        or ``"moved the channel axis first"``. ``x`` is a view of the input,
+        never a copy (a moved axis is not C-contiguous: the float32
+        conversion that follows makes it so, so that a memory-mapped input
+        is copied once, not twice).
 
     Raises:
         DataError: ``x`` has fewer than 2 or more than 4 axes.
@@ -46,7 +49,7 @@ def channels_first(x: np.ndarray, *, where: str) -> tuple[np.ndarray, str]:
         if x.shape[1] in CHANNEL_COUNTS:
             return x, "as given"
         if x.shape[3] in CHANNEL_COUNTS:
-            return np.ascontiguousarray(np.moveaxis(x, 3, 1)), "moved the channel axis first"
+            return np.moveaxis(x, 3, 1), "moved the channel axis first"
         return x, "as given"
     raise DataError(
         f"inputs in {where}: expected an array of shape (N, D), (N, C, L), (N, H, W), "

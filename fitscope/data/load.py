@@ -7,14 +7,18 @@ Resolution of ``source``:
    mean a path of that name instead;
 2. an existing ``.npz`` or ``.csv`` file loads with :mod:`~fitscope.data.npz`
    or :mod:`~fitscope.data.csv`;
-3. an existing folder loads as MNIST IDX files (:mod:`~fitscope.data.idx`), a
-   CIFAR-10/100 python folder (:mod:`~fitscope.data.cifar`), or an image
-   folder (:mod:`~fitscope.data.imagefolder`), checked in that order.
+3. an existing folder loads as ``.npy`` files (:mod:`~fitscope.data.npy`),
+   MNIST IDX files (:mod:`~fitscope.data.idx`), a CIFAR-10/100 python folder
+   (:mod:`~fitscope.data.cifar`), or an image folder
+   (:mod:`~fitscope.data.imagefolder`), checked in that order.
 
 Anything else is a :class:`~fitscope.errors.DataError` naming the built-in
 names and the supported file kinds. The result always has float32 inputs and
 int64 labels in ``[0, n_classes)``; ``source`` and ``meta`` record the origin
-and the split seed.
+and the split seed. Inputs of ``.npy`` files and of large ``.npz`` members are
+read-only memory maps (of the file, or of a cache file holding their split or
+float32 conversion), so a data set larger than one may copy per task is
+loaded without copying it: :mod:`fitscope.data.mapped` says what is copied when.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from fitscope.validation import check_fraction, check_seed, message, shorten
 
 FILE_KINDS = (
     (".npz", "NumPy archive: x_train/y_train/x_test/y_test, or x/y (split with the seed)"),
+    (".npy folder", "DIR/x_train.npy, y_train.npy, x_test.npy, y_test.npy (or x.npy, y.npy): memory-mapped, "
+                    "for data sets of real size"),
     (".csv", "table: numeric feature columns and a label column (--label-column)"),
     ("IDX folder", "MNIST/Fashion-MNIST: train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-*"),
     ("CIFAR folder", "CIFAR-10 (data_batch_1..5, test_batch, batches.meta) or CIFAR-100 (train, test, meta)"),
@@ -42,7 +48,8 @@ def supported_file_kinds() -> list[tuple[str, str]]:
 
 
 def _kinds_text() -> str:
-    return "a .npz or .csv file, an MNIST IDX folder, a CIFAR-10/100 python folder or an image folder"
+    return ("a .npz or .csv file, a folder of .npy files, an MNIST IDX folder, a CIFAR-10/100 python folder "
+            "or an image folder")
 
 
 def _looks_like_path(text: str) -> bool:
@@ -60,8 +67,8 @@ def load(
 
     Args:
         source: a built-in name (see :func:`builtin_names`) or a path to a
-            ``.npz``/``.csv`` file, an MNIST IDX folder, a CIFAR-10/100 python
-            folder or an image folder.
+            ``.npz``/``.csv`` file, a folder of ``.npy`` files, an MNIST IDX
+            folder, a CIFAR-10/100 python folder or an image folder.
         label_column: for ``.csv`` only: the label column's header name or
             integer index (default: ``label``/``target``/``class``, else the last).
         test_fraction: share of examples in the test split when the source
@@ -70,7 +77,9 @@ def load(
 
     Returns:
         The :class:`Dataset`: float32 inputs of shape ``(N, D)``, ``(N, C, L)``
-        or ``(N, C, H, W)``, int64 labels in ``[0, n_classes)``.
+        or ``(N, C, H, W)``, int64 labels in ``[0, n_classes)``. Inputs read
+        from ``.npy`` files or large ``.npz`` members are read-only memory
+        maps (``meta["storage"]`` says which; :mod:`fitscope.data.mapped`).
 
     Raises:
         DataError: missing path, unknown name, unreadable or truncated file,
@@ -112,8 +121,11 @@ def load(
         from fitscope.data.cifar import cifar_variant, load_cifar_folder
         from fitscope.data.idx import find_idx_files, has_idx_files, load_idx_folder, missing_idx_files
         from fitscope.data.imagefolder import is_image_folder, load_image_folder
+        from fitscope.data.npy import is_npy_folder, load_npy_folder, npy_files
 
         no_label_column(f"the folder {text!r}")
+        if is_npy_folder(path):
+            return load_npy_folder(path, test_fraction=test_fraction, seed=seed)
         files = find_idx_files(path)
         if files is not None:
             return load_idx_folder(path, files)
@@ -124,9 +136,13 @@ def load(
             return load_cifar_folder(path, *variant)
         if is_image_folder(path):
             return load_image_folder(path, test_fraction=test_fraction, seed=seed)
+        if npy_files(path):
+            from fitscope.data.npz import find_layout
+
+            find_layout(list(npy_files(path)), text, what=".npy files")  # raises: the names expected and found
         raise DataError(
-            f"folder {text!r}: expected MNIST IDX files, CIFAR python batches or class subfolders of images, "
-            f"got none of these"
+            f"folder {text!r}: expected MNIST IDX files, CIFAR python batches, class subfolders of images "
+            f"or .npy files, got none of these"
         )
 
     suffix = path.suffix.lower()

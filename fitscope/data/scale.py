@@ -25,5 +25,11 @@ def standardize(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np
 
 
 def pixels_to_unit(x: np.ndarray) -> np.ndarray:
-    """8-bit pixel values ``0..255`` as float32 in ``[0, 1]`` (divided by 255)."""
-    return np.asarray(x, dtype=np.float32) / np.float32(255.0)
+    """8-bit pixel values ``0..255`` as C-contiguous float32 in ``[0, 1]`` (divided by 255).
+
+    One new array, written directly (no float32 copy of ``x`` before the division).
+    """
+    x = np.asarray(x)
+    out = np.empty(x.shape, dtype=np.float32)
+    np.divide(x, np.float32(255.0), out=out, dtype=np.float32)
+    return out

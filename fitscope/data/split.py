@@ -17,20 +17,23 @@ import numpy as np
 from fitscope.errors import DataError
 
 
-def split_train_test(
-    x: np.ndarray, y: np.ndarray, *, test_fraction: float, seed: int, where: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
-    """Split one set into train and test, stratified by label when possible.
+def split_indices(
+    y: np.ndarray, *, test_fraction: float, seed: int, where: str
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """The rows of the train and test splits of one set, stratified by label when possible.
+
+    Exactly the rows :func:`split_train_test` takes (``x[train]`` is its
+    ``x_train``), without touching the inputs: a loader of a memory-mapped
+    file gathers the rows itself, block by block.
 
     Args:
-        x: inputs, shape ``(N, *input_shape)``.
         y: int64 labels, shape ``(N,)``.
         test_fraction: fraction of examples in the test split, in (0, 1).
         seed: the split's random state.
         where: the source for messages.
 
     Returns:
-        ``(x_train, y_train, x_test, y_test, stratified)``.
+        ``(train, test, stratified)``: int64 row indices in split order.
 
     Raises:
         DataError: one of the splits would be empty.
@@ -48,7 +51,31 @@ def split_train_test(
 
     _, counts = np.unique(y, return_counts=True)
     stratified = counts.min() >= 2 and n_test >= len(counts) and n_train >= len(counts)
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=test_fraction, random_state=seed, stratify=y if stratified else None
+    # the permutation depends only on n, y and the seed: splitting the row numbers splits x the same way
+    train, test = train_test_split(
+        np.arange(n, dtype=np.int64), test_size=test_fraction, random_state=seed, stratify=y if stratified else None
     )
-    return x_train, y_train, x_test, y_test, bool(stratified)
+    return train, test, bool(stratified)
+
+
+def split_train_test(
+    x: np.ndarray, y: np.ndarray, *, test_fraction: float, seed: int, where: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
+    """Split one set into train and test, stratified by label when possible.
+
+    Args:
+        x: inputs, shape ``(N, *input_shape)``.
+        y: int64 labels, shape ``(N,)``.
+        test_fraction: fraction of examples in the test split, in (0, 1).
+        seed: the split's random state.
+        where: the source for messages.
+
+    Returns:
+        ``(x_train, y_train, x_test, y_test, stratified)`` (new arrays).
+
+    Raises:
+        DataError: one of the splits would be empty.
+    """
+    train, test, stratified = split_indices(y, test_fraction=test_fraction, seed=seed, where=where)
+    x, y = np.asarray(x), np.asarray(y)
+    return x[train], y[train], x[test], y[test], stratified

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from fitscope.data.dataset import Dataset
+from fitscope.data.mapped import rows_per_block
 from fitscope.errors import DataError
 from fitscope.validation import shorten
 
@@ -50,11 +51,32 @@ def validate_arrays(
             (``"line 4"`` for a CSV file); default ``"index i"``.
 
     Returns:
-        ``(x, y)``: C-contiguous float32 inputs and int64 labels.
+        ``(x, y)``: C-contiguous float32 inputs and int64 labels. Inputs that
+        are already C-contiguous float32 are returned as a view, not copied
+        (a read-only memory map stays one); others are converted in memory.
 
     Raises:
         DataError: different lengths, non-numeric or non-finite inputs,
             non-integer or negative labels, or arrays of the wrong rank.
+    """
+    x, yi = check_arrays(x, y, where=where, split=split, locate=locate)
+    with np.errstate(over="ignore"):
+        xf = np.ascontiguousarray(x, dtype=np.float32)
+    return xf, yi
+
+
+def check_arrays(
+    x, y, *, where: str, split: str | None = None, locate: Locate | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The checks of :func:`validate_arrays`, without converting the inputs: ``(x as given, int64 labels)``.
+
+    For a loader that converts the inputs itself (a memory-mapped file whose
+    float32 copy goes to the cache, :mod:`fitscope.data.mapped`). The
+    finiteness checks read ``x`` in blocks of rows, so a map of any size is
+    checked with :data:`~fitscope.data.mapped.BLOCK_BYTES` of temporaries.
+
+    Raises:
+        DataError: as :func:`validate_arrays`.
     """
     locate = locate or _index
     x = np.asarray(x)
@@ -79,26 +101,38 @@ def validate_arrays(
         raise DataError(f"{_in('inputs', where, split)}: expected numbers, got dtype {x.dtype}")
 
     if x.dtype.kind == "f":
-        finite = np.isfinite(x)
-        if not finite.all():
-            bad = tuple(np.argwhere(~finite)[0])
+        bad = _first_false(x, np.isfinite)
+        if bad is not None:
             raise DataError(
                 f"{_in('inputs', where, split)}: expected finite numbers, "
                 f"got {shorten(x[bad])} at {locate(int(bad[0]))}"
             )
-    with np.errstate(over="ignore"):
-        xf = np.ascontiguousarray(x, dtype=np.float32)
-    if x.dtype.kind == "f" and x.dtype.itemsize > 4:
-        finite = np.isfinite(xf)
-        if not finite.all():
-            bad = tuple(np.argwhere(~finite)[0])
-            raise DataError(
-                f"{_in('inputs', where, split)}: expected numbers within float32 range (|x| < 3.4e38), "
-                f"got {shorten(x[bad])} at {locate(int(bad[0]))}"
-            )
+        if x.dtype.itemsize > 4:
+            bad = _first_false(x, _finite_as_float32)
+            if bad is not None:
+                raise DataError(
+                    f"{_in('inputs', where, split)}: expected numbers within float32 range (|x| < 3.4e38), "
+                    f"got {shorten(x[bad])} at {locate(int(bad[0]))}"
+                )
 
     yi = _integer_labels(y, what=_in("labels", where, split), locate=locate)
-    return xf, yi
+    return x, yi
+
+
+def _finite_as_float32(block: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return np.isfinite(block.astype(np.float32))
+
+
+def _first_false(x: np.ndarray, test: Callable[[np.ndarray], np.ndarray]) -> tuple[int, ...] | None:
+    """The index of the first entry of ``x`` where ``test`` (elementwise, on a block of rows) is False, or None."""
+    step = rows_per_block(x)
+    for start in range(0, len(x), step):
+        ok = test(x[start:start + step])
+        if not ok.all():
+            bad = np.argwhere(~ok)[0]
+            return (start + int(bad[0]), *(int(i) for i in bad[1:]))
+    return None
 
 
 def _integer_labels(y: np.ndarray, *, what: str, locate: Locate) -> np.ndarray:

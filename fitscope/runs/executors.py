@@ -382,6 +382,25 @@ class Executor(abc.ABC):
         return f"{type(self).__name__}(threads_per_task={self.threads_per_task})"
 
 
+def _for_object_store(value: Any) -> Any:
+    """``value`` as ``ray.put`` stores it once and every task reads it without a copy.
+
+    Ray hands a task a read-only NumPy view of the object store's shared
+    memory only for a plain ``np.ndarray`` in C or Fortran order (pickled
+    out of band). A subclass, ``np.memmap`` among them, and a strided view
+    are pickled as bytes instead, and every task then unpickles its own
+    writable copy. So a memory map is put as a plain view of its pages (read
+    once, while Ray copies it into the store) and a strided view is made
+    contiguous here, once, rather than in every task.
+    """
+    if isinstance(value, np.ndarray) and value.dtype != object:
+        if type(value) is not np.ndarray:
+            value = value.view(np.ndarray)
+        if not (value.flags.c_contiguous or value.flags.f_contiguous):
+            value = np.ascontiguousarray(value)
+    return value
+
+
 def _read_only(value: Any) -> Any:
     if isinstance(value, np.ndarray) and value.flags.writeable:
         value = value.view()
@@ -583,9 +602,12 @@ class RayExecutor(Executor):
         """Submit ``fn(task, **shared)`` as Ray tasks; yield ``(index, result)`` as they finish.
 
         ``shared`` values are ``ray.put`` once and resolved by Ray into every
-        task's keyword arguments. A task lost with its worker or node is run
-        again (``max_retries`` times) on the machines still alive; once the
-        retries are spent, :class:`TaskLost` is raised. ``progress`` reaches
+        task's keyword arguments; a NumPy array reaches a task as a read-only
+        view of the object store's shared memory, not a copy (a memory map or
+        a strided view is made a plain contiguous array first, once). A task
+        lost with its worker or node is run again (``max_retries`` times) on
+        the machines still alive; once the retries are spent, :class:`TaskLost`
+        is raised. ``progress`` reaches
         this process through a small Ray actor, polled about twice a second.
         See :meth:`Executor.map_unordered`.
         """
@@ -598,7 +620,7 @@ class RayExecutor(Executor):
 
     def _iterate(self, fn: Callable, tasks: list, shared: dict, progress) -> Iterator[tuple[int, Any]]:
         ray = self._ray
-        refs_shared = {key: ray.put(value) for key, value in shared.items()}
+        refs_shared = {key: ray.put(_for_object_store(value)) for key, value in shared.items()}
         board = None
         if progress is not None and takes_progress(fn):
             # on this (the driver's) node: a worker node that dies must not take the progress with it

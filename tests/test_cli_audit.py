@@ -70,7 +70,7 @@ def test_audit_then_resume_and_other_config(tmp_path, capsys):
 @pytest.mark.parametrize(
     "extra, needle",
     [
-        (["--executor", "dask"], "--executor: expected local or ray, got 'dask'"),
+        (["--executor", "dask"], "--executor: expected one of local, ray, got 'dask'"),
         (["--executor", "ray", "--address", "127.0.0.1:1"], "--address 127.0.0.1:1: cannot connect"),
         (["--resume"], "is not a run directory"),
     ],

@@ -134,7 +134,7 @@ def test_resume_alone_takes_the_config_and_a_disagreeing_flag_is_named(tmp_path)
 def test_bad_input_writes_nothing(tmp_path):
     with pytest.raises(ConfigError, match="scale"):
         run_study(SQUARES, {"scale": -1.0}, tmp_path / "bad")
-    with pytest.raises(ConfigError, match="--executor: expected local or ray"):
+    with pytest.raises(ConfigError, match="--executor: expected one of local, ray"):
         run_study(SQUARES, {}, tmp_path / "bad", executor="dask")
     with pytest.raises(RunError, match="not a run directory"):
         run_study(SQUARES, {}, tmp_path / "bad", resume=True)

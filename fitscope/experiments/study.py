@@ -59,7 +59,7 @@ from fitscope.errors import ConfigError, FitscopeError, RunError
 from fitscope.experiments.config_errors import build_config
 from fitscope.runs.atomic import WriteError
 from fitscope.runs.devices import DEVICE_ENV, env_device, resolve_device
-from fitscope.runs.executors import TaskLost, env_threads, machine_cpus, make_executor
+from fitscope.runs.executors import TaskLost, check_executor_options, env_threads, machine_cpus, make_executor
 
 #: Set to N to make the runner stop after N stored units and wait to be killed (tests of kill and resume).
 PAUSE_ENV = "FITSCOPE_TEST_PAUSE_AFTER_UNITS"
@@ -459,20 +459,13 @@ def run_study(
         cfg = config
     else:
         cfg = resolve_config(study, config, out, resume=resume, quick=quick, rebuild_meta=rebuild_meta)
-    if executor not in ("local", "ray"):
-        raise ConfigError(f"--executor: expected local or ray, got {executor!r}")
-    if address is not None and executor != "ray":
-        raise ConfigError(f"--address: expected none with --executor {executor} (it is only used with --executor ray), "
-                          f"got {address!r}")
+    executor = check_executor_options(executor, address=address, gpus_per_task=gpus_per_task)
     threads = default_threads(executor) if threads is None else threads
     named = "--device"
     if device is None:
         device, named = (env_device(), DEVICE_ENV) if env_device() else ("cpu", named)
     if executor == "local":  # a Ray cluster's GPUs are known once it is joined; this machine's now
         device = resolve_device(device, named)
-        if gpus_per_task is not None:
-            raise ConfigError(f"--gpus-per-task: expected none with --executor local (it is only used with "
-                              f"--executor ray), got {gpus_per_task!r}")
     if resume and rebuild_meta is False and not (out / "run.json").exists():
         raise RunError(f"--resume: {out} is not a run directory (no run.json); "
                        "leave out --resume to start a new run there")

@@ -686,6 +686,25 @@ class RayExecutor(Executor):
                 f"device={self.device!r}, gpus_per_task={self.gpus_per_task:g})")
 
 
+def check_executor_options(name: str, *, address: str | None = None, num_cpus: int | None = None,
+                           gpus_per_task: float | None = None) -> str:
+    """``name`` if it is one of :data:`EXECUTORS` and the Ray-only options are left out for ``local``.
+
+    The one check of ``--executor`` and its options: :func:`make_executor` and the study
+    runner (before anything is prepared) both call it.
+
+    Raises:
+        ConfigError: an unknown name, or ``address``/``num_cpus``/``gpus_per_task`` given with ``local``.
+    """
+    name = check_choice(name, "--executor", EXECUTORS)
+    if name == "local":
+        for flag, value in (("--address", address), ("num_cpus", num_cpus), ("--gpus-per-task", gpus_per_task)):
+            if value is not None:
+                raise ConfigError(message(flag, "none with --executor local (it is only used with --executor ray)",
+                                          shorten(value)))
+    return name
+
+
 def make_executor(
     name: str = "local",
     *,
@@ -719,17 +738,8 @@ def make_executor(
         ConfigError: an unknown name, ``address``/``num_cpus``/``gpus_per_task``
             given to the local executor, a device not found, or ray not installed.
     """
-    name = check_choice(name, "--executor", EXECUTORS)
+    name = check_executor_options(name, address=address, num_cpus=num_cpus, gpus_per_task=gpus_per_task)
     if name == "local":
-        if address is not None:
-            raise ConfigError(message("--address", "none with --executor local (it is only used with --executor ray)",
-                                      shorten(address)))
-        if num_cpus is not None:
-            raise ConfigError(message("num_cpus", "None with --executor local (it is only used with --executor ray)",
-                                      shorten(num_cpus)))
-        if gpus_per_task is not None:
-            raise ConfigError(message("--gpus-per-task", "none with --executor local (it is only used with "
-                                      "--executor ray)", shorten(gpus_per_task)))
         return LocalExecutor(threads_per_task=threads_per_task, device=device)
     return RayExecutor(address=address, num_cpus=num_cpus, threads_per_task=threads_per_task, device=device,
                        gpus_per_task=gpus_per_task, max_in_flight=max_in_flight, max_retries=max_retries)

@@ -21,17 +21,20 @@ from fitscope.errors import ConfigError
 C = TypeVar("C", bound=BaseModel)
 
 
-def flag_name(field: str, flags: Mapping[str, str] | None = None) -> str:
+def cli_flag(field: str, flags: Mapping[str, str] | None = None) -> str:
     """The CLI flag of config field ``field``: ``flags[field]`` or ``--`` + the field with dashes."""
+    return (flags or {}).get(field, "--" + field.replace("_", "-"))
+
+
+def flag_name(field: str, flags: Mapping[str, str] | None = None) -> str:
+    """:func:`cli_flag` of ``field``'s top level, followed by the field in parentheses where they differ."""
     top = field.split(".")[0]
-    default = "--" + top.replace("_", "-")
-    flag = (flags or {}).get(top, default)
-    return flag if flag == default else f"{flag} ({top})"
+    flag = cli_flag(top, flags)
+    return flag if flag == cli_flag(top) else f"{flag} ({top})"
 
 
 def _expected(msg: str) -> str:
     """pydantic's ``Input should be ...`` as ``expected ...``; a validator's own ``expected ...`` kept."""
-    msg = msg.removeprefix("Value error, ")
     if msg.startswith("Input should be "):
         return "expected " + msg.removeprefix("Input should be ")
     if msg.startswith("Field required"):

@@ -56,7 +56,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from fitscope.errors import ConfigError, FitscopeError, RunError
-from fitscope.experiments.config_errors import build_config
+from fitscope.experiments.config_errors import build_config, cli_flag
 from fitscope.runs.atomic import WriteError
 from fitscope.runs.devices import DEVICE_ENV, env_device, resolve_device
 from fitscope.runs.executors import TaskLost, check_executor_options, env_threads, machine_cpus, make_executor
@@ -155,7 +155,7 @@ class Study:
 
     def flag(self, name: str) -> str:
         """The CLI flag of the config field ``name``."""
-        return self.flags.get(name, "--" + name.replace("_", "-"))
+        return cli_flag(name, self.flags)
 
     def make_config(self, values: Mapping[str, Any], *, quick: bool = False) -> BaseModel:
         """The config from ``values`` (``quick``: on top of the quick setting); bad values -> ConfigError."""

@@ -233,13 +233,14 @@ def train_networks(cfg, data, labels) -> tuple[dict, dict]:
     mem_units = [done[u.key] for u in units if u.part == "mem"]
     masks = np.concatenate([u["masks"] for u in mem_units])
     correct = np.concatenate([u["correct"] for u in mem_units])
-    records = unpack_correct(np.concatenate([u["records_correct"] for u in mem_units], axis=1), n)
+    counts = np.concatenate([u["correct_epochs"] for u in mem_units])
+    epochs = int(mem_units[0]["records_epochs"])
     margin_mean = np.concatenate([u["margin_mean"] for u in mem_units])
     subset_fit = float(np.concatenate([u["subset_acc"] for u in mem_units]).mean())
     t0 = time.perf_counter()
     signals = dict(
         pred_probs=out_of_fold_probs(np.concatenate([u["train_logits"] for u in mem_units]), masks),
-        learning_speed=learning_speed(records, in_subset=masks).scores,
+        learning_speed=learning_speed(correct_counts=counts, epochs=epochs, in_subset=masks).scores,
         margin=np.where(masks, margin_mean, 0.0).sum(axis=0) / np.maximum(masks.sum(axis=0), 1),
         mem=memorization_scores(correct, masks).mem if subset_fit >= FIT_THRESHOLD else None,
     )

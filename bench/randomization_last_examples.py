@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     data = load("digits", seed=0)
     labels = np.stack([corrupt(data, "labels", noise=p, seed=3).dataset.y_train for p in NOISE])
     config = TrainConfig(epochs=cfg.epochs, optimizer=cfg.optimizer, lr=cfg.lr, batch_size=cfg.batch_size,
-                         early_stop="fit")
+                         early_stop="fit", record="full")
     result = train_ensemble(cfg.model, data.x_train, labels, config=config, seeds=[0, 1])
     late = late_examples(result.records.correct_array(), result.epochs_to_fit, at=LATE_AT)
     conflicts = neighbour_conflicts(data.x_train, labels)

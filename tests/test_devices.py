@@ -133,12 +133,13 @@ def test_train_ensemble_gives_the_same_bits_for_default_cpu_auto_and_the_placeme
 
 def test_the_records_kept_on_the_device_are_those_numpy_would_store(no_device_env):
     x, y, x_test, y_test, _ = _problem(seed=1)
-    result = train_ensemble("mlp:12x1", x, y, config=TrainConfig(epochs=2, batch_size=16), seeds=[1, 2])
+    result = train_ensemble("mlp:12x1", x, y, config=TrainConfig(epochs=2, batch_size=16, record="full"), seeds=[1, 2])
     loss, correct, margin = per_example_stats(torch.from_numpy(result.train_logits), torch.from_numpy(y))
-    last = result.records  # the last epoch's records are the final logits' statistics
-    assert np.array_equal(last.loss[-1], loss.numpy().astype(np.float16))
-    assert np.array_equal(last.margin[-1], margin.numpy().astype(np.float16))
-    assert np.array_equal(last.correct[-1], pack_correct(correct.numpy()))
+    # the last epoch's records (every epoch's and the summary's snapshot) are the final logits' statistics
+    for last in (result.records, result.summary.at):
+        assert np.array_equal(last.loss[-1], loss.numpy().astype(np.float16))
+        assert np.array_equal(last.margin[-1], margin.numpy().astype(np.float16))
+        assert np.array_equal(last.correct[-1], pack_correct(correct.numpy()))
     bits = np.random.default_rng(0).random((2, 3, 13)) < 0.5
     assert np.array_equal(pack_correct_tensor(torch.from_numpy(bits)).numpy(), pack_correct(bits))
 

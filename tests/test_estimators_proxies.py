@@ -160,3 +160,40 @@ def test_feature_errors(call, error, message):
     y = np.array([0, 1] * 5)
     with pytest.raises(error, match=f"^{re.escape(message)}$"):
         call(x, y)
+
+
+def test_learning_speed_from_counts_equals_the_records_bit_for_bit():
+    """The training summary's per-model counts give the scores of the full (E, K, n) records, bit for bit."""
+    from fitscope.train import TrainConfig, train_ensemble
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(70, 5)).astype(np.float32)
+    y = (x[:, 0] + 0.5 * rng.normal(size=70) > 0).astype(np.int64)
+    masks = rng.random((6, 70)) < 0.7
+    masks[0, :3] = masks[1:, :3] = False  # three examples in no subset: NaN either way
+    r = train_ensemble("mlp:8x1", x, y, config=TrainConfig(epochs=6, batch_size=16, record="full"), seeds=range(6),
+                       masks=masks)
+    for subset in (None, masks):
+        old = learning_speed(r.records.correct_array(), in_subset=subset)
+        new = learning_speed(correct_counts=r.summary.correct_epochs, epochs=r.summary.epochs, in_subset=subset)
+        np.testing.assert_array_equal(new.scores, old.scores)  # NaN where NaN, every other bit equal
+        assert new.params == old.params
+    assert np.isnan(new.scores[:3]).all() and 0 < np.nanmean(new.scores) < 1
+
+
+def test_learning_speed_counts_are_checked():
+    counts = np.array([[0, 2, 4], [1, 1, 3]])
+    np.testing.assert_array_equal(learning_speed(correct_counts=counts, epochs=4).scores, [0.125, 0.375, 0.875])
+    with pytest.raises(DataError, match=re.escape("correct_counts: expected integer counts of epochs in [0, 3], "
+                                                  "got 4 at [0, 2]")):
+        learning_speed(correct_counts=counts, epochs=3)
+    with pytest.raises(DataError, match=re.escape("correct_counts: expected integer counts of epochs in [0, 4], "
+                                                  "got 0.5 at [0, 0]")):
+        learning_speed(correct_counts=counts + np.array([[0.5, 0, 0], [0, 0, 0]]), epochs=4)
+    with pytest.raises(ConfigError, match=r"^epochs: expected the epochs counted over with correct_counts, "):
+        learning_speed(correct_counts=counts)
+    with pytest.raises(ConfigError, match=r"^epochs: expected the epochs counted over with correct_counts, "):
+        learning_speed(counts[None] > 0, epochs=4)
+    with pytest.raises(ConfigError, match=r"^correct_records, confidence, correct_counts: expected exactly one of "
+                                          r"them, got correct_counts and correct_records$"):
+        learning_speed(counts[None] > 0, correct_counts=counts, epochs=4)

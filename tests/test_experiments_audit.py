@@ -305,7 +305,7 @@ def test_families_mixed_into_the_label_score_equal_an_independent_recomputation(
     from fitscope.data import load
     from fitscope.estimators import combine_oof_probs, cscore_holdout, label_issue_scores, learning_speed
     from fitscope.estimators import out_of_fold_probs
-    from fitscope.train import sklearn_oof_probs, unpack_correct
+    from fitscope.train import sklearn_oof_probs
 
     cfg = make_config(data="iris", model="mlp:16x1", models=8, ratio=0.5, cscore_ratios=[0.5], epochs=3,
                       noise=0.2, chunk=8, batch_size=32)
@@ -326,7 +326,8 @@ def test_families_mixed_into_the_label_score_equal_an_independent_recomputation(
     mixture = combine_oof_probs(families, labels)
     assert outcome.family_weights == pytest.approx(mixture.weight_of())
     assert outcome.summary["out-of-fold families"] == "network, logistic, boosting, mlp"
-    speed = learning_speed(unpack_correct(unit["records_correct"], n), in_subset=unit["masks"]).scores
+    speed = learning_speed(correct_counts=unit["correct_epochs"], epochs=int(unit["records_epochs"]),
+                           in_subset=unit["masks"]).scores
     cscore = cscore_holdout({0.5: (unit["correct"], unit["masks"])}).cscore
     margin = np.where(unit["masks"], unit["margin_mean"], 0).sum(0) / np.maximum(unit["masks"].sum(0), 1)
     expected = label_issue_scores(labels, families, cscore=cscore, learning_speed=speed, margin=margin).scores
@@ -360,3 +361,47 @@ def test_bad_family_or_fast_settings_are_one_line(values, needle):
     with pytest.raises(ConfigError, match=needle) as info:
         make_config(**values)
     assert "\n" not in str(info.value)
+
+
+def test_units_of_either_version_gather_to_the_same_learning_speed():
+    """A unit written by earlier versions (every epoch's correctness, bit-packed) and one of this version (the
+    counts accumulated while training) give the same gathered counts and the same learning speed, bit for bit."""
+    from fitscope.data import load
+    from fitscope.estimators import learning_speed
+    from fitscope.experiments.audit import _gather, _train_config, train_unit_task
+    from fitscope.train import unpack_correct
+
+    cfg = make_config(data="iris", model="mlp:8x1", models=8, ratio=0.5, cscore_ratios=[0.3, 0.5], cscore_models=20,
+                      epochs=4, chunk=4, batch_size=32, oof_families=[])
+    data = load("iris", seed=0)
+    n, labels = len(data.y_train), data.y_train.astype(np.int64)
+    chunks = plan_units(cfg, n)
+    new = {c.key: train_unit_task((c, cfg, data.n_classes), x_train=data.x_train, labels=labels,
+                                  x_test=data.x_test, y_test=data.y_test) for c in chunks}
+    old = {}
+    for c in chunks:
+        old[c.key] = {k: v for k, v in new[c.key].items() if k not in ("correct_epochs", "records_epochs")}
+        if c.part == "mem":  # what earlier versions stored: the full records of the same training
+            full = TrainConfig(**{**_train_config(cfg, True).model_dump(), "record": "full"})
+            result = train_ensemble(cfg.model, data.x_train, labels, config=full, seeds=c.seeds, masks=c.masks,
+                                    n_classes=data.n_classes)
+            old[c.key]["records_correct"] = result.records.correct
+            assert new[c.key]["correct_epochs"].dtype == np.uint8 and "records_correct" not in new[c.key]
+    a, b = _gather(chunks, new, cfg, n), _gather(chunks, old, cfg, n)
+    assert a.epochs == b.epochs == 4 and a.correct_epochs.shape == (8, n)
+    np.testing.assert_array_equal(a.correct_epochs, b.correct_epochs)
+    for name in ("masks", "correct", "test_correct", "train_logits", "margin_mean"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert sorted(a.cscore_pairs) == [0.3, 0.5] and a.cscore_pairs[0.3][0].shape == (20, n)
+    # the learning speed as earlier versions computed it: from the (E, K, n) records
+    records = unpack_correct(np.concatenate([old[c.key]["records_correct"] for c in chunks if c.part == "mem"],
+                                            axis=1), n)
+    before = learning_speed(records, in_subset=a.masks).scores
+    for gathered in (a, b):
+        now = learning_speed(correct_counts=gathered.correct_epochs, epochs=gathered.epochs, in_subset=gathered.masks)
+        np.testing.assert_array_equal(now.scores, before)
+    # units that counted over different epochs are refused
+    old["mem-001"]["records_correct"] = old["mem-001"]["records_correct"][:3]
+    with pytest.raises(FitscopeError, match=r"^units: expected memorization units whose correctness counts the same "
+                                            r"epochs, got mem-000 over 4, mem-001 over 3$"):
+        _gather(chunks, old, cfg, n)

@@ -14,7 +14,8 @@ from fitscope.train import TrainConfig, configure_threads, lr_at, lr_schedule
 def test_defaults():
     cfg = TrainConfig()
     assert (cfg.epochs, cfg.batch_size, cfg.optimizer, cfg.lr, cfg.momentum) == (30, 128, "sgd", 0.05, 0.9)
-    assert cfg.weight_decay == 0.0 and cfg.augment is False and cfg.record is True
+    assert cfg.weight_decay == 0.0 and cfg.augment is False and cfg.record == "summary"
+    assert cfg.record_epochs == [-1]
     assert cfg.schedule == "constant" and cfg.early_stop == "none"
     assert TrainConfig(optimizer="adam").lr == 1e-3
     assert TrainConfig(optimizer="adam", lr=0.01).lr == 0.01
@@ -87,3 +88,15 @@ def test_configure_threads_env_override(monkeypatch):
             configure_threads()
     finally:
         torch.set_num_threads(before)
+
+
+def test_record_modes_and_epochs():
+    assert TrainConfig(record=True).record == "full" and TrainConfig(record=False).record == "none"
+    assert TrainConfig(record="summary").record == "summary"
+    assert TrainConfig(epochs=5, record_epochs=[-1, 3, 1]).record_epochs == [1, 3, -1]
+    for bad in ([0], [6], [2, 2], [-2]):
+        with pytest.raises(ConfigError, match=r"^record_epochs: expected distinct epochs in \[1, epochs = 5\] or -1 "
+                                              r"\(the last epoch run\) \(a TrainConfig field\), got "):
+            TrainConfig(epochs=5, record_epochs=bad)
+    with pytest.raises(ConfigError, match=r"^record: expected 'none', 'summary' or 'full'"):
+        TrainConfig(record="every")

@@ -125,7 +125,7 @@ def test_rows_outside_a_mask_never_reach_a_model(monkeypatch):
         return spy
 
     monkeypatch.setattr(engine, "make_step", spy_make_step)
-    cfg = TrainConfig(epochs=3, batch_size=8, lr=0.001)
+    cfg = TrainConfig(epochs=3, batch_size=8, lr=0.001, record="full")
     r = train_ensemble("mlp:8", x, y, config=cfg, seeds=[0, 1], masks=masks)
     assert seen[0] == set(np.flatnonzero(masks[0]))
     assert seen[1] == set(np.flatnonzero(masks[1]))
@@ -152,7 +152,7 @@ def test_per_model_labels_match_separate_runs():
 def test_records_shapes_dtypes_and_consistency():
     x, y = random_problem(n=37)
     xt, yt = random_problem(n=11, seed=5)
-    cfg = TrainConfig(epochs=4, batch_size=8)
+    cfg = TrainConfig(epochs=4, batch_size=8, record="full")
     r = train_ensemble("mlp:16", x, y, config=cfg, seeds=[0, 1, 2], x_test=xt, y_test=yt, n_classes=5)
     rec = r.records
     assert rec.loss.shape == (4, 3, 37) and rec.loss.dtype == np.float16
@@ -194,12 +194,16 @@ def test_progress_called_every_epoch():
 def test_result_round_trip_through_npz(tmp_path):
     x, y = random_problem(n=30)
     masks = np.random.default_rng(0).random((2, 30)) < 0.7
-    r = train_ensemble("mlp:8", x, y, config=TrainConfig(epochs=2, batch_size=8), seeds=[0, 1], masks=masks,
-                       x_test=x[:5], y_test=y[:5])
+    r = train_ensemble("mlp:8", x, y, config=TrainConfig(epochs=2, batch_size=8, record="full"), seeds=[0, 1],
+                       masks=masks, x_test=x[:5], y_test=y[:5])
     np.savez(tmp_path / "r.npz", **r.to_arrays())
     with np.load(tmp_path / "r.npz", allow_pickle=False) as arrays:
         back = EnsembleResult.from_arrays(arrays)
     np.testing.assert_array_equal(back.records.correct_array(), r.records.correct_array())
+    np.testing.assert_array_equal(back.summary.correct_epochs, r.summary.correct_epochs)
+    np.testing.assert_array_equal(back.summary.margin_sum, r.summary.margin_sum)
+    np.testing.assert_array_equal(back.summary.at_epochs, [2])
+    np.testing.assert_array_equal(back.summary.at.loss, r.summary.at.loss)
     np.testing.assert_array_equal(back.train_logits, r.train_logits)
     np.testing.assert_array_equal(back.masks, masks)
     assert back.config == r.config and TrainConfig(**back.config).epochs == 2
@@ -249,7 +253,7 @@ def test_bitwise_deterministic(spec, shape, kwargs):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(40, *shape)).astype(np.float32)
     y = rng.integers(0, 4, size=40)
-    cfg = TrainConfig(epochs=3, batch_size=8, augment=True, weight_decay=1e-4)
+    cfg = TrainConfig(epochs=3, batch_size=8, augment=True, weight_decay=1e-4, record="full")
     a = train_ensemble(spec, x, y, config=cfg, seeds=[0, 1], x_test=x[:8], y_test=y[:8], **kwargs)
     b = train_ensemble(spec, x, y, config=cfg, seeds=[0, 1], x_test=x[:8], y_test=y[:8], **kwargs)
     for name in ("train_logits", "test_logits", "train_loss", "test_acc"):
@@ -342,3 +346,62 @@ def test_keep_model_returns_the_trained_ensemble():
         logits = r.model.forward_shared(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(logits, r.train_logits, rtol=1e-5, atol=1e-6)
     assert "model" not in r.to_arrays()
+
+
+# ------------------------------------------------------------------ the records summary
+
+
+def test_summary_is_the_default_and_keeps_no_epoch_records(monkeypatch):
+    x, y = random_problem(n=30)
+
+    def no_full_records(*args, **kwargs):
+        raise AssertionError("every epoch's records were allocated without record='full'")
+
+    monkeypatch.setattr(engine, "DeviceRecords", no_full_records)  # only "full" may store every epoch
+    r = train_ensemble("mlp:8", x, y, config=TrainConfig(epochs=7, batch_size=8), seeds=[0, 1])
+    assert r.records is None and r.config["record"] == "summary"
+    s = r.summary
+    assert s.correct_epochs.shape == (2, 30) and s.correct_epochs.dtype == np.int32
+    assert s.margin_sum.shape == (2, 30) and s.margin_sum.dtype == np.float64
+    assert s.epochs == 7 and s.at_epochs.tolist() == [7] and s.at.loss.shape == (1, 2, 30)
+    # the last epoch's snapshot is the final logits' statistics
+    np.testing.assert_array_equal(s.snapshot(7)[1], r.train_logits.argmax(-1) == y)
+    with pytest.raises(DataError, match=r"^epoch: expected one of the recorded epochs \(7\), got 3$"):
+        s.snapshot(3)
+    none = train_ensemble("mlp:8", x, y, config=TrainConfig(epochs=2, batch_size=8, record="none"), seeds=[0])
+    assert none.records is None and none.summary is None
+
+
+def test_summary_equals_a_brute_force_loop_over_the_full_records():
+    """record="full" keeps every epoch; the summary's accumulators are those epochs summed, its snapshots them."""
+    x, y, xt, yt = blobs(n=60, classes=3)
+    masks = np.random.default_rng(2).random((3, 60)) < 0.6
+    cfg = dict(epochs=5, batch_size=8, optimizer="adam", lr=0.01, record_epochs=[2, 4, -1])
+    full = train_ensemble("mlp:16", x, y, config=TrainConfig(**cfg, record="full"), seeds=[5, 6, 7], masks=masks,
+                          x_test=xt, y_test=yt)
+    summary = train_ensemble("mlp:16", x, y, config=TrainConfig(**cfg), seeds=[5, 6, 7], masks=masks,
+                             x_test=xt, y_test=yt)
+    rec = full.records
+    counts = np.zeros((3, 60), np.int64)
+    for e in range(rec.epochs):  # brute force: one epoch at a time
+        counts += rec.correct_array()[e]
+    for s in (full.summary, summary.summary):  # the same bits whether or not every epoch is kept too
+        np.testing.assert_array_equal(s.correct_epochs, counts)
+        assert s.epochs == 5 and s.at_epochs.tolist() == [2, 4, 5]
+        for i, epoch in enumerate((2, 4, 5)):
+            np.testing.assert_array_equal(s.at.loss[i], rec.loss[epoch - 1])
+            np.testing.assert_array_equal(s.at.margin[i], rec.margin[epoch - 1])
+            np.testing.assert_array_equal(s.at.correct[i], rec.correct[epoch - 1])
+        # the float16 records round the margins the sum adds in float64
+        np.testing.assert_allclose(s.margin_sum, rec.margin.astype(np.float64).sum(0), rtol=5e-3, atol=5e-3)
+        np.testing.assert_allclose(s.margin_mean(), rec.margin.astype(np.float64).mean(0), rtol=5e-3, atol=5e-3)
+    np.testing.assert_array_equal(full.summary.margin_sum, summary.summary.margin_sum)
+    np.testing.assert_array_equal(full.train_logits, summary.train_logits)
+
+
+def test_the_summary_leaves_out_epochs_that_early_stopping_never_reached():
+    x, y, _, _ = blobs(n=40)
+    cfg = TrainConfig(epochs=200, batch_size=8, optimizer="adam", lr=0.01, early_stop="fit", record_epochs=[1, 199])
+    r = train_ensemble("mlp:32", x, y, config=cfg, seeds=[0])
+    assert r.epochs_run < 199 and r.summary.at_epochs.tolist() == [1] and r.summary.epochs == r.epochs_run
+    assert r.summary.correct_epochs.max() <= r.epochs_run

@@ -89,3 +89,58 @@ def test_from_arrays_missing_key():
     del arrays["train_acc"]
     with pytest.raises(DataError, match="train_acc"):
         EnsembleResult.from_arrays(arrays)
+
+
+def test_device_summary_accumulates_like_a_loop_over_epochs():
+    """Counts, margin sums and snapshots against a brute-force loop over random epochs (K=3, n=21, E=6)."""
+    from fitscope.train.records import DeviceSummary
+
+    rng = np.random.default_rng(4)
+    k, n, e = 3, 21, 6
+    loss = rng.random((e, k, n)).astype(np.float32) * 3
+    correct = rng.random((e, k, n)) < 0.6
+    margin = rng.normal(size=(e, k, n)).astype(np.float32)
+    acc = DeviceSummary(k, n, torch.device("cpu"), at=(2, 5), last=True)
+    for epoch in range(e):
+        acc.add(epoch, torch.from_numpy(loss[epoch]), torch.from_numpy(correct[epoch]), torch.from_numpy(margin[epoch]))
+    s = acc.to_summary()
+    counts = np.zeros((k, n), np.int64)
+    total = np.zeros((k, n))
+    for epoch in range(e):
+        counts += correct[epoch]
+        total += margin[epoch].astype(np.float64)
+    np.testing.assert_array_equal(s.correct_epochs, counts)
+    np.testing.assert_array_equal(s.margin_sum, total)  # the same additions in the same order
+    np.testing.assert_array_equal(s.margin_mean(), (total / e).astype(np.float32))
+    assert s.epochs == e and s.at_epochs.tolist() == [2, 5, 6]
+    for i, epoch in enumerate((2, 5, 6)):
+        np.testing.assert_array_equal(s.at.loss[i], loss[epoch - 1].astype(np.float16))
+        np.testing.assert_array_equal(s.at.margin[i], margin[epoch - 1].astype(np.float16))
+        np.testing.assert_array_equal(s.at.correct_array()[i], correct[epoch - 1])
+        got = s.snapshot(epoch)
+        np.testing.assert_array_equal(got[1], correct[epoch - 1])
+    # the last epoch is not snapshotted twice when it is also asked for by number
+    again = DeviceSummary(k, n, torch.device("cpu"), at=(6,), last=True)
+    for epoch in range(e):
+        again.add(epoch, *(torch.from_numpy(a[epoch]) for a in (loss, correct, margin)))
+    assert again.to_summary().at_epochs.tolist() == [6]
+
+
+def test_result_round_trip_keeps_the_summary(tmp_path):
+    from fitscope.train.records import RecordSummary
+
+    result = _result(False, True)
+    rng = np.random.default_rng(7)
+    at = PerExampleRecords.empty(2, 2, 10)
+    at.put(0, rng.random((2, 10)), rng.random((2, 10)) < 0.5, rng.normal(size=(2, 10)))
+    result.summary = RecordSummary(correct_epochs=rng.integers(0, 4, (2, 10)).astype(np.int32),
+                                   margin_sum=rng.normal(size=(2, 10)), epochs=3,
+                                   at_epochs=np.array([1, 3]), at=at)
+    np.savez(tmp_path / "r.npz", **result.to_arrays())
+    with np.load(tmp_path / "r.npz", allow_pickle=False) as arrays:
+        back = EnsembleResult.from_arrays(arrays)
+    assert back.records is None and back.summary.epochs == 3
+    for name in ("correct_epochs", "margin_sum", "at_epochs"):
+        np.testing.assert_array_equal(getattr(back.summary, name), getattr(result.summary, name))
+    np.testing.assert_array_equal(back.summary.at.correct_array(), at.correct_array())
+    np.testing.assert_array_equal(back.summary.at.loss, at.loss)

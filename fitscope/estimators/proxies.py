@@ -5,7 +5,8 @@ classes. ``features`` are ``(n, D)`` (or ``(n, *shape)``, flattened): the
 inputs themselves or a trained model's hidden representation.
 
 - :func:`learning_speed`: mean over epochs (and models) of the per-epoch
-  correctness, or of a per-epoch confidence, recorded while training.
+  correctness, or of a per-epoch confidence, recorded while training (from
+  the full records or from the per-model counts the training summary accumulates).
   Examples learnt early and kept are regular; the strongest proxy in the paper.
 - :func:`kernel_density`: leave-one-out RBF kernel density of an example among
   the other examples of its class.
@@ -33,6 +34,9 @@ from fitscope.validation import (
     check_number,
     check_real,
     check_seed,
+    first_index,
+    message,
+    shorten,
 )
 
 # Rows of a kernel block are sized so that one block holds about this many float64 entries (32 MB).
@@ -41,13 +45,17 @@ _BLOCK_ENTRIES = 4_000_000
 _MEDIAN_SAMPLE = 2000
 
 
-def learning_speed(correct_records=None, *, in_subset=None, confidence=None) -> ProxyScores:
+def learning_speed(correct_records=None, *, in_subset=None, confidence=None, correct_counts=None,
+                   epochs: int | None = None) -> ProxyScores:
     """Learning speed: mean over epochs and models of per-epoch correctness (or confidence).
 
-    Give exactly one of ``correct_records`` and ``confidence``. From the
-    training engine's records: ``records.correct_array()`` for correctness, or
-    ``np.exp(-records.loss)`` (the probability of the given label) or
-    ``records.margin`` for confidence.
+    ``score(i) = sum_k sum_e correct[e, k, i] / (E K)`` (over the models whose subset holds i
+    when ``in_subset`` is given). Give exactly one of ``correct_records``, ``confidence`` and
+    ``correct_counts``. From the training engine: the summary's per-model counts
+    ``correct_counts=result.summary.correct_epochs, epochs=result.summary.epochs`` (the default
+    ``TrainConfig(record="summary")``; the same scores, bit for bit, as the full records give), or
+    with ``record="full"`` ``records.correct_array()`` for correctness, ``np.exp(-records.loss)``
+    (the probability of the given label) or ``records.margin`` for confidence.
 
     Args:
         correct_records: ``(E, K, n)`` bool (or 0/1): model k correct on example i after epoch e.
@@ -55,6 +63,9 @@ def learning_speed(correct_records=None, *, in_subset=None, confidence=None) -> 
             whose training subset holds the example (the example's own learning
             curve). Examples in no subset get NaN.
         confidence: ``(E, K, n)`` real, finite: a per-epoch confidence instead of correctness.
+        correct_counts: ``(K, n)`` integers in ``[0, epochs]``: after how many of the E epochs
+            model k was correct on example i (``RecordSummary.correct_epochs``); needs ``epochs``.
+        epochs: E, the epochs ``correct_counts`` counted over (only with ``correct_counts``).
 
     Returns:
         :class:`ProxyScores` with ``method="learning_speed"`` and
@@ -62,32 +73,59 @@ def learning_speed(correct_records=None, *, in_subset=None, confidence=None) -> 
         "restricted_to_subset": bool}``.
 
     Raises:
-        ConfigError: both or neither of ``correct_records`` and ``confidence`` given.
-        DataError: shapes, a non-bool ``in_subset``, non-0/1 correctness or non-finite confidence.
+        ConfigError: not exactly one of ``correct_records``, ``confidence`` and ``correct_counts``;
+            ``epochs`` missing with ``correct_counts``, given without it, or not a positive integer.
+        DataError: shapes, a non-bool ``in_subset``, non-0/1 correctness, non-finite confidence,
+            counts that are not integers in ``[0, epochs]``.
     """
-    if (correct_records is None) == (confidence is None):
+    if correct_counts is None and (correct_records is None) == (confidence is None):
         got = "both" if correct_records is not None else "neither"
         raise ConfigError(f"correct_records, confidence: expected exactly one of them, got {got}")
-    if correct_records is not None:
-        values = check_binary(correct_records, "correct_records", axes=("E", "K", "n"))
-        signal = "correct"
-        per_model = np.count_nonzero(values, axis=0).astype(np.float64)  # (K, n) epochs correct
+    if correct_counts is not None and (correct_records is not None or confidence is not None):
+        other = "correct_records" if correct_records is not None else "confidence"
+        raise ConfigError(f"correct_records, confidence, correct_counts: expected exactly one of them, "
+                          f"got correct_counts and {other}")
+    if (epochs is not None) != (correct_counts is not None):
+        raise ConfigError(message("epochs", "the epochs counted over with correct_counts, and only with it",
+                                  f"epochs={shorten(epochs)} with correct_counts "
+                                  f"{'missing' if correct_counts is None else 'given'}"))
+    if correct_counts is not None:
+        e = check_int(epochs, "epochs")
+        counts = check_real(correct_counts, "correct_counts", axes=("K", "n"))
+        outside = (counts < 0) | (counts > e)
+        if counts.dtype.kind == "f":
+            outside |= counts != np.round(counts)
+        if outside.any():
+            raise DataError(message("correct_counts", f"integer counts of epochs in [0, {e}]",
+                                    f"{shorten(counts[outside][0])} at {first_index(outside)}"))
+        del outside
+        # (K, n) epochs correct: integers, kept in their own dtype (no float64 copy of K x n); every sum
+        # below is an exact integer, so the scores are those of the (E, K, n) records bit for bit
+        per_model = counts if counts.dtype.kind in "iu" else counts.astype(np.int64)
+        signal, name = "correct", "correct_counts"
+        k, n = per_model.shape
     else:
-        values = check_real(confidence, "confidence", axes=("E", "K", "n"), check_values=False)
-        signal = "confidence"
-        per_model = values.sum(axis=0, dtype=np.float64)  # (K, n)
-        if not np.isfinite(per_model).all():  # a non-finite entry spoils its sum; name the first
-            check_real(values, "confidence", axes=("E", "K", "n"))
-    e, k, n = values.shape
-    name = "correct_records" if signal == "correct" else "confidence"
+        if correct_records is not None:
+            values = check_binary(correct_records, "correct_records", axes=("E", "K", "n"))
+            signal = "correct"
+            per_model = np.count_nonzero(values, axis=0).astype(np.float64)  # (K, n) epochs correct
+        else:
+            values = check_real(confidence, "confidence", axes=("E", "K", "n"), check_values=False)
+            signal = "confidence"
+            per_model = values.sum(axis=0, dtype=np.float64)  # (K, n)
+            if not np.isfinite(per_model).all():  # a non-finite entry spoils its sum; name the first
+                check_real(values, "confidence", axes=("E", "K", "n"))
+        e, k, n = values.shape
+        name = "correct_records" if signal == "correct" else "confidence"
+    total = np.float64 if per_model.dtype.kind == "f" else np.int64
     if in_subset is None:
-        scores = per_model.sum(axis=0) / (e * k)
+        scores = per_model.sum(axis=0, dtype=total) / (e * k)
     else:
         mask = check_mask(in_subset, "in_subset", axes=("K", "n"), shape=(k, n), like=name,
                           meaning="True = example i is in model k's training subset")
         count = np.count_nonzero(mask, axis=0)
         scores = np.full(n, np.nan)
-        np.divide(np.where(mask, per_model, 0.0).sum(axis=0), e * count, out=scores, where=count > 0)
+        np.divide(np.where(mask, per_model, 0).sum(axis=0, dtype=total), e * count, out=scores, where=count > 0)
     return ProxyScores(scores=scores, method="learning_speed",
                        params={"signal": signal, "epochs": int(e), "n_models": int(k),
                                "restricted_to_subset": in_subset is not None})

@@ -23,10 +23,18 @@ each trained as one batched ensemble and stored in the run as soon as it
 finishes (``units/mem-000.npz``, ``units/cscore-0.3-000.npz``, ...), so a
 killed audit resumes with ``resume=True`` and trains only the missing chunks.
 A unit stores only what the estimators need: the subset masks, final
-correctness on train and test examples (bool), train logits (float16), the
-per-epoch correctness (bit-packed) and the mean margin over epochs, not the
-models; the first memorization unit also stores the hidden features of its
-first model (``(n, D)`` float32).
+correctness on train and test examples (bool), train logits (float16), per
+(model, example) the epochs it was correct (learning speed) and the mean
+margin over epochs, not the models; the first memorization unit also stores
+the hidden features of its first model (``(n, D)`` float32). Training keeps
+only those per-example sums (``TrainConfig(record="summary")``), so its memory
+does not grow with the epochs; units stored by earlier versions (every
+epoch's correctness, bit-packed, ``records_correct``) are still read.
+
+Memory is estimated before anything is written
+(:func:`fitscope.experiments.audit_memory.estimate_audit_memory`): an audit
+that would not fit in the memory available fails in ``prepare`` with one line
+naming its largest parts and the ``--chunk`` or ``--models`` that would fit.
 
 The study runs on :mod:`fitscope.experiments.study` (``STUDY``): the runner owns
 the run directory, ``--resume``, the executor (``local`` or ``ray``), progress
@@ -40,7 +48,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable, Literal, Mapping
 
 import numpy as np
 import pandas as pd
@@ -49,7 +57,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from fitscope.data import Dataset, flip_labels, load
 from fitscope.data.support import check_supports_study
+from fitscope.errors import DataError
 from fitscope.estimators.subsets import min_models, subset_masks
+from fitscope.experiments.audit_memory import check_audit_memory
 from fitscope.experiments.config_errors import build_config
 from fitscope.experiments.study import Outcome, Prepared, Study, StudyResult, Unit, run_study
 from fitscope.models import check_input_shape, parse_spec
@@ -62,6 +72,7 @@ from fitscope.train import (
     train_ensemble,
     unpack_correct,
 )
+from fitscope.validation import message
 
 # Rows per forward pass when reading hidden features (activations of a few MB).
 _FEATURE_ROWS = 1024
@@ -228,9 +239,10 @@ def noisy_labels(cfg: AuditConfig, data: Dataset) -> tuple[np.ndarray, np.ndarra
 
 
 def _train_config(cfg: AuditConfig, record: bool) -> TrainConfig:
-    # A fixed epoch budget (no early stop): every unit records the same epochs for learning speed.
+    # A fixed epoch budget (no early stop): every unit records the same epochs for learning speed. The records
+    # are the summary accumulated as the epochs run (epochs correct, margin sum), never every epoch.
     return TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer=cfg.optimizer, lr=cfg.lr,
-                       schedule="constant", early_stop="none", record=record)
+                       schedule="constant", early_stop="none", record="summary" if record else "none")
 
 
 def train_unit(unit: Chunk, cfg: AuditConfig, data: Dataset, labels: np.ndarray,
@@ -276,8 +288,10 @@ def _train_unit_arrays(unit: Chunk, cfg: AuditConfig, n_classes: int, x_train: n
     if record:
         out["test_correct"] = result.test_logits.argmax(-1) == y_test
         out["train_logits"] = result.train_logits.astype(np.float16)
-        out["records_correct"] = result.records.correct  # (E, k, ceil(n/8)) bit-packed
-        out["margin_mean"] = result.records.margin.astype(np.float32).mean(axis=0)  # (k, n)
+        summary = result.summary  # accumulated as the epochs ran: (k, n) sums, whatever the epochs
+        out["correct_epochs"] = summary.correct_epochs.astype(np.min_scalar_type(summary.epochs))  # (k, n) of E
+        out["records_epochs"] = np.asarray(summary.epochs, np.int64)  # E
+        out["margin_mean"] = summary.margin_mean()  # (k, n) float32
     return out
 
 
@@ -359,7 +373,8 @@ class AuditArrays:
     correct: np.ndarray  # (K, n)
     test_correct: np.ndarray  # (K, m)
     train_logits: np.ndarray  # (K, n, C) float16
-    records_correct: np.ndarray  # (E, K, n) bool
+    correct_epochs: np.ndarray  # (K, n) int32: epochs (of `epochs`) model k was correct on example i
+    epochs: int  # E, the epochs correct_epochs counts over
     margin_mean: np.ndarray  # (K, n)
     subset_acc: np.ndarray  # (K,)
     test_acc: np.ndarray  # (K,)
@@ -369,30 +384,73 @@ class AuditArrays:
     sklearn_probs: dict = field(default_factory=dict)  # scikit-learn family -> (n, C) out-of-fold probabilities
 
 
-def _gather(units: list[Chunk], stored: dict[str, dict], cfg: AuditConfig, n: int) -> AuditArrays:
-    mem = [stored[u.key] for u in units if u.part == "mem"]
+#: The memorization units' arrays stacked along the models, in plan order.
+_STACKED = ("masks", "correct", "test_correct", "train_logits", "correct_epochs", "margin_mean", "subset_acc",
+            "test_acc")
 
-    def cat(name, axis=0):
-        return np.concatenate([s[name] for s in mem], axis=axis)
 
+def unit_correct_epochs(stored: Mapping[str, np.ndarray], n: int) -> tuple[np.ndarray, int]:
+    """``(correct_epochs (k, n) int32, E)`` of one stored memorization unit, whichever version wrote it.
+
+    This version stores the counts (``correct_epochs``, ``records_epochs``); earlier ones stored
+    every epoch's correctness bit-packed (``records_correct``, ``(E, k, ceil(n/8))`` uint8), counted
+    here one epoch at a time (the same integers: learning speed is unchanged).
+    """
+    if "correct_epochs" in stored:
+        return np.asarray(stored["correct_epochs"]).astype(np.int32), int(stored["records_epochs"])
+    packed = np.asarray(stored["records_correct"])
+    counts = np.zeros((packed.shape[1], n), np.int32)
+    for epoch in packed:  # one (k, n) epoch unpacked at a time
+        counts += unpack_correct(epoch, n)
+    return counts, int(packed.shape[0])
+
+
+def _gather(units: list[Chunk], stored: Mapping[str, Mapping[str, np.ndarray]], cfg: AuditConfig,
+            n: int) -> AuditArrays:
+    """The units put together in plan order, reading one unit at a time (``stored`` may read from disk).
+
+    The memorization units' arrays are copied into arrays of all K models as each is read, so
+    only the gathered arrays and one unit are held at once.
+
+    Raises:
+        DataError: the memorization units counted correctness over different numbers of epochs.
+    """
+    total = sum(len(u.seeds) for u in units if u.part == "mem")
+    stacked: dict[str, np.ndarray] = {}
     pairs: dict[float, tuple[list, list]] = {}
     seconds: dict[str, float] = {}
+    epochs: dict[int, str] = {}
+    hidden = None
+    start = 0
     for u in units:
         s = stored[u.key]
-        correct, masks = pairs.setdefault(u.ratio, ([], []))
-        correct.append(s["correct"])
-        masks.append(s["masks"])
         seconds[u.part] = seconds.get(u.part, 0.0) + float(s["seconds"])
+        if u.features and "hidden_features" in s:
+            hidden = s["hidden_features"]
+        if u.part != "mem":
+            correct, masks = pairs.setdefault(u.ratio, ([], []))
+            correct.append(s["correct"])
+            masks.append(s["masks"])
+            continue
+        k = len(s["masks"])
+        counts, e = unit_correct_epochs(s, n)
+        epochs.setdefault(e, u.key)
+        values = {name: counts if name == "correct_epochs" else np.asarray(s[name]) for name in _STACKED}
+        for name, value in values.items():
+            if name not in stacked:
+                stacked[name] = np.empty((total, *value.shape[1:]), value.dtype)
+            stacked[name][start:start + k] = value
+        start += k
+        del s, values, counts
+    if len(epochs) > 1:
+        raise DataError(message("units", "memorization units whose correctness counts the same epochs",
+                                ", ".join(f"{key} over {e}" for e, key in epochs.items())))
     cscore_pairs = {r: (np.concatenate(c), np.concatenate(m)) for r, (c, m) in pairs.items()
                     if r in cfg.cscore_ratios}
-    return AuditArrays(
-        masks=cat("masks"), correct=cat("correct"), test_correct=cat("test_correct"),
-        train_logits=cat("train_logits"), records_correct=unpack_correct(cat("records_correct", axis=1), n),
-        margin_mean=cat("margin_mean"), subset_acc=cat("subset_acc"), test_acc=cat("test_acc"),
-        cscore_pairs=cscore_pairs, seconds=seconds,
-        hidden_features=next((stored[u.key]["hidden_features"] for u in units
-                              if u.features and "hidden_features" in stored[u.key]), None),
-    )
+    if cfg.ratio in cfg.cscore_ratios:
+        cscore_pairs[cfg.ratio] = (stacked["correct"], stacked["masks"])
+    return AuditArrays(**stacked, epochs=next(iter(epochs)), cscore_pairs=cscore_pairs, seconds=seconds,
+                       hidden_features=hidden)
 
 
 # --------------------------------------------------------------------------- estimators
@@ -464,7 +522,7 @@ def estimate(arrays: AuditArrays, data: Dataset, labels: np.ndarray, flipped: np
     influence_fdr = infl.metadata()
     pairs.attrs["influence"] = influence_fdr  # written into influence.parquet's metadata
     cscore = cscore_holdout(arrays.cscore_pairs)
-    speed = learning_speed(arrays.records_correct, in_subset=arrays.masks)
+    speed = learning_speed(correct_counts=arrays.correct_epochs, epochs=arrays.epochs, in_subset=arrays.masks)
     x = data.x_train.reshape(n, -1)
     density = kernel_density(x, labels)
     if arrays.hidden_features is not None:
@@ -602,7 +660,11 @@ def oof_seed(cfg: AuditConfig) -> int:
 
 
 def prepare(cfg: AuditConfig) -> Prepared:
-    """Load the data, flip labels, check model and data; nothing is written yet."""
+    """Load the data, flip labels, check model, data and memory; nothing is written yet.
+
+    The memory check (:func:`fitscope.experiments.audit_memory.check_audit_memory`) refuses an
+    audit whose estimated peak exceeds the memory available with one line naming the flags that lower it.
+    """
     data = load(cfg.data, label_column=cfg.label_column, seed=cfg.data_seed)
     check_input_shape(parse_spec(cfg.model), data.input_shape)  # a bad --model fails before anything is written
     # each example must be in some subset and out of another, and out-of-fold probabilities need 2 per class
@@ -610,6 +672,10 @@ def prepare(cfg: AuditConfig) -> Prepared:
     labels, flipped, noise_seed = noisy_labels(cfg, data)
     plan_units(cfg, len(labels))  # a plan that cannot cover every example fails here
     sk = sklearn_task(cfg, data)
+    # an audit that would not fit in memory fails here, naming the --chunk or --models that would
+    check_audit_memory(cfg, len(labels), len(data.y_test), data.input_shape, data.n_classes,
+                       largest_class=int(np.bincount(labels).max()),
+                       loaded=sum(a.nbytes for a in (data.x_train, data.x_test, data.y_train, data.y_test, labels)))
     return Prepared(
         seeds={"seed": cfg.seed, "data_seed": cfg.data_seed, "noise_seed": noise_seed,
                "oof_seed": None if sk is None else sk.seed},
@@ -643,7 +709,7 @@ def estimate_study(cfg: AuditConfig, prepared: Prepared, units) -> Outcome:
     """Every estimator from the stored units; the examples and influence tables."""
     state: AuditState = prepared.state
     chunks = plan_units(cfg, len(state.labels))
-    gathered = _gather(chunks, {c.key: units[c.key] for c in chunks}, cfg, len(state.labels))
+    gathered = _gather(chunks, units, cfg, len(state.labels))  # one unit read at a time
     if state.sklearn is not None:
         stored = units[SKLEARN_UNIT]
         gathered.sklearn_probs = {f: np.asarray(stored[f"probs_{f}"]) for f in state.sklearn.families}

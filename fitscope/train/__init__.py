@@ -5,14 +5,16 @@ Example (``x``: ``(n, *input_shape)`` float32, ``y``: ``(n,)`` int labels)::
     from fitscope.train import TrainConfig, train_ensemble
     result = train_ensemble("mlp:512x2", x, y, config=TrainConfig(epochs=20), seeds=range(16))
     result.train_acc.shape        # (16, epochs run)
-    result.records.correct_array()  # (epochs run, 16, n) bool
+    result.summary.correct_epochs   # (16, n): epochs each model got each row right
+    full = train_ensemble("mlp:512x2", x, y, config=TrainConfig(epochs=20, record="full"), seeds=range(16))
+    full.records.correct_array()    # (epochs run, 16, n) bool
 """
 
 from fitscope.train.augment import Augmenter, default_crop_padding, default_max_shift
 from fitscope.train.config import TrainConfig
 from fitscope.train.device import placement_device
 from fitscope.train.ensemble import EpochSampler, predict_logits, train_ensemble
-from fitscope.train.records import PerExampleRecords, pack_correct, per_example_stats, unpack_correct
+from fitscope.train.records import PerExampleRecords, RecordSummary, pack_correct, per_example_stats, unpack_correct
 from fitscope.train.result import EnsembleResult
 from fitscope.train.schedules import lr_at, lr_schedule
 from fitscope.train.sklearn_oof import OOF_FAMILIES, OutOfFoldProbs, auto_families, sklearn_oof_probs
@@ -25,6 +27,7 @@ __all__ = [
     "OOF_FAMILIES",
     "OutOfFoldProbs",
     "PerExampleRecords",
+    "RecordSummary",
     "TrainConfig",
     "configure_threads",
     "default_crop_padding",

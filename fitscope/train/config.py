@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from fitscope.errors import ConfigError
 from fitscope.validation import message, shorten
@@ -57,7 +57,19 @@ class TrainConfig(BaseModel):
             accurate on its own training rows; ``"patience"``: stop when the
             mean test loss over models has not improved for ``patience`` epochs.
         patience: epochs without improvement before ``"patience"`` stops.
-        record: keep per-example loss, correctness and margin of every epoch.
+        record: which per-example records of the training rows to keep
+            (:mod:`fitscope.train.records`): ``"summary"`` (default) accumulates,
+            as the epochs run, per (model, row) the epochs correct, the margin
+            summed over epochs and the loss, correctness and margin at
+            ``record_epochs`` (``result.summary``; memory ``O(K n)``, not
+            growing with epochs); ``"full"`` also keeps loss, correctness and
+            margin of every epoch (``result.records``, ``O(E K n)``);
+            ``"none"`` keeps neither. ``True`` means ``"full"`` (every epoch,
+            as before) and ``False`` ``"none"``.
+        record_epochs: the 1-based epochs whose per-example loss, correctness
+            and margin the summary keeps; ``-1`` is the last epoch run (which
+            early stopping decides). Default ``[-1]``. An epoch not reached
+            (early stop) is left out.
         eval_batch_size: rows per chunk in the per-epoch evaluation pass.
     """
 
@@ -78,7 +90,8 @@ class TrainConfig(BaseModel):
     gamma: float | None = Field(None, gt=0, le=1)
     early_stop: Literal["none", "fit", "patience"] = "none"
     patience: int = Field(10, gt=0)
-    record: bool = True
+    record: Literal["none", "summary", "full"] = "summary"
+    record_epochs: list[int] = Field(default_factory=lambda: [-1])
     eval_batch_size: int = Field(2048, gt=0)
 
     def __init__(self, **data: Any) -> None:
@@ -95,6 +108,24 @@ class TrainConfig(BaseModel):
             return super().model_validate(obj, **kwargs)
         except ValidationError as err:
             raise ConfigError(_one_line(err, list(cls.model_fields))) from None
+
+    @field_validator("record", mode="before")
+    @classmethod
+    def _record_flag(cls, value: Any) -> Any:
+        # the boolean of earlier versions: True kept every epoch, False nothing
+        if isinstance(value, bool):
+            return "full" if value else "none"
+        return value
+
+    @field_validator("record_epochs")
+    @classmethod
+    def _epochs_run_or_last(cls, value: list[int], info: ValidationInfo) -> list[int]:
+        epochs = info.data.get("epochs")
+        high = epochs if isinstance(epochs, int) else None
+        bad = [e for e in value if not (e == -1 or (e >= 1 and (high is None or e <= high)))]
+        if bad or len(set(value)) != len(value):
+            raise ValueError(f"distinct epochs in [1, epochs = {high}] or -1 (the last epoch run)")
+        return sorted(value, key=lambda e: (e == -1, e))
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> "TrainConfig":

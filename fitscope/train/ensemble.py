@@ -9,7 +9,9 @@ backward, and updates all K models with one fused optimizer step. The loss is
 the sum over models of each model's mean batch loss, so every model gets
 exactly the gradient it would get alone. After every epoch an eval-mode pass
 over all n training rows (and the test set) gives each model's per-example
-loss, correctness and margin.
+loss, correctness and margin, accumulated into the records as they are
+produced (``config.record``: by default a summary whose memory does not grow
+with the epochs, :class:`~fitscope.train.records.RecordSummary`).
 
 Devices: everything above runs on one torch device (``device=``, else the
 placement's, see :mod:`fitscope.train.device`). The inputs are copied there
@@ -34,7 +36,7 @@ from fitscope.seeding import derive_seed
 from fitscope.train.augment import Augmenter
 from fitscope.train.config import TrainConfig
 from fitscope.train.device import placement_device
-from fitscope.train.records import DeviceRecords, per_example_stats
+from fitscope.train.records import DeviceRecords, DeviceSummary, per_example_stats
 from fitscope.train.result import EnsembleResult
 from fitscope.train.schedules import lr_at
 from fitscope.train.steps import make_step
@@ -220,7 +222,9 @@ def train_ensemble(
         x: ``(n, *input_shape)`` inputs shared by every model.
         y: ``(n,)`` labels shared by every model, or ``(K, n)`` per model
             (e.g. a different label corruption for each).
-        config: how to train.
+        config: how to train; ``config.record`` says which per-example records
+            come back: ``result.summary`` (``"summary"``, the default, and
+            ``"full"``) and every epoch in ``result.records`` (``"full"`` only).
         seeds: one seed per model; model ``k``'s initial weights, batch order,
             dropout masks and augmentations come from ``seeds[k]`` alone.
         masks: optional ``(K, n)`` bool; model ``k`` trains only on rows where
@@ -264,9 +268,10 @@ def train_ensemble(
     chunk = max(1, min(config.eval_batch_size,
                        _EVAL_VALUES // (k * largest_activation(model.spec, input_shape, n_classes))))
 
-    # Training rows then test rows in one tensor: one evaluation pass covers both.
-    x_eval = torch.from_numpy(np.concatenate([x, x_test]) if has_test else x).to(dev)
-    xt = x_eval[:n]
+    # The inputs as given: a read-only memory map or a view of Ray's object store is wrapped, not copied (on the
+    # CPU; on a GPU, copied there once). Batches are gathered from them; train and test rows are evaluated apart.
+    xt = torch.from_numpy(x).to(dev)
+    xt_test = torch.from_numpy(x_test).to(dev) if has_test else None
     yt = torch.from_numpy(y).to(dev)
     yt_test = torch.from_numpy(y_test).to(dev) if has_test else None
     shared_labels = yt.dim() == 1
@@ -286,7 +291,12 @@ def train_ensemble(
     test_acc = np.full((k, epochs), np.nan)
     test_loss = np.full((k, epochs), np.nan)
     epochs_to_fit = np.full(k, -1, np.int64)
-    records = DeviceRecords(epochs, k, n, dev) if config.record else None  # on the device until the end
+    # on the device until the end: every epoch (``"full"`` only) and the summary (not growing with epochs)
+    records = DeviceRecords(epochs, k, n, dev) if config.record == "full" else None
+    summary = None
+    if config.record != "none":
+        summary = DeviceSummary(k, n, dev, at=tuple(e for e in config.record_epochs if e != -1),
+                                last=-1 in config.record_epochs)
     train_logits = test_logits = None
     examples_seen, train_seconds, eval_seconds = 0, 0.0, 0.0
     best_test, waited, epochs_run = math.inf, 0, 0
@@ -315,12 +325,14 @@ def train_ensemble(
         # ---- evaluation pass: every model on every training row (and the test set)
         model.eval()
         with torch.inference_mode():
-            logits = predict_logits(model, x_eval, chunk)
-            train_logits, test_logits = logits[:, :n], logits[:, n:]
+            train_logits = predict_logits(model, xt, chunk)
+            test_logits = predict_logits(model, xt_test, chunk) if has_test else train_logits[:, :0]
             losses, correct, margin = per_example_stats(train_logits, yt)
             means = [_own_row_means(correct, mask_t), _own_row_means(losses, mask_t)]
             if records is not None:
                 records.put(epoch, losses, correct, margin)
+            if summary is not None:
+                summary.add(epoch, losses, correct, margin)
             if has_test:
                 t_losses, t_correct, _ = per_example_stats(test_logits, yt_test)
                 means += [t_correct.double().mean(dim=1), t_losses.double().mean(dim=1)]
@@ -366,6 +378,7 @@ def train_ensemble(
         test_loss=test_loss[:, :e],
         epochs_to_fit=epochs_to_fit,
         records=records.to_records(e) if records is not None else None,
+        summary=summary.to_summary() if summary is not None else None,
         train_logits=train_logits.cpu().numpy().copy(),
         test_logits=test_logits.cpu().numpy().copy(),
         epochs_run=e,

@@ -1,8 +1,18 @@
-"""Per-example training records: loss, correctness and margin of every model at every epoch.
+"""Per-example training records: what every model does on every training row, epoch by epoch.
 
-Notation: E epochs run, K models, n training rows. The margin of a row is the
-logit of its given label minus the largest other logit (> 0 exactly when the
-row is classified correctly, ties aside).
+Notation: E epochs run, K models, n training rows, S snapshot epochs. The
+margin of a row is the logit of its given label minus the largest other logit
+(> 0 exactly when the row is classified correctly, ties aside).
+
+Two forms (``TrainConfig.record``):
+
+- ``"summary"`` (the default), :class:`RecordSummary`: accumulated as the
+  epochs are produced, ``O(K n)`` memory whatever E: per (model, row) the
+  epochs correct (learning speed), the margin summed over epochs (mean
+  margin), and loss, correctness and margin at chosen epochs (the last by default).
+- ``"full"``, :class:`PerExampleRecords`: loss, correctness and margin of
+  every epoch, ``(E, K, n)`` (about 4.1 bytes per entry), for analyses that
+  look at arbitrary epochs (e.g. :func:`fitscope.estimators.late_examples`).
 """
 
 from __future__ import annotations
@@ -11,6 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from fitscope.errors import DataError
+from fitscope.validation import message
 
 
 def pack_correct(correct: np.ndarray) -> np.ndarray:
@@ -140,3 +153,109 @@ class DeviceRecords:
         """The first ``epochs`` epochs as NumPy :class:`PerExampleRecords` (one copy from the device)."""
         return PerExampleRecords(self.loss[:epochs].cpu().numpy().copy(), self.correct[:epochs].cpu().numpy().copy(),
                                  self.margin[:epochs].cpu().numpy().copy(), self.n)
+
+
+@dataclass
+class RecordSummary:
+    """What the estimators need from the per-epoch records, accumulated while the epochs run.
+
+    Memory is ``O(K n)`` whatever the number of epochs E: two ``(K, n)``
+    accumulators and S snapshots, against ``O(E K n)`` for :class:`PerExampleRecords`.
+
+    Attributes:
+        correct_epochs: ``(K, n)`` int32: after how many of the E epochs model k
+            classified row i correctly. Learning speed is ``correct_epochs / E``
+            (the mean per-epoch correctness, :func:`fitscope.estimators.learning_speed`
+            with ``correct_counts``).
+        margin_sum: ``(K, n)`` float64: the sum over the E epochs of the margin
+            (given-label logit minus the largest other logit, in logits);
+            :meth:`margin_mean` is it over E.
+        epochs: E, the epochs accumulated.
+        at_epochs: ``(S,)`` int64: the 1-based epochs of the snapshots, ascending
+            (``TrainConfig.record_epochs``; -1 there is the last epoch run).
+        at: the loss, correctness and margin at those epochs, as
+            :class:`PerExampleRecords` of S "epochs" (float16, bit-packed correctness).
+    """
+
+    correct_epochs: np.ndarray
+    margin_sum: np.ndarray
+    epochs: int
+    at_epochs: np.ndarray
+    at: PerExampleRecords
+
+    def margin_mean(self) -> np.ndarray:
+        """``(K, n)`` float32: the mean margin over the E epochs, ``margin_sum / E``."""
+        return (self.margin_sum / self.epochs).astype(np.float32)
+
+    def snapshot(self, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(loss, correct, margin)``, each ``(K, n)`` (float16, bool, float16), at the 1-based ``epoch``.
+
+        Raises:
+            DataError: no snapshot was taken at ``epoch`` (the message lists those taken).
+        """
+        where = np.flatnonzero(self.at_epochs == epoch)
+        if not len(where):
+            taken = ", ".join(str(int(e)) for e in self.at_epochs) or "none"
+            raise DataError(message("epoch", f"one of the recorded epochs ({taken})", repr(epoch)))
+        s = int(where[0])
+        return self.at.loss[s], unpack_correct(self.at.correct[s], self.at.n), self.at.margin[s]
+
+
+class DeviceSummary:
+    """:class:`RecordSummary` accumulated on the training device, one epoch at a time, copied to NumPy once.
+
+    Each :meth:`add` adds the epoch's ``(K, n)`` correctness to an int32 count
+    and its margin to a float64 sum, stores a float16 snapshot when the epoch
+    is one of ``at`` and keeps a reference to the epoch's own tensors (the
+    last epoch's snapshot, taken in :meth:`to_summary`). Nothing grows with the epochs.
+
+    Args:
+        n_models: K.
+        n: training rows.
+        device: the models' device.
+        at: 1-based epochs to snapshot (others than the last).
+        last: also snapshot the last epoch run.
+    """
+
+    def __init__(self, n_models: int, n: int, device: torch.device, *, at: tuple[int, ...] = (),
+                 last: bool = True) -> None:
+        self.n = n
+        self.epochs = 0
+        self.last = last
+        self.correct_epochs = torch.zeros((n_models, n), dtype=torch.int32, device=device)
+        self.margin_sum = torch.zeros((n_models, n), dtype=torch.float64, device=device)
+        self.at = tuple(sorted(set(at)))
+        self._slot = {epoch: s for s, epoch in enumerate(self.at)}
+        self._taken: list[int] = []
+        self._snapshots = DeviceRecords(len(self.at), n_models, n, device) if self.at else None
+        self._latest: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def add(self, epoch: int, loss: torch.Tensor, correct: torch.Tensor, margin: torch.Tensor) -> None:
+        """Accumulate epoch ``epoch`` (0-based, in order) from ``(K, n)`` float loss, bool correct, float margin."""
+        self.correct_epochs += correct
+        self.margin_sum += margin
+        self.epochs = epoch + 1
+        slot = self._slot.get(epoch + 1)
+        if slot is not None:
+            self._snapshots.put(slot, loss, correct, margin)
+            self._taken.append(epoch + 1)
+        self._latest = (loss, correct, margin)
+
+    def to_summary(self) -> RecordSummary:
+        """The NumPy :class:`RecordSummary` (one copy from the device)."""
+        n_models = self.correct_epochs.shape[0]
+        parts = PerExampleRecords.empty(0, n_models, self.n)
+        epochs = list(self._taken)
+        if self._snapshots is not None and epochs:
+            parts = self._snapshots.to_records(len(epochs))
+        if self.last and self._latest is not None and self.epochs not in epochs:
+            last = DeviceRecords(1, n_models, self.n, self.correct_epochs.device)
+            last.put(0, *self._latest)
+            last = last.to_records(1)
+            parts = PerExampleRecords(np.concatenate([parts.loss, last.loss]),
+                                      np.concatenate([parts.correct, last.correct]),
+                                      np.concatenate([parts.margin, last.margin]), self.n)
+            epochs.append(self.epochs)
+        return RecordSummary(correct_epochs=self.correct_epochs.cpu().numpy().copy(),
+                             margin_sum=self.margin_sum.cpu().numpy().copy(), epochs=self.epochs,
+                             at_epochs=np.asarray(epochs, np.int64), at=parts)

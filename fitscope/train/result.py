@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from fitscope.errors import DataError
-from fitscope.train.records import PerExampleRecords
+from fitscope.train.records import PerExampleRecords, RecordSummary
 from fitscope.validation import message
 
 
@@ -29,8 +29,8 @@ class EnsembleResult:
         test_loss: ``(K, E)`` mean test cross-entropy (NaN without a test set).
         epochs_to_fit: ``(K,)`` int64: first epoch (1-based) at which model
             ``k`` is 100% accurate on its own training rows; -1 if never.
-        records: per-example records on all n training rows, or None when
-            ``config.record`` is False.
+        records: per-example records of every epoch on all n training rows
+            (``config.record == "full"``), else None.
         train_logits: ``(K, n, C)`` float32 final logits on every training row.
         test_logits: ``(K, n_test, C)`` float32 final test logits (``n_test = 0`` without a test set).
         epochs_run: E.
@@ -43,6 +43,10 @@ class EnsembleResult:
         masks: ``(K, n)`` bool training-row masks, or None when every model used every row.
         spec: the model spec trained.
         config: the resolved :class:`~fitscope.train.TrainConfig` as a dict.
+        summary: the records accumulated over the epochs on all n training rows
+            (epochs correct, margin sum, snapshots at ``config.record_epochs``;
+            :class:`~fitscope.train.records.RecordSummary`), or None when
+            ``config.record == "none"``.
         model: the trained ensemble module when ``train_ensemble(keep_model=True)``;
             never stored by :meth:`to_arrays`.
     """
@@ -65,6 +69,7 @@ class EnsembleResult:
     masks: np.ndarray | None = None
     spec: str = ""
     config: dict = field(default_factory=dict)
+    summary: RecordSummary | None = None
     model: Any = field(default=None, repr=False, compare=False)
 
     @property
@@ -103,6 +108,14 @@ class EnsembleResult:
             out["records_correct"] = self.records.correct
             out["records_margin"] = self.records.margin
             out["records_n"] = np.asarray(self.records.n, np.int64)
+        if self.summary is not None:
+            out["summary_correct_epochs"] = self.summary.correct_epochs
+            out["summary_margin_sum"] = self.summary.margin_sum
+            out["summary_epochs"] = np.asarray(self.summary.epochs, np.int64)
+            out["summary_at_epochs"] = self.summary.at_epochs
+            out["summary_at_loss"] = self.summary.at.loss
+            out["summary_at_correct"] = self.summary.at.correct
+            out["summary_at_margin"] = self.summary.at.margin
         return out
 
     @classmethod
@@ -130,6 +143,15 @@ class EnsembleResult:
                 margin=np.asarray(arrays["records_margin"]),
                 n=scalar("records_n", int, 0),
             )
+        summary = None
+        if "summary_correct_epochs" in arrays:
+            counts = np.asarray(arrays["summary_correct_epochs"])
+            summary = RecordSummary(
+                correct_epochs=counts, margin_sum=np.asarray(arrays["summary_margin_sum"]),
+                epochs=scalar("summary_epochs", int, 0), at_epochs=np.asarray(arrays["summary_at_epochs"], np.int64),
+                at=PerExampleRecords(loss=np.asarray(arrays["summary_at_loss"]),
+                                     correct=np.asarray(arrays["summary_at_correct"]),
+                                     margin=np.asarray(arrays["summary_at_margin"]), n=int(counts.shape[-1])))
         return cls(
             seeds=np.asarray(arrays["seeds"], np.int64),
             train_acc=np.asarray(arrays["train_acc"]),
@@ -149,4 +171,5 @@ class EnsembleResult:
             masks=np.asarray(arrays["masks"], bool) if "masks" in arrays else None,
             spec=scalar("spec", str, ""),
             config=json.loads(scalar("config", str, "{}")),
+            summary=summary,
         )

@@ -138,3 +138,23 @@ def test_same_seed_same_pairs_and_metadata_is_json():
     none = high_influence_pairs_streamed(correct_test, in_subset, fdr=None)
     assert none.permutations == 0 and none.pairs is none.candidates and none.pairs.fdr.isna().all()
     assert none.metadata()["fdr_target"] is None
+
+
+def test_per_example_aggregates_equal_the_dense_matrix():
+    """Each train row's and test column's largest influence, kept while streaming, against the full (n, m) matrix."""
+    from fitscope.estimators import influence_scores
+
+    rng = np.random.default_rng(5)
+    k, n, m = 40, 57, 23
+    masks = subset_masks(n, 0.5, k, seed=2)
+    correct = rng.random((k, m)) < 0.6
+    masks[:, 3] = True  # row 3 in every subset: undefined
+    dense = influence_scores(correct, masks).infl
+    out = high_influence_pairs_streamed(correct, masks, fdr=None, block_rows=5)
+    rows = np.isfinite(dense).all(axis=1)
+    assert not rows[3] and np.isnan(out.train_max[3]) and out.train_argmax[3] == -1
+    assert np.array_equal(out.train_max[rows], dense[rows].max(axis=1).astype(np.float32))
+    assert np.array_equal(out.train_argmax[rows], dense[rows].argmax(axis=1))
+    defined = np.where(rows[:, None], dense, -np.inf)
+    assert np.array_equal(out.test_max, defined.max(axis=0).astype(np.float32))
+    assert np.array_equal(out.test_argmax, defined.argmax(axis=0))

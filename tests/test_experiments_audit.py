@@ -24,7 +24,8 @@ from fitscope.train import TrainConfig, train_ensemble
 
 SMALL = dict(model="mlp:64x1", models=24, ratio=0.7, cscore_ratios=[0.3, 0.7], cscore_models=8, epochs=5,
              noise=0.1, chunk=12, oof_families=["logistic"])
-EXAMPLE_COLUMNS = ["index", "label", "true_label", "corrupted", "mem", "mem_lo", "mem_hi", "mem_se", "cscore",
+EXAMPLE_COLUMNS = ["index", "label", "true_label", "corrupted", "mem", "mem_lo", "mem_hi", "mem_se", "infl_max",
+                   "infl_max_test", "cscore",
                    "learning_speed",
                    "density", "hidden_density", "rel_distance", "oof_confidence", "oof_confidence_network",
                    "oof_confidence_logistic", "label_issue", "cleanlab_issue", "cleanlab_score"]
@@ -125,6 +126,12 @@ def test_audit_writes_tables_and_report(small_audit):
                 assert examples.mem[i] == pytest.approx(sum(trained) / len(trained) - per_ratio[r], abs=1e-12), i
         assert examples.cscore[i] == pytest.approx((per_ratio[0.3] + per_ratio[0.7]) / 2, abs=1e-12), i
     influence = pd.read_parquet(run.path / "influence.parquet")
+    # per-example aggregates: every kept pair is at most its train row's and its test column's largest influence
+    tests = pd.read_parquet(run.path / "test_examples.parquet")
+    assert list(tests.columns) == ["index", "label", "accuracy", "infl_max", "infl_max_train"] and len(tests) == 360
+    assert (influence.infl.to_numpy() <= examples.infl_max.to_numpy()[influence.train_index] + 1e-6).all()
+    assert (influence.infl.to_numpy() <= tests.infl_max.to_numpy()[influence.test_index] + 1e-6).all()
+    assert np.allclose(examples.infl_max.max(), tests.infl_max.max())
     assert list(influence.columns) == ["train_index", "test_index", "infl", "infl_lo", "infl_hi", "infl_se", "mem",
                                        "fdr"]
     assert (influence.infl >= 0.15).all() and (influence.mem >= 0.25).all() and (influence.fdr <= 0.1).all()

@@ -338,17 +338,36 @@ def high_influence_pairs_streamed(correct_test, in_subset, mem=None, *, infl_thr
 
     found: list[tuple[np.ndarray, ...]] = []
     se_sum, se_count = 0.0, 0
+    m = correct_test.shape[1]
+    # per-example aggregates, kept as the blocks pass: each train row's and each test column's largest influence
+    train_max = np.full(n, np.nan, np.float32)
+    train_argmax = np.full(n, -1, np.int64)
+    test_max = np.full(m, -np.inf, np.float32)
+    test_argmax = np.full(m, -1, np.int64)
+    index_type = np.int32 if max(n, m) < 2**31 else np.int64  # candidates' indices: half the memory
     for rows, infl, lo, hi in _influence_blocks(correct_test, in_subset, block_rows, z):
         width = np.subtract(hi, lo).sum(axis=1, dtype=np.float64)  # a row is defined whole or not at all
         defined = ~np.isnan(width)
         se_sum += float(width[defined].sum()) / (2 * z)
         se_count += int(np.count_nonzero(defined)) * infl.shape[1]
+        if defined.any():
+            best = np.argmax(np.where(defined[:, None], infl, -np.inf), axis=1)
+            row_best = infl[np.arange(len(best)), best]
+            train_max[rows] = np.where(defined, row_best, np.nan)
+            train_argmax[rows] = np.where(defined, best, -1)
+            col = np.argmax(np.where(defined[:, None], infl, -np.inf), axis=0)
+            col_best = np.where(defined[col], infl[col, np.arange(m)], -np.inf)
+            better = col_best > test_max
+            test_max[better] = col_best[better]
+            test_argmax[better] = col[better] + rows.start
         keep = infl >= infl_threshold  # NaN compares False
         keep &= row_ok[rows, None]
         r, t = np.nonzero(keep)
         if len(r):
-            found.append((r + rows.start, t, infl[r, t], lo[r, t], hi[r, t]))
+            found.append(((r + rows.start).astype(index_type), t.astype(index_type), infl[r, t], lo[r, t],
+                          hi[r, t]))
         del infl, lo, hi, width, keep  # not held while the next block is computed
+    test_max[test_argmax < 0] = np.nan
     if found:
         train_idx, test_idx, values, lows, highs = (np.concatenate(parts) for parts in zip(*found))
     else:
@@ -359,7 +378,8 @@ def high_influence_pairs_streamed(correct_test, in_subset, mem=None, *, infl_thr
     common = dict(mean_se=se_sum / se_count if se_count else float("nan"), n_models=int(k),
                   n_undefined=int(np.count_nonzero((n_in == 0) | (n_in == k))), infl_threshold=infl_threshold,
                   mem_threshold=mem_threshold if mem_arr is not None else None, block_rows=int(block_rows),
-                  confidence=float(confidence), n_candidates=int(len(values)))
+                  confidence=float(confidence), n_candidates=int(len(values)), train_max=train_max,
+                  train_argmax=train_argmax, test_max=test_max, test_argmax=test_argmax)
     if target is None:
         frame = _pairs_frame(train_idx, test_idx, values, lows, highs, ses, mem_arr)
         return InfluencePairs(pairs=frame, candidates=frame, **common)

@@ -147,6 +147,11 @@ class InfluencePairs:
             (None when the candidates show no real pairs; K when already within it).
         statistic: the candidates' statistic compared with the null, ``"infl_lo"``.
         method: ``"feldman-zhang"``.
+        train_max: ``(n,)`` float32, each training example's largest influence on any test example
+            (NaN where undefined); None where not computed.
+        train_argmax: ``(n,)`` int64, the test example of ``train_max`` (-1 where undefined).
+        test_max: ``(m,)`` float32, the largest influence any training example has on each test example.
+        test_argmax: ``(m,)`` int64, the training example of ``test_max`` (-1 where undefined).
     """
 
     pairs: pd.DataFrame
@@ -169,6 +174,10 @@ class InfluencePairs:
     models_for_target: int | None = None
     statistic: str = "infl_lo"
     method: str = "feldman-zhang"
+    train_max: np.ndarray | None = None
+    train_argmax: np.ndarray | None = None
+    test_max: np.ndarray | None = None
+    test_argmax: np.ndarray | None = None
 
     def metadata(self) -> dict:
         """The settings and FDR figures as plain JSON values (stored with ``influence.parquet``)."""

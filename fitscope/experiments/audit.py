@@ -8,7 +8,9 @@ standard errors), influence on every test example, the holdout C-score, the
 learning-speed, kernel-density (in input space and in the hidden space of
 the first memorization model: the inputs of its last linear layer) and
 relative-distance proxies, out-of-fold probabilities and a label-issue score;
-write ``examples.parquet``, ``influence.parquet`` and ``report.html``. Influence
+write ``examples.parquet`` (per training example, including its largest influence on any test
+example), ``test_examples.parquet`` (per test example: the models' accuracy and the largest influence
+any training example has on it), ``influence.parquet`` and ``report.html``. Influence
 is computed in blocks of training rows and only the high-influence pairs are
 kept, so no ``n_train x n_test`` matrix is ever held. Memorization and
 influence come with 95% intervals (Wilson per rate, Newcombe for the
@@ -463,6 +465,8 @@ class AuditOutcome:
     examples: pd.DataFrame
     influence: pd.DataFrame
     summary: dict
+    # per test example: label, the models' accuracy on it, its largest influence from one training example and which
+    test_examples: pd.DataFrame | None = None
     detection: pd.DataFrame | None = None  # one row per score: auroc, precision/recall at k
     roc: dict = field(default_factory=dict)  # score name -> (fpr, tpr)
     spearman: pd.DataFrame | None = None
@@ -553,6 +557,8 @@ def estimate(arrays: AuditArrays, data: Dataset, labels: np.ndarray, flipped: np
     examples["mem_lo"] = mem.mem_lo
     examples["mem_hi"] = mem.mem_hi
     examples["mem_se"] = mem.mem_se
+    examples["infl_max"] = infl.train_max  # the example's largest influence on any test example
+    examples["infl_max_test"] = infl.train_argmax  # ... and which one (-1: undefined)
     examples["cscore"] = cscore.cscore
     examples["learning_speed"] = speed.scores
     examples["density"] = density.scores
@@ -595,7 +601,12 @@ def estimate(arrays: AuditArrays, data: Dataset, labels: np.ndarray, flipped: np
     }
     if mixture is not None:
         summary["out-of-fold family weights"] = ", ".join(f"{f} {w:.2f}" for f, w in mixture.weight_of().items())
+    test_examples = pd.DataFrame({
+        "index": np.arange(len(data.y_test), dtype=np.int64), "label": data.y_test.astype(np.int64),
+        "accuracy": arrays.test_correct.mean(axis=0), "infl_max": infl.test_max,
+        "infl_max_train": infl.test_argmax})
     outcome = AuditOutcome(examples=examples, influence=pairs, summary=summary, spearman=spearman,
+                           test_examples=test_examples,
                            mem_in_label_score="mem" in issues.signals, influence_fdr=influence_fdr, label_signals=label_signals,
                            label_issue_signals=issues.signals,
                            label_issue_weights=dict(zip(issues.signals, map(float, issues.weights))),
@@ -718,7 +729,8 @@ def estimate_study(cfg: AuditConfig, prepared: Prepared, units) -> Outcome:
                        use_cscore=not cfg.fast)
     outcome.summary = {"models": int(sum(len(c.seeds) for c in chunks)), **outcome.summary,
                        "training seconds (all units, summed)": float(sum(gathered.seconds.values()))}
-    return Outcome(tables={"examples": outcome.examples, "influence": outcome.influence},
+    return Outcome(tables={"examples": outcome.examples, "influence": outcome.influence,
+                           "test_examples": outcome.test_examples},
                    summary=outcome.summary, detail=outcome)
 
 

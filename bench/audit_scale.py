@@ -68,6 +68,7 @@ GRIDS = {
 # The child: run the CLI in-process, then report its own resource use (peak RSS is per process).
 CHILD = """
 import json, resource, sys, time
+MARK = "audit_scale usage: "
 t0 = time.perf_counter()
 from fitscope.cli import main
 code = 0
@@ -76,9 +77,11 @@ try:
 except SystemExit as stop:
     code = stop.code or 0
 usage = resource.getrusage(resource.RUSAGE_SELF)
-json.dump(dict(code=code, wall=time.perf_counter() - t0, cpu=usage.ru_utime + usage.ru_stime,
-               peak_rss_bytes=usage.ru_maxrss * 1024), open(sys.argv[1], "w"))
+print(MARK + json.dumps(dict(code=code, wall=time.perf_counter() - t0, cpu=usage.ru_utime + usage.ru_stime,
+                             peak_rss_bytes=usage.ru_maxrss * 1024)), flush=True)
 """
+# The line of the child's stdout that carries its measurements.
+MARK = "audit_scale usage: "
 
 
 def test_rows(n: int) -> int:
@@ -137,16 +140,16 @@ def write_data(shape: str, n: int, folder: Path) -> Path:
 def run_audit(shape: str, n: int, k: int, data: Path, work: Path) -> dict:
     """One audit in a child process: its measurements and the run's timings and summary."""
     out = work / f"run-{shape}-{n}-{k}"
-    usage_file = work / f"usage-{shape}-{n}-{k}.json"
     argv = ["audit", "--data", str(data), "--model", MODEL, "--models", str(k), "--ratio", "0.7",
             "--cscore-ratios", "0.7", "--epochs", str(EPOCHS), "--noise", str(NOISE), "--chunk", str(min(k, 50)),
             "--threads", str(THREADS), "--out", str(out)]
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(usage_file), *argv], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", CHILD, "-", *argv], capture_output=True, text=True)
     wall = time.perf_counter() - t0
-    if proc.returncode != 0 or not usage_file.exists():
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(MARK)]
+    if proc.returncode != 0 or not lines:
         raise SystemExit(f"audit {shape} n={n} K={k} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-    usage = json.loads(usage_file.read_text())
+    usage = json.loads(lines[-1].removeprefix(MARK))
     if usage["code"] not in (0, None):
         raise SystemExit(f"audit {shape} n={n} K={k} exited {usage['code']}:\n{proc.stderr[-2000:]}")
     meta = json.loads((out / "run.json").read_text())

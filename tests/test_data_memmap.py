@@ -400,8 +400,8 @@ def test_ray_tasks_read_mapped_arrays_from_the_object_store_without_copying(tmp_
     assert out["chain"][0] == "numpy.ndarray" and out["chain"][-1].startswith("ray."), out["chain"]
     # training (with test rows) reads it in batches: no full copy, no mask of its size
     size = x_train.nbytes
-    assert out["traced"] < 0.3 * size, f"the unit allocated {out['traced'] / MB:.1f} MB for {size / MB:.0f} MB"
-    assert out["rss"] < 0.3 * size, f"the unit's resident memory grew {out['rss'] / MB:.1f} MB for {size / MB:.0f} MB"
+    assert out["traced"] < 0.5 * size, f"the unit allocated {out['traced'] / MB:.1f} MB for {size / MB:.0f} MB"
+    assert out["rss"] < 0.5 * size, f"the unit's resident memory grew {out['rss'] / MB:.1f} MB for {size / MB:.0f} MB"
     assert out["train_acc"] > 0
 
 
@@ -415,5 +415,5 @@ def test_local_executor_trains_on_a_read_only_map_without_copying_it(tmp_path, c
         out = dict(ex.map_unordered(unit_on_shared, [True], shared=shared))[0]
     assert out["writeable"] is False and out["mapped"] is True
     size = x_train.nbytes
-    assert out["traced"] < 0.3 * size and out["rss"] < 0.3 * size, (out["traced"] / MB, out["rss"] / MB)
+    assert out["traced"] < 0.5 * size and out["rss"] < 0.5 * size, (out["traced"] / MB, out["rss"] / MB)
     assert out["train_acc"] > 0

@@ -23,7 +23,9 @@ from fitscope.experiments.audit_memory import (
 )
 
 # One audit per child process, after a warm-up audit that imports every library the audit uses; the child
-# reports its peak resident memory above its resident memory just before the audit, and the estimate.
+# reports its peak resident memory during the audit above its resident memory just before it (the kernel's
+# high-water mark reset at that moment: ru_maxrss would also count the data generation's peak, which made an
+# earlier version of this test fail when the allocator happened to return that memory), and the estimate.
 PROBE = textwrap.dedent('''
     import json, resource, sys
     from pathlib import Path
@@ -50,9 +52,15 @@ PROBE = textwrap.dedent('''
     from fitscope.experiments.audit_memory import estimate_audit_memory
     audit(make_config(**{**values, "data": str(tmp / "warm.npz"), "models": 8, "chunk": 8}), tmp / "warm")
     cfg = make_config(**{**values, "data": str(tmp / "big.npz")})
+    # the peak of the audit alone: reset the kernel's high-water mark (VmHWM) to the current RSS first, so that
+    # the data generation and the warm-up above (which may have peaked higher and freed) do not count
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
     before = resident()
     audit(cfg, tmp / "run")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before  # ru_maxrss: KiB on Linux
+    with open("/proc/self/status") as f:
+        hwm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+    peak = hwm - before
     estimate = estimate_audit_memory(cfg, n, m, tuple(shape), c)
     print(json.dumps({"measured": peak, "estimate": estimate.total,
                       "phases": {p: estimate.phase(p) for p in ("data", "unit", "estimate")}}))

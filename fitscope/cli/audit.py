@@ -66,7 +66,7 @@ def audit(
     (a run started with one executor can be resumed with --resume on the other).
     """
     from fitscope.experiments import get_study
-    from fitscope.experiments.audit import AuditConfig, fast_values
+    from fitscope.experiments.audit import fast_values
 
     values = dict(
         data=data, model=model, noise=noise, noise_mode=noise_mode, models=models, ratio=ratio,
@@ -77,8 +77,7 @@ def audit(
     )
     if fast:  # its settings beat --quick's, given flags beat both
         given = {k: v for k, v in values.items() if v is not None}
-        values = {**fast_values(ratio if ratio is not None else AuditConfig.model_fields["ratio"].default),
-                  **given, "fast": True}
+        values = {**fast_values(ratio), **given, "fast": True}
     run_command(get_study("audit"), values, out=out, quick=quick, resume=resume, rebuild_meta=rebuild_meta,
                 executor=executor, address=address, threads=threads, device=device,
                 gpus_per_task=gpus_per_task)

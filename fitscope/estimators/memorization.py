@@ -351,11 +351,13 @@ def high_influence_pairs_streamed(correct_test, in_subset, mem=None, *, infl_thr
         se_sum += float(width[defined].sum()) / (2 * z)
         se_count += int(np.count_nonzero(defined)) * infl.shape[1]
         if defined.any():
-            best = np.argmax(np.where(defined[:, None], infl, -np.inf), axis=1)
+            scored = np.where(defined[:, None], infl, -np.inf)  # undefined rows never win a column
+            best = np.argmax(scored, axis=1)
             row_best = infl[np.arange(len(best)), best]
             train_max[rows] = np.where(defined, row_best, np.nan)
             train_argmax[rows] = np.where(defined, best, -1)
-            col = np.argmax(np.where(defined[:, None], infl, -np.inf), axis=0)
+            col = np.argmax(scored, axis=0)
+            del scored
             col_best = np.where(defined[col], infl[col, np.arange(m)], -np.inf)
             better = col_best > test_max
             test_max[better] = col_best[better]

@@ -119,7 +119,7 @@ class AuditConfig(BaseModel):
     def _fast_setting(cls, values):
         # --fast fills in the settings it implies unless they are given
         if isinstance(values, dict) and values.get("fast") is True:
-            values = {**fast_values(values.get("ratio", cls.model_fields["ratio"].default)), **values}
+            values = {**fast_values(values.get("ratio")), **values}
         return values
 
     @field_validator("oof_families", mode="before")
@@ -166,7 +166,7 @@ class AuditConfig(BaseModel):
         With ``fast=True`` the fast setting (:func:`fast_values`) overrides the quick one's models.
         """
         given = {k: v for k, v in overrides.items() if v is not None}
-        fast = fast_values(given.get("ratio", cls.model_fields["ratio"].default)) if given.get("fast") else {}
+        fast = fast_values(given.get("ratio")) if given.get("fast") else {}
         return make_config(**{**QUICK, **fast, **given})
 
 
@@ -182,9 +182,10 @@ QUICK = dict(models=48, chunk=24, cscore_ratios=[0.3, 0.5, 0.7], cscore_models=1
 FAST = dict(models=16, chunk=16)
 
 
-def fast_values(ratio: float) -> dict:
-    """The settings ``--fast`` implies for a memorization ratio ``ratio``: :data:`FAST` and C-score ratios ``[ratio]``."""
-    return {**FAST, "cscore_ratios": [ratio]}
+def fast_values(ratio: float | None = None) -> dict:
+    """The settings ``--fast`` implies for a memorization ratio ``ratio`` (None: the default ``--ratio``):
+    :data:`FAST` and C-score ratios ``[ratio]``."""
+    return {**FAST, "cscore_ratios": [AuditConfig.model_fields["ratio"].default if ratio is None else ratio]}
 
 
 def make_config(**values) -> AuditConfig:
@@ -482,7 +483,6 @@ class AuditOutcome:
     label_issue_signals: tuple = ()  # the signals the score used (those given with a positive weight)
     label_issue_weights: dict = field(default_factory=dict)  # signal -> its weight in the score
     family_weights: dict = field(default_factory=dict)  # out-of-fold family -> mixture weight ({}: networks alone)
-    cscore_in_label_score: bool = True  # False in the fast audit (no C-score models)
 
 
 def _nanmean(values) -> float:
@@ -610,8 +610,7 @@ def estimate(arrays: AuditArrays, data: Dataset, labels: np.ndarray, flipped: np
                            mem_in_label_score="mem" in issues.signals, influence_fdr=influence_fdr, label_signals=label_signals,
                            label_issue_signals=issues.signals,
                            label_issue_weights=dict(zip(issues.signals, map(float, issues.weights))),
-                           family_weights=mixture.weight_of() if mixture is not None else {},
-                           cscore_in_label_score=use_cscore)
+                           family_weights=mixture.weight_of() if mixture is not None else {})
     if flipped is not None and 0 < len(flipped) < n:
         corrupted = examples["corrupted"].to_numpy()
         self_name = "out-of-fold self-confidence" + (" (family mixture)" if mixture is not None else "")

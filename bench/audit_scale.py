@@ -28,7 +28,10 @@ A run whose projected wall time (scaled from the nearest measured run by n * K) 
 issue's target, 60,000 x 784 inputs with 100 models (:data:`TARGET`), which always runs. The results
 file is rewritten after every run, so a run cut short keeps what it measured.
 
-Usage: python bench/audit_scale.py [--grid default|quick] [--budget-seconds 5400]
+With ``--reuse``, the grid points already measured in the results file are kept (each marked as reused,
+with the commit and time of the run that measured it) and only the others are run.
+
+Usage: python bench/audit_scale.py [--grid default|quick] [--budget-seconds 5400] [--reuse]
 Writes bench/results/audit_scale.json and bench/results/audit_scale.png (quick grid: audit_scale_quick.*).
 """
 
@@ -161,19 +164,24 @@ def run_audit(shape: str, n: int, k: int, data: Path, work: Path) -> dict:
                 families=summary.get("out-of-fold families"), load_after=list(os.getloadavg()))
 
 
-def fit_growth(runs: list[dict]) -> dict | None:
-    """``wall = c * n^a * K^b`` by least squares in logs (None with fewer than 3 runs or no spread in n or K)."""
+def fit_growth(runs: list[dict], key: str = "wall_seconds") -> dict | None:
+    """``time = c * n^a * K^b`` by least squares in logs (None with fewer than 3 runs or no spread in n or K).
+
+    ``key``: ``"wall_seconds"`` or ``"cpu_seconds"`` (on a shared, noisy machine the CPU time is the steadier
+    measure of the work; one hour of wall time on 2 cores is then about 2 hours of CPU time at most).
+    """
     if len(runs) < 3 or len({r["n"] for r in runs}) < 2 or len({r["models"] for r in runs}) < 2:
         return None
     a = np.column_stack([np.ones(len(runs)), [math.log(r["n"]) for r in runs],
                          [math.log(r["models"]) for r in runs]])
-    t = np.log([r["wall_seconds"] for r in runs])
+    t = np.log([r[key] for r in runs])
     coef, *_ = np.linalg.lstsq(a, t, rcond=None)
     c, alpha, beta = float(math.exp(coef[0])), float(coef[1]), float(coef[2])
     fitted = a @ coef
-    return dict(c=c, n_exponent=alpha, models_exponent=beta,
+    hour = 3600.0 if key == "wall_seconds" else 3600.0 * THREADS
+    return dict(measure=key, c=c, n_exponent=alpha, models_exponent=beta,
                 max_abs_log_error=float(np.max(np.abs(fitted - t))),
-                largest_n_in_one_hour={str(k): int((3600.0 / (c * k ** beta)) ** (1.0 / alpha)) for k in (100, 1000)})
+                largest_n_in_one_hour={str(k): int((hour / (c * k ** beta)) ** (1.0 / alpha)) for k in (100, 1000)})
 
 
 def cluster_projection(run: dict, cores: int = 100) -> float:
@@ -224,6 +232,8 @@ def plot(runs: list[dict], fits: dict, path: Path) -> None:
 def write_results(run, grid: str, done: list[dict], skipped: list[dict], t0: float) -> dict:
     """Fit the growth and (re)write the results file and its plot from the runs so far; return the fits."""
     fits = {shape: fit_growth([r for r in done if r["shape"] == shape]) for shape in MAKERS}
+    fits.update({f"{shape} (CPU time)": fit_growth([r for r in done if r["shape"] == shape], "cpu_seconds")
+                 for shape in MAKERS})
     name = "audit_scale" if grid == "default" else f"audit_scale_{grid}"
     target = next((r for r in done if (r["shape"], r["n"], r["models"]) == TARGET), None)
     record = dict(
@@ -249,6 +259,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--grid", default="default", choices=sorted(GRIDS))
     parser.add_argument("--budget-seconds", type=float, default=5400.0,
                         help="skip runs whose projected wall time exceeds what is left of this")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep the runs already in the results file and run only the grid's other points")
     parser.add_argument("--work", default=None, help="folder for the data files and runs (default: a temporary one)")
     args = parser.parse_args(argv)
     run = start_run(__file__, argv)
@@ -256,10 +268,18 @@ def main(argv: list[str] | None = None) -> None:
     done: list[dict] = []
     skipped: list[dict] = []
     fits: dict = {}
+    name = "audit_scale" if args.grid == "default" else f"audit_scale_{args.grid}"
+    if args.reuse and (RESULTS / f"{name}.json").exists():
+        source = RESULTS / f"{name}.json"
+        for old in json.loads(source.read_text()).get("runs", []):
+            if (old["shape"], old["n"], old["models"]) in GRIDS[args.grid]:
+                done.append(run.reuse(f"runs/{old['shape']}-{old['n']}-{old['models']}", old, source=source))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
         work.mkdir(parents=True, exist_ok=True)
         for shape, n, k in GRIDS[args.grid]:
+            if any((r["shape"], r["n"], r["models"]) == (shape, n, k) for r in done):
+                continue
             left = args.budget_seconds - (time.perf_counter() - t0)
             guess = project(done, shape, n, k)
             if guess is not None and guess > left and (shape, n, k) != TARGET:
@@ -276,7 +296,6 @@ def main(argv: list[str] | None = None) -> None:
                   flush=True)
             fits = write_results(run, args.grid, done, skipped, t0)
     print(json.dumps(fits, indent=1))
-    name = "audit_scale" if args.grid == "default" else f"audit_scale_{args.grid}"
     print(f"wrote {RESULTS / (name + '.json')}")
 
 

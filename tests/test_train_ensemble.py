@@ -110,21 +110,17 @@ def test_rows_outside_a_mask_never_reach_a_model(monkeypatch):
     masks[0, y == 0] = False  # model 0 never sees class 0
     masks[1, ::2] = False  # model 1 only odd rows
     seen = [set(), set()]
-    real_make_step = engine.make_step
+    real_call = engine.Objective.__call__
 
-    def spy_make_step(model, **kwargs):
-        step = real_make_step(model, **kwargs)
+    def spy(self, xb, yb, idx):
+        for k in range(2):
+            ids = xb[k, :, 0].round().long().tolist()
+            seen[k].update(ids)
+            np.testing.assert_array_equal(yb[k].numpy(), y[ids])
+            np.testing.assert_array_equal(idx[k].numpy(), ids)
+        real_call(self, xb, yb, idx)
 
-        def spy(xb, yb):
-            for k in range(2):
-                ids = xb[k, :, 0].round().long().tolist()
-                seen[k].update(ids)
-                np.testing.assert_array_equal(yb[k].numpy(), y[ids])
-            step(xb, yb)
-
-        return spy
-
-    monkeypatch.setattr(engine, "make_step", spy_make_step)
+    monkeypatch.setattr(engine.Objective, "__call__", spy)
     cfg = TrainConfig(epochs=3, batch_size=8, lr=0.001, record="full")
     r = train_ensemble("mlp:8", x, y, config=cfg, seeds=[0, 1], masks=masks)
     assert seen[0] == set(np.flatnonzero(masks[0]))

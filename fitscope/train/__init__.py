@@ -10,7 +10,7 @@ Example (``x``: ``(n, *input_shape)`` float32, ``y``: ``(n,)`` int labels)::
     full.records.correct_array()    # (epochs run, 16, n) bool
 """
 
-from fitscope.train.augment import Augmenter, default_crop_padding, default_max_shift
+from fitscope.train.regularizers.augment_images import Augmenter, default_crop_padding, default_max_shift
 from fitscope.train.config import TrainConfig
 from fitscope.train.device import placement_device
 from fitscope.train.ensemble import EpochSampler, predict_logits, train_ensemble

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from fitscope.errors import ConfigError
+from fitscope.train.regularizers import check_parts
 from fitscope.validation import message, shorten
 
 _DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3}
@@ -16,6 +17,9 @@ _DEFAULT_GAMMA = {"step": 0.1, "exponential": 0.95}
 def _one_line(err: ValidationError, fields: list[str]) -> str:
     """pydantic's first error in the one message form: ``<field>: expected <what> (TrainConfig), got <value>``."""
     first = err.errors()[0]
+    inner = (first.get("ctx") or {}).get("error")
+    if isinstance(inner, ConfigError):  # a validator's own one-line message (the regularizers' checks)
+        return str(inner)
     name = ".".join(str(p) for p in first["loc"]) or "config"
     if first["type"] == "extra_forbidden":
         return message("TrainConfig", f"one of its fields ({', '.join(fields)})", f"unknown field {name!r}")
@@ -71,6 +75,13 @@ class TrainConfig(BaseModel):
             early stopping decides). Default ``[-1]``. An epoch not reached
             (early stop) is left out.
         eval_batch_size: rows per chunk in the per-epoch evaluation pass.
+        regularizers: the parts of the training objective
+            (:mod:`fitscope.train.regularizers`), as text in their grammar
+            (``"elr:lambda=3,beta=0.7+mixup:alpha=0.2"``; ``"ce"`` or empty:
+            plain cross-entropy) or as recorded (a list of
+            ``{"name": ..., <hyperparameter>: value}``); stored as the list,
+            every default filled in. ``weight_decay > 0`` and ``augment``
+            above are the parts ``wd`` and ``augment`` (give each one way only).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -93,6 +104,7 @@ class TrainConfig(BaseModel):
     record: Literal["none", "summary", "full"] = "summary"
     record_epochs: list[int] = Field(default_factory=lambda: [-1])
     eval_batch_size: int = Field(2048, gt=0)
+    regularizers: list[dict[str, Any]] = Field(default_factory=list)
 
     def __init__(self, **data: Any) -> None:
         """Validate ``data``; a bad value raises :class:`ConfigError` (one line)."""
@@ -127,6 +139,12 @@ class TrainConfig(BaseModel):
             raise ValueError(f"distinct epochs in [1, epochs = {high}] or -1 (the last epoch run)")
         return sorted(value, key=lambda e: (e == -1, e))
 
+    @field_validator("regularizers", mode="before")
+    @classmethod
+    def _parts(cls, value: Any) -> Any:
+        # ConfigError (one line) passes through pydantic unchanged: it is not a ValueError
+        return check_parts(value)
+
     @model_validator(mode="after")
     def _fill_defaults(self) -> "TrainConfig":
         # Defaults that depend on other fields; stored so that run.json holds the resolved values.
@@ -134,4 +152,20 @@ class TrainConfig(BaseModel):
             self.lr = _DEFAULT_LR[self.optimizer]
         if self.gamma is None:
             self.gamma = _DEFAULT_GAMMA.get(self.schedule, 0.1)
+        names = {p["name"] for p in self.regularizers}
+        for field, given, name in (("weight_decay", self.weight_decay > 0, "wd"), ("augment", self.augment, "augment")):
+            if given and name in names:
+                raise ConfigError(message(field, f"either {field} or the regularizer {name!r}, not both",
+                                          f"both ({field}={getattr(self, field)}, regularizers has {name!r})"))
         return self
+
+    def parts(self) -> list[dict[str, Any]]:
+        """Every part of the objective: ``weight_decay`` and ``augment`` as the parts ``wd`` / ``augment``, then
+        :attr:`regularizers`."""
+        out: list[dict[str, Any]] = []
+        if self.weight_decay > 0:
+            out.append({"name": "wd", "decay": self.weight_decay})
+        if self.augment:
+            out.append({"name": "augment", "padding": self.crop_padding, "flip": int(self.flip),
+                        "shift": self.max_shift})
+        return out + self.regularizers

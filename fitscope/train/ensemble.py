@@ -33,13 +33,13 @@ import torch
 from fitscope.errors import ConfigError, DataError
 from fitscope.models import EnsembleModel, build, flops_per_example, largest_activation
 from fitscope.seeding import derive_seed
-from fitscope.train.augment import Augmenter
+from fitscope.train.objective import Objective, merged_options
+from fitscope.train.regularizers import TrainState, build_parts
 from fitscope.train.config import TrainConfig
 from fitscope.train.device import placement_device
 from fitscope.train.records import DeviceRecords, DeviceSummary, per_example_stats
 from fitscope.train.result import EnsembleResult
 from fitscope.train.schedules import lr_at
-from fitscope.train.steps import make_step
 from fitscope.train.threads import configure_threads
 from fitscope.validation import (
     as_array,
@@ -172,13 +172,14 @@ class EpochSampler:
 # --------------------------------------------------------------------------- engine
 
 
-def _make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+def _make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device,
+                    weight_decay: float = 0.0) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     fused = device.type in ("cpu", "cuda")
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
-                               weight_decay=config.weight_decay, fused=fused)
-    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
+                               weight_decay=weight_decay, fused=fused)
+    return torch.optim.Adam(params, lr=config.lr, weight_decay=weight_decay, fused=fused)
 
 
 @torch.inference_mode()
@@ -263,7 +264,13 @@ def train_ensemble(
     if config.early_stop == "patience" and not has_test:
         raise ConfigError(message("x_test", "test data with early_stop='patience' (it watches the test loss; "
                                   "or use early_stop='fit' or 'none')", "no test rows"))
-    model = build(spec, input_shape, n_classes, seeds=seeds, dropout=dropout).to(dev)
+    parts = build_parts(config.parts())
+    model_options = merged_options(parts, "model")
+    if dropout is not None and "dropout" in model_options:
+        raise ConfigError(message("dropout", "either dropout= or the regularizer 'dropout', not both",
+                                  f"dropout={dropout} and {config.regularizers}"))
+    model = build(spec, input_shape, n_classes, seeds=seeds,
+                  dropout=model_options.get("dropout", dropout)).to(dev)
     flops_train = 3 * flops_per_example(model.spec, input_shape, n_classes)
     chunk = max(1, min(config.eval_batch_size,
                        _EVAL_VALUES // (k * largest_activation(model.spec, input_shape, n_classes))))
@@ -278,12 +285,13 @@ def train_ensemble(
     mask_t = torch.from_numpy(masks).to(dev) if masks is not None else None
     rows = [torch.from_numpy(np.flatnonzero(m)) for m in masks] if masks is not None else None
     sampler = EpochSampler(n, rows, seeds=seeds, batch_size=config.batch_size)
-    optimizer = _make_optimizer(model, config, dev)
-    step = make_step(model, hand_written=HAND_WRITTEN_MLP)
-    augment = Augmenter(input_shape, seeds=seeds, crop_padding=config.crop_padding, flip=config.flip,
-                        max_shift=config.max_shift, device=dev) if config.augment else None
-    if augment is not None and not augment.active:
-        augment = None
+    state = TrainState(model=model, seeds=seeds, n=n, n_classes=n_classes, epochs=config.epochs, device=dev,
+                       input_shape=input_shape, labels=yt)
+    for part in parts:
+        part.attach(state)
+    # after attach: a part may add parameters (learned hyperparameters) or reparameterize weights
+    optimizer = _make_optimizer(model, config, dev, merged_options(parts, "optimizer").get("weight_decay", 0.0))
+    objective = Objective(parts, state, hand_written=HAND_WRITTEN_MLP)
 
     epochs = config.epochs
     train_acc = np.full((k, epochs), np.nan)
@@ -308,13 +316,12 @@ def train_ensemble(
         for group in optimizer.param_groups:
             group["lr"] = lr
         model.train()
+        state.epoch = epoch
         index = sampler.epoch().to(dev)
         for idx in sampler.batches(index):
             xb = xt[idx]
             yb = yt[idx] if shared_labels else yt.gather(1, idx)
-            if augment is not None:
-                xb = augment(xb)
-            step(xb, yb)
+            objective(xb, yb, idx)
             optimizer.step()
             examples_seen += idx.numel()
         if dev.type == "cuda":  # the steps were only queued: wait, so that train_seconds is their time
@@ -341,6 +348,7 @@ def train_ensemble(
             train_acc[:, epoch], train_loss[:, epoch] = host[0], host[1]
             if has_test:
                 test_acc[:, epoch], test_loss[:, epoch] = host[2], host[3]
+        objective.end_epoch(train_logits)
         eval_seconds += time.perf_counter() - t1
         epochs_run = epoch + 1
         newly_fit = (epochs_to_fit < 0) & (train_acc[:, epoch] >= 1.0)
@@ -391,4 +399,5 @@ def train_ensemble(
         spec=str(model.spec),
         config=config.model_dump(),
         model=model.eval() if keep_model else None,
+        measures=objective.measures(),
     )

@@ -23,10 +23,11 @@ from torch import nn
 from fitscope.data.validation import validate_arrays
 from fitscope.errors import DataError
 from fitscope.models.plain import PlainNet, build_plain, group_count
+from fitscope.train.device import placement_device
 from fitscope.train.threads import configure_threads
 from fitscope.validation import check_int, check_number, check_seed, message
 
-__all__ = ["PlainNet", "PlainTrainResult", "build_plain", "group_count", "predict_plain", "train_plain"]
+__all__ = ["PlainNet", "PlainTrainResult", "build_plain", "eval_logits", "group_count", "predict_plain", "train_plain"]
 
 
 def check_train_arrays(x, y, x_test, y_test, n_classes: int | None) -> tuple:
@@ -55,18 +56,38 @@ def check_train_arrays(x, y, x_test, y_test, n_classes: int | None) -> tuple:
 
 
 @torch.no_grad()
-def predict_plain(model: nn.Module, x, *, batch_size: int = 1024) -> np.ndarray:
+def predict_plain(model: nn.Module, x, *, batch_size: int = 1024, device: str | None = None) -> np.ndarray:
     """Eval-mode logits ``(n, C)`` float32 of ``model`` on ``x`` ``(n, *input_shape)``.
 
-    The model is left in eval mode.
+    Args:
+        model: the module; left in eval mode, on ``device`` (moved there in place).
+        x: ``(n, *input_shape)`` inputs, copied to the device once.
+        batch_size: rows per forward pass.
+        device: torch device; None: the placement's, see :mod:`fitscope.train.device`.
+
+    Raises:
+        ConfigError: a device that is not found here.
+    """
+    dev = placement_device(device)
+    model.to(dev)
+    return eval_logits(model, torch.as_tensor(np.asarray(x, dtype=np.float32)).to(dev), batch_size).cpu().numpy()
+
+
+def eval_logits(model: nn.Module, xt: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Eval-mode float32 logits ``(n, C)`` of ``model`` on ``xt``, a tensor on the model's device; they stay there.
+
+    The model is left in eval mode; no gradients are recorded.
     """
     model.eval()
-    xt = torch.as_tensor(np.asarray(x, dtype=np.float32))
-    device = next(model.parameters()).device
-    out = [model(xt[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(xt), batch_size)]
-    if not out:
-        return np.zeros((0, getattr(model, "n_classes", 0)), np.float32)
-    return torch.cat(out).numpy()
+    with torch.no_grad():
+        if not len(xt):
+            return torch.zeros((0, getattr(model, "n_classes", 0)), device=xt.device)
+        return torch.cat([model(xt[i:i + batch_size]).float() for i in range(0, len(xt), batch_size)])
+
+
+def _hits(logits: torch.Tensor, yt: torch.Tensor) -> float:
+    """Fraction of rows whose arg-max logit is the label, of device tensors: one number comes back (NaN for none)."""
+    return int((logits.argmax(1) == yt).sum()) / len(yt) if len(yt) else math.nan
 
 
 def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
@@ -112,6 +133,7 @@ def train_plain(
     y_test=None,
     extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
     progress: Callable[[dict], None] | None = None,
+    device: str | None = None,
 ) -> PlainTrainResult:
     """Train one plain module with mini-batch SGD (cross-entropy), no privacy.
 
@@ -131,12 +153,15 @@ def train_plain(
         extra_loss: optional ``f(model) -> scalar`` added to the loss after each
             forward pass (e.g. MID's ``beta * KL`` the model stored in that pass).
         progress: called after every epoch with ``dict(epoch, epochs, train_acc, test_acc)``.
+        device: torch device; None: the placement's, see :mod:`fitscope.train.device`.
+            The model is moved there (in place) and the arrays copied there once; the
+            batch order is drawn on the CPU, so the batches are the same on every device.
 
     Returns:
-        A :class:`PlainTrainResult`.
+        A :class:`PlainTrainResult` (the model stays on the device; the logits are NumPy).
 
     Raises:
-        DataError: bad arrays. ConfigError: bad epochs, batch size, lr or seed.
+        DataError: bad arrays. ConfigError: bad epochs, batch size, lr, seed or device.
     """
     t0 = time.perf_counter()
     x, y, x_test, y_test, _ = check_train_arrays(x, y, x_test, y_test, None)
@@ -144,30 +169,35 @@ def train_plain(
     batch_size = check_int(batch_size, "batch_size")
     lr = check_number(lr, "lr", low=0.0, high=math.inf, open_low=True, open_high=True)
     seed = check_seed(seed)
+    dev = placement_device(device)
     configure_threads()
-    device = next(model.parameters()).device
+    model.to(dev)
     gen = torch.Generator().manual_seed(seed)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    xt, yt = torch.from_numpy(x).to(dev), torch.from_numpy(y).to(dev)
+    if x_test is not None:
+        xt_test, yt_test = torch.from_numpy(x_test).to(dev), torch.from_numpy(y_test).to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     train_acc, test_acc = np.full(epochs, np.nan), np.full(epochs, np.nan)
     for epoch in range(epochs):
         model.train()
-        order = torch.randperm(len(xt), generator=gen)
+        order = torch.randperm(len(xt), generator=gen).to(dev)
         for i in range(0, len(order), batch_size):
             idx = order[i:i + batch_size]
-            logits = model(xt[idx].to(device))
-            loss = F.cross_entropy(logits, yt[idx].to(device))
+            loss = F.cross_entropy(model(xt[idx]), yt[idx])
             if extra_loss is not None:
                 loss = loss + extra_loss(model)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        train_acc[epoch] = accuracy(predict_plain(model, x), y)
+        train_out = eval_logits(model, xt)
+        train_acc[epoch] = _hits(train_out, yt)
         if x_test is not None:
-            test_acc[epoch] = accuracy(predict_plain(model, x_test), y_test)
+            test_out = eval_logits(model, xt_test)
+            test_acc[epoch] = _hits(test_out, yt_test)
         if progress is not None:
             progress(dict(epoch=epoch + 1, epochs=epochs, train_acc=train_acc[epoch], test_acc=test_acc[epoch]))
-    train_logits = predict_plain(model, x)
+    # the last epoch's evaluation pass is the final model's: its logits come back once
+    train_logits = train_out.cpu().numpy()
     c = train_logits.shape[1]
-    test_logits = predict_plain(model, x_test) if x_test is not None else np.zeros((0, c), np.float32)
+    test_logits = test_out.cpu().numpy() if x_test is not None else np.zeros((0, c), np.float32)
     return PlainTrainResult(model, train_acc, test_acc, train_logits, test_logits, seed, time.perf_counter() - t0)

@@ -49,6 +49,8 @@ class EnsembleResult:
             ``config.record == "none"``.
         model: the trained ensemble module when ``train_ensemble(keep_model=True)``;
             never stored by :meth:`to_arrays`.
+        measures: the regularizer parts' per-model numbers after training,
+            ``"<part>/<measure>"`` -> ``(K,)`` (e.g. ``"ortho/error"``).
     """
 
     seeds: np.ndarray
@@ -71,6 +73,7 @@ class EnsembleResult:
     config: dict = field(default_factory=dict)
     summary: RecordSummary | None = None
     model: Any = field(default=None, repr=False, compare=False)
+    measures: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_models(self) -> int:
@@ -101,6 +104,8 @@ class EnsembleResult:
             "spec": np.asarray(self.spec),
             "config": np.asarray(json.dumps(self.config, sort_keys=True)),
         }
+        for key, value in self.measures.items():
+            out[f"measure:{key}"] = np.asarray(value)
         if self.masks is not None:
             out["masks"] = np.asarray(self.masks, bool)
         if self.records is not None:
@@ -172,4 +177,6 @@ class EnsembleResult:
             spec=scalar("spec", str, ""),
             config=json.loads(scalar("config", str, "{}")),
             summary=summary,
+            measures={key.removeprefix("measure:"): np.asarray(arrays[key]) for key in arrays
+                      if key.startswith("measure:")},
         )

@@ -9,7 +9,7 @@ import typer
 from fitscope.cli import app
 from fitscope.cli.lists import parse_floats, parse_names
 from fitscope.cli.study_command import (
-    AddressOpt, DeviceOpt, ExecutorOpt, GpusPerTaskOpt, OutOpt, RebuildOpt, ResumeOpt, ThreadsOpt, run_command,
+    AddressOpt, DeviceOpt, ExecutorOpt, GpusPerTaskOpt, OutOpt, RebuildOpt, RegularizersOpt, ResumeOpt, ThreadsOpt, run_command,
 )
 
 
@@ -28,6 +28,7 @@ def audit(
     cscore_models: Optional[int] = typer.Option(
         None, help="Models per C-score ratio other than --ratio (default 50; the --ratio models are reused)."),
     epochs: Optional[int] = typer.Option(None, help="Epochs per model (default 20)."),
+    regularizers: RegularizersOpt = None,
     lr: Optional[float] = typer.Option(None, help="Learning rate."),
     optimizer: Optional[str] = typer.Option(None, help="sgd or adam."),
     batch_size: Optional[int] = typer.Option(None, help="Minibatch size."),
@@ -71,7 +72,7 @@ def audit(
     values = dict(
         data=data, model=model, noise=noise, noise_mode=noise_mode, models=models, ratio=ratio,
         cscore_ratios=parse_floats(cscore_ratios, "--cscore-ratios", "0.1,0.5,0.9") if cscore_ratios else None,
-        cscore_models=cscore_models, epochs=epochs, lr=lr, optimizer=optimizer, batch_size=batch_size,
+        cscore_models=cscore_models, epochs=epochs, lr=lr, regularizers=regularizers, optimizer=optimizer, batch_size=batch_size,
         seed=seed, data_seed=data_seed, label_column=label_column, chunk=chunk,
         oof_families=_families(oof_families), oof_folds=oof_folds,
     )

@@ -9,7 +9,7 @@ import typer
 
 from fitscope.cli import app
 from fitscope.cli.study_command import (
-    AddressOpt, DeviceOpt, ExecutorOpt, GpusPerTaskOpt, OutOpt, RebuildOpt, ResumeOpt, ThreadsOpt,
+    AddressOpt, DeviceOpt, ExecutorOpt, GpusPerTaskOpt, OutOpt, RebuildOpt, RegularizersOpt, ResumeOpt, ThreadsOpt,
     run_command,
 )
 
@@ -21,6 +21,7 @@ def leak(
     models: Optional[int] = typer.Option(None, help="Subset (shadow) models to train (default 64, at least 8)."),
     ratio: Optional[float] = typer.Option(None, help="Subset ratio (default 0.5)."),
     epochs: Optional[int] = typer.Option(None, help="Epochs per model, a fixed budget so they overfit (default 40)."),
+    regularizers: RegularizersOpt = None,
     lr: Optional[float] = typer.Option(None, help="Learning rate (default 0.003)."),
     optimizer: Optional[str] = typer.Option(None, help="sgd or adam (default adam)."),
     batch_size: Optional[int] = typer.Option(None, help="Minibatch size (default 128)."),
@@ -52,7 +53,7 @@ def leak(
     """
     from fitscope.experiments import get_study
 
-    values = dict(data=data, model=model, models=models, ratio=ratio, epochs=epochs, lr=lr, optimizer=optimizer,
+    values = dict(data=data, model=model, models=models, ratio=ratio, epochs=epochs, lr=lr, regularizers=regularizers, optimizer=optimizer,
                   batch_size=batch_size, weight_decay=weight_decay, seed=seed, data_seed=data_seed,
                   label_column=label_column, chunk=chunk,
                   from_audit=str(from_audit) if from_audit is not None else None)

@@ -26,6 +26,22 @@ def parse_names(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
+def parse_settings(text: str) -> list[str]:
+    """Comma-separated regularizer settings, where a setting's own ``PARAM=VALUE`` list also uses commas.
+
+    A piece with ``=`` but no ``:`` continues the setting before it:
+    ``"none,elr:lambda=3,beta=0.7,wd"`` -> ``["none", "elr:lambda=3,beta=0.7", "wd"]``.
+    """
+    out: list[str] = []
+    for piece in parse_names(text):
+        last_part = out[-1].split("+")[-1] if out else ""
+        if "=" in piece and ":" not in piece.split("+")[0] and ":" in last_part:
+            out[-1] += "," + piece
+        else:
+            out.append(piece)
+    return out
+
+
 def deprecated_alias(flag: str, value, old_flag: str, old_value, command: str, parse=None):
     """The value of a flag that also answers to a hidden, deprecated name, parsed by ``parse(text, flag used)``.
 

@@ -14,7 +14,7 @@ from typing import Optional
 import typer
 
 from fitscope.cli import app
-from fitscope.cli.lists import deprecated_alias, parse_floats, parse_ints, parse_names
+from fitscope.cli.lists import deprecated_alias, parse_floats, parse_ints, parse_names, parse_settings
 from fitscope.cli.study_command import (
     AddressOpt, DeviceOpt, ExecutorOpt, GpusPerTaskOpt, OutOpt, RebuildOpt, ResumeOpt, ThreadsOpt,
     run_command,
@@ -36,7 +36,9 @@ def randomization(
     noise: Optional[str] = typer.Option(None, "--noise", hidden=True,
                                         help="Deprecated alias of --corrupt-prob."),
     regularizers: Optional[str] = typer.Option(
-        None, help="Comma list of none, wd, dropout, augment, wd+dropout+augment (default: all)."),
+        None, help="Comma list of regularizer settings, each none or parts joined by + (see `fitscope regularizers "
+                   "list`), e.g. none,wd,dropout,augment,wd+dropout+augment (the default), mixup:alpha=0.2, elr. "
+                   "wd and dropout without values use --weight-decay and --dropout."),
     seeds: Optional[str] = typer.Option(None, help="Model seeds, e.g. 0,1,2 (default 0,1)."),
     epochs: Optional[int] = typer.Option(
         None, help="Epoch budget per ensemble (default 150; stops early once all models fit)."),
@@ -78,7 +80,7 @@ def randomization(
         data=data, model=model, label_column=label_column, data_seed=data_seed,
         corruptions=parse_names(corruptions) if corruptions else None,
         noise_levels=noise_levels,
-        regularizers=parse_names(regularizers) if regularizers else None,
+        regularizers=parse_settings(regularizers) if regularizers else None,
         seeds=parse_ints(seeds, "--seeds") if seeds else None,
         epochs=epochs, lr=lr, optimizer=optimizer, batch_size=batch_size,
         weight_decay=weight_decay, dropout=dropout, parts=parse_names(parts) if parts else None,

@@ -8,7 +8,7 @@ import typer
 
 from fitscope.cli import app
 from fitscope.cli.study_command import (
-    AddressOpt, DeviceOpt, ExecutorOpt, GpusPerTaskOpt, OutOpt, RebuildOpt, ResumeOpt, ThreadsOpt,
+    AddressOpt, DeviceOpt, ExecutorOpt, GpusPerTaskOpt, OutOpt, RebuildOpt, RegularizersOpt, ResumeOpt, ThreadsOpt,
     run_command,
 )
 
@@ -21,6 +21,7 @@ def seed_agreement(
     models: Optional[int] = typer.Option(None, help="Models, each with its own seed (default 16, at least 2)."),
     chunk: Optional[int] = typer.Option(None, help="Models per batched ensemble, stored as it finishes (default 4)."),
     epochs: Optional[int] = typer.Option(None, help="Epochs per model (default 20)."),
+    regularizers: RegularizersOpt = None,
     lr: Optional[float] = typer.Option(None, help="Learning rate (default 0.003)."),
     optimizer: Optional[str] = typer.Option(None, help="sgd or adam (default adam)."),
     batch_size: Optional[int] = typer.Option(None, help="Minibatch size (default 128)."),
@@ -46,7 +47,7 @@ def seed_agreement(
     """
     from fitscope.experiments import get_study
 
-    values = dict(data=data, model=model, models=models, chunk=chunk, epochs=epochs, lr=lr, optimizer=optimizer,
+    values = dict(data=data, model=model, models=models, chunk=chunk, epochs=epochs, lr=lr, regularizers=regularizers, optimizer=optimizer,
                   batch_size=batch_size, seed=seed, data_seed=data_seed, label_column=label_column)
     run_command(get_study("seed-agreement"), values, out=out, quick=quick, resume=resume, rebuild_meta=rebuild_meta,
                 executor=executor, address=address, threads=threads,

@@ -46,6 +46,10 @@ GpusPerTaskOpt = Annotated[Optional[float], typer.Option(
     help="With --executor ray on a GPU: GPUs each unit reserves, in (0, 1] (default 1; 0.25 lets four units "
          "share a GPU).")]
 
+RegularizersOpt = Annotated[Optional[str], typer.Option(
+    help="Parts of the training objective, joined by +, each NAME[:PARAM=VALUE,...], e.g. "
+         "'elr:lambda=3,beta=0.7+mixup:alpha=0.2' (see `fitscope regularizers list`; default: plain cross-entropy).")]
+
 
 def format_value(value: Any) -> str:
     """A summary value as a person reads it: floats to 4 significant digits, everything else as is."""

@@ -8,7 +8,7 @@ import typer
 
 from fitscope.cli import app
 from fitscope.cli.study_command import (
-    AddressOpt, DeviceOpt, ExecutorOpt, GpusPerTaskOpt, OutOpt, RebuildOpt, ResumeOpt, ThreadsOpt,
+    AddressOpt, DeviceOpt, ExecutorOpt, GpusPerTaskOpt, OutOpt, RebuildOpt, RegularizersOpt, ResumeOpt, ThreadsOpt,
     run_command,
 )
 from fitscope.errors import ConfigError
@@ -61,6 +61,7 @@ def train(
     epochs: Optional[int] = typer.Option(None, help="Epochs (LP-MST: per stage; default 30)."),
     batch_size: Optional[int] = typer.Option(
         None, help="Minibatch size (DP-SGD: expected Poisson batch size; default 64)."),
+    regularizers: RegularizersOpt = None,
     lr: Optional[float] = typer.Option(None, help="Learning rate (default Adam 1e-3; DP-SGD 0.5)."),
     canaries: Optional[int] = typer.Option(
         None, help="Plant this many random-label canaries and bound epsilon from below (default 0)."),
@@ -90,7 +91,7 @@ def train(
     """
     from fitscope.experiments import get_study
 
-    values = dict(data=data, model=model, epochs=epochs, batch_size=batch_size, lr=lr, canaries=canaries,
+    values = dict(data=data, model=model, epochs=epochs, batch_size=batch_size, lr=lr, regularizers=regularizers, canaries=canaries,
                   models=models, seed=seed, data_seed=data_seed, label_column=label_column,
                   reveal_private_stats=True if reveal_private_stats else None)
     values.update(mechanism_values(label_dp=label_dp, stages=stages, dp_sgd=dp_sgd, eps=eps, delta=delta,

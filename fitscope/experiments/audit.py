@@ -74,6 +74,8 @@ from fitscope.train import (
     train_ensemble,
     unpack_correct,
 )
+from fitscope.train.objective import check_regularizers
+from fitscope.train.regularizers import Parts
 from fitscope.validation import message
 
 # Rows per forward pass when reading hidden features (activations of a few MB).
@@ -106,6 +108,8 @@ class AuditConfig(BaseModel):
     batch_size: int = Field(128, gt=0)
     optimizer: Literal["sgd", "adam"] = "adam"
     lr: float = Field(0.003, gt=0)
+    regularizers: Parts = Field(default_factory=list, description="parts of the training objective "
+                                "(fitscope regularizers list), e.g. elr:lambda=3+mixup; empty: plain cross-entropy")
     seed: int = Field(0, ge=0, description="seed of the label flips, the subsets and the models")
     chunk: int = Field(50, gt=0, description="models per batched ensemble (unit of work)")
     oof_families: Literal["auto"] | list[Literal["logistic", "boosting", "mlp"]] = Field(
@@ -245,7 +249,8 @@ def _train_config(cfg: AuditConfig, record: bool) -> TrainConfig:
     # A fixed epoch budget (no early stop): every unit records the same epochs for learning speed. The records
     # are the summary accumulated as the epochs run (epochs correct, margin sum), never every epoch.
     return TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer=cfg.optimizer, lr=cfg.lr,
-                       schedule="constant", early_stop="none", record="summary" if record else "none")
+                       schedule="constant", early_stop="none", record="summary" if record else "none",
+                       regularizers=cfg.regularizers)
 
 
 def train_unit(unit: Chunk, cfg: AuditConfig, data: Dataset, labels: np.ndarray,
@@ -677,6 +682,7 @@ def prepare(cfg: AuditConfig) -> Prepared:
     """
     data = load(cfg.data, label_column=cfg.label_column, seed=cfg.data_seed)
     check_input_shape(parse_spec(cfg.model), data.input_shape)  # a bad --model fails before anything is written
+    check_regularizers(cfg.model, data.input_shape, data.n_classes, cfg.regularizers)
     # each example must be in some subset and out of another, and out-of-fold probabilities need 2 per class
     check_supports_study(data, study="the audit", min_per_class=2)
     labels, flipped, noise_seed = noisy_labels(cfg, data)

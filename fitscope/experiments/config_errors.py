@@ -49,6 +49,11 @@ def one_line(err: ValidationError, flags: Mapping[str, str] | None = None) -> st
     first = err.errors()[0]
     field = ".".join(str(p) for p in first["loc"] if not isinstance(p, int))
     msg = first["msg"].removeprefix("Value error, ")
+    inner = (first.get("ctx") or {}).get("error")
+    if field and isinstance(inner, ConfigError):  # a field checker's own one-line message (e.g. the regularizers')
+        name, _, rest = str(inner).partition(": ")
+        flag = flag_name(field, flags)
+        return f"{flag}: {rest}" if name == field.split(".")[0] else f"{flag} {inner}"
     if not field:  # a check across fields: its message names the flag
         return msg
     text = _expected(msg)

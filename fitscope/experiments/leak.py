@@ -57,6 +57,8 @@ from fitscope.estimators.subsets import min_models, subset_masks
 from fitscope.experiments.config_errors import build_config
 from fitscope.experiments.study import Outcome, Prepared, Study, StudyResult, Unit, run_study
 from fitscope.seeding import derive_seed
+from fitscope.train.objective import check_regularizers
+from fitscope.train.regularizers import Parts
 
 #: Fewest models ``fitscope leak`` trains: LiRA's leave-one-out needs >= 2 "in" and 2 "out" shadows
 #: per example on average; 8 models at ratio 0.5 give about 3.5 of each.
@@ -66,7 +68,7 @@ LEAK_FPR = 0.01
 ATTACKS = ("LiRA online", "LiRA online (fixed variance)", "LiRA offline", "LiRA offline (fixed variance)",
            "loss threshold")
 _TRAINING_FIELDS = ("data", "label_column", "data_seed", "model", "models", "ratio", "epochs", "batch_size",
-                    "optimizer", "lr", "weight_decay", "seed", "chunk")
+                    "optimizer", "lr", "weight_decay", "regularizers", "seed", "chunk")
 
 
 class LeakConfig(BaseModel):
@@ -88,6 +90,8 @@ class LeakConfig(BaseModel):
     batch_size: int = Field(128, gt=0)
     optimizer: Literal["sgd", "adam"] = "adam"
     lr: float = Field(0.003, gt=0)
+    regularizers: Parts = Field(default_factory=list, description="parts of the training objective "
+                                "(fitscope regularizers list), e.g. elr:lambda=3+mixup; empty: plain cross-entropy")
     weight_decay: float = Field(0.0, ge=0)
     seed: int = Field(0, ge=0, description="seed of the subsets and the models")
     chunk: int = Field(32, gt=0, description="models per batched ensemble (unit of work)")
@@ -173,7 +177,8 @@ def train_unit_task(task: tuple[LeakUnit, LeakConfig, int], *, x_train: np.ndarr
     k = len(unit.seeds)
     tick = None if progress is None else (lambda info: progress(k * int(info["epoch"])))
     tc = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer=cfg.optimizer, lr=cfg.lr,
-                     weight_decay=cfg.weight_decay, schedule="constant", early_stop="none", record=False)
+                     weight_decay=cfg.weight_decay, schedule="constant", early_stop="none", record=False,
+                     regularizers=cfg.regularizers)
     t0 = time.perf_counter()
     result = train_ensemble(cfg.model, x_train, y_train, config=tc, seeds=unit.seeds, masks=unit.masks,
                             x_test=x_test, y_test=y_test, progress=tick, n_classes=n_classes)
@@ -375,6 +380,7 @@ def prepare(cfg: LeakConfig) -> Prepared:
                         state=LeakState(data, acfg.get("model", "?"), arrays))
     data = load(cfg.data, label_column=cfg.label_column, seed=cfg.data_seed)
     check_input_shape(parse_spec(cfg.model), data.input_shape)  # a bad --model fails before anything is written
+    check_regularizers(cfg.model, data.input_shape, data.n_classes, cfg.regularizers)
     # every example must be in some subsets and out of others
     check_supports_study(data, study="the leakage study", min_per_class=2)
     plan_units(cfg, len(data.y_train))

@@ -43,6 +43,8 @@ from fitscope.experiments.config_errors import build_config
 from fitscope.experiments.study import Outcome, Prepared, Study, StudyResult, Unit, run_study
 from fitscope.models import check_input_shape, parse_spec
 from fitscope.seeding import derive_seed
+from fitscope.train.objective import check_regularizers
+from fitscope.train.regularizers import Parts
 
 MECHANISMS = ("none", "label-dp", "dp-sgd", "instahide")
 
@@ -66,6 +68,8 @@ class PrivateTrainingConfig(BaseModel):
     epochs: int = Field(30, gt=0)
     batch_size: int = Field(64, gt=0)
     lr: float | None = Field(None, gt=0, description="default: Adam 1e-3; DP-SGD (SGD) 0.5")
+    regularizers: Parts = Field(default_factory=list, description="parts of the training objective "
+                                "(fitscope regularizers list), e.g. elr:lambda=3+mixup; empty: plain cross-entropy")
     canaries: int = Field(0, ge=0)
     models: int = Field(1, ge=1, description="models trained, each with its own seed")
     seed: int = 0
@@ -84,6 +88,10 @@ class PrivateTrainingConfig(BaseModel):
                 raise ValueError(f"{flag}: expected an epsilon > 0; got {self.eps:g}")
         elif self.eps is not None:
             raise ValueError("--eps: only label DP (--label-dp) and DP-SGD (--dp-sgd) take an epsilon")
+        if self.regularizers and self.mechanism in ("dp-sgd", "instahide"):
+            raise ValueError(f"--regularizers: expected none with {self.mechanism} (its own training loop; "
+                             "regularizers apply to plain and label-DP training); got "
+                             f"{', '.join(p['name'] for p in self.regularizers)}")
         return self
 
     @property
@@ -119,7 +127,8 @@ def _train(cfg: PrivateTrainingConfig, seed: int, x, y, x_test, y_test, n_classe
     """Train one model under ``cfg.mechanism``; returns test accuracy, train-row outputs, privacy and curves."""
     from fitscope.train import TrainConfig, train_ensemble
 
-    adam = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer="adam", lr=cfg.lr or 1e-3)
+    adam = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer="adam", lr=cfg.lr or 1e-3,
+                       regularizers=cfg.regularizers)
     if cfg.mechanism == "none":
         r = train_ensemble(cfg.model, x, y, config=adam, seeds=[seed], x_test=x_test, y_test=y_test,
                            n_classes=n_classes, progress=progress)
@@ -259,6 +268,7 @@ def prepare(cfg: PrivateTrainingConfig) -> Prepared:
 
     data = load(cfg.data, label_column=cfg.label_column, seed=cfg.data_seed)
     check_input_shape(parse_spec(cfg.model), data.input_shape)
+    check_regularizers(cfg.model, data.input_shape, data.n_classes, cfg.regularizers)
     check_supports_study(data, study="training", min_per_class=1)
     if cfg.canaries and data.n_classes < 3:
         raise ConfigError(f"--canaries: expected data with at least 3 classes (the canary audit), "

@@ -56,6 +56,8 @@ from fitscope.experiments.study import Outcome, Prepared, Study, StudyResult, Un
 from fitscope.models import check_input_shape, parse_spec
 from fitscope.seeding import derive_seed
 from fitscope.train import EnsembleResult, TrainConfig, train_ensemble, unpack_correct
+from fitscope.train.objective import check_regularizers
+from fitscope.train.regularizers import parse_regularizers
 
 CORRUPTIONS = ("none", "random_labels", "shuffled_pixels", "random_pixels", "gaussian")
 REGULARIZERS = ("none", "wd", "dropout", "augment", "wd+dropout+augment")
@@ -99,12 +101,21 @@ class RandomizationConfig(BaseModel):
         default_factory=lambda: ["curves", "noise", "regularizers"]
     )
 
-    @field_validator("corruptions", "regularizers")
+    @field_validator("corruptions")
     @classmethod
-    def _known_names(cls, value: list[str], info) -> list[str]:
-        known = CORRUPTIONS if info.field_name == "corruptions" else REGULARIZERS
-        if not value or any(v not in known for v in value):
-            raise ValueError(f"expected a non-empty list of {', '.join(known)}; got {value}")
+    def _known_names(cls, value: list[str]) -> list[str]:
+        if not value or any(v not in CORRUPTIONS for v in value):
+            raise ValueError(f"expected a non-empty list of {', '.join(CORRUPTIONS)}; got {value}")
+        return value
+
+    @field_validator("regularizers")
+    @classmethod
+    def _settings(cls, value: list[str]) -> list[str]:
+        # every setting is "none" or parts in the regularizers' grammar (fitscope regularizers list)
+        if not value:
+            raise ValueError(f"expected a non-empty list of settings such as {', '.join(REGULARIZERS)}; got []")
+        for setting in value:
+            parse_regularizers(_as_grammar(setting))
         return value
 
     @field_validator("noise_levels")
@@ -154,7 +165,7 @@ class Ensemble:
         rows: one dict of descriptive columns per model (corruption, noise, regularizers, seed, labels_changed).
         labels: ``(K, n)`` per-model training labels (the label corruptions already applied).
         train: how to train.
-        dropout: the dropout rate of the models.
+        dropout: the dropout rate of the models (None: as the regularizer parts say).
         inputs: ``(corruption, seed)`` of an input corruption drawn inside the task, or None (clean inputs).
     """
 
@@ -163,7 +174,7 @@ class Ensemble:
     rows: list[dict]
     labels: np.ndarray
     train: TrainConfig
-    dropout: float
+    dropout: float | None
     inputs: tuple[str, int] | None = None
 
 
@@ -179,7 +190,33 @@ class StudyOutcome:
     reused_units: list[str] = field(default_factory=list)
 
 
-def _train_config(cfg: RandomizationConfig, *, weight_decay: float = 0.0, augment: bool = False,
+def _as_grammar(setting: str) -> str:
+    """A setting as parts text: ``none`` is plain cross-entropy (``ce``)."""
+    return "+".join("ce" if token.strip() == "none" else token for token in setting.split("+"))
+
+
+def setting_parts(cfg: RandomizationConfig, setting: str) -> list[dict]:
+    """The parts of a regularizer setting; ``wd``, ``dropout`` and ``augment`` named without values take the
+    study's ``weight_decay``, ``dropout`` and ``augment_flip``."""
+    study_values = {"wd": {"decay": cfg.weight_decay}, "dropout": {"p": cfg.dropout},
+                    "augment": {"flip": int(cfg.augment_flip)}}
+    tokens = []
+    for token in _as_grammar(setting).split("+"):
+        name = token.strip()
+        if name in study_values and all(v > 0 or k == "flip" for k, v in study_values[name].items()):
+            token = name + ":" + ",".join(f"{k}={v}" for k, v in study_values[name].items())
+        elif name in ("wd", "dropout"):  # the study's value is 0: the setting trains without it
+            token = "ce"
+        tokens.append(token)
+    return parse_regularizers("+".join(tokens))
+
+
+def _unit_name(setting: str) -> str:
+    """A file-name-safe unit name of a setting (``wd+dropout`` -> ``wd_dropout``)."""
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in setting.replace("+", "_"))
+
+
+def _train_config(cfg: RandomizationConfig, *, parts: list[dict] | None = None,
                   record: bool = False) -> TrainConfig:
     return TrainConfig(
         flip=cfg.augment_flip,
@@ -188,11 +225,10 @@ def _train_config(cfg: RandomizationConfig, *, weight_decay: float = 0.0, augmen
         optimizer=cfg.optimizer,
         lr=cfg.lr,
         momentum=cfg.momentum,
-        weight_decay=weight_decay,
-        augment=augment,
         schedule="constant",
         early_stop="fit",
         record=record,
+        regularizers=parts or [],
     )
 
 
@@ -239,12 +275,7 @@ def plan_units(cfg: RandomizationConfig, data: Dataset) -> list[Ensemble]:
 
     if "regularizers" in cfg.parts:
         for reg in cfg.regularizers:
-            parts = set(reg.split("+")) - {"none"}
-            train = _train_config(
-                cfg,
-                weight_decay=cfg.weight_decay if "wd" in parts else 0.0,
-                augment="augment" in parts,
-            )
+            train = _train_config(cfg, parts=setting_parts(cfg, reg))
             rows, labels = [], []
             for kind in ("none", "random_labels"):
                 for s in cfg.seeds:
@@ -252,8 +283,7 @@ def plan_units(cfg: RandomizationConfig, data: Dataset) -> list[Ensemble]:
                     labels.append(c.dataset.y_train)
                     rows.append(dict(part="regularizers", corruption=kind, noise=0.0 if kind == "none" else 1.0,
                                      regularizers=reg, seed=s))
-            units.append(Ensemble(f"reg-{reg.replace('+', '_')}", "regularizers", rows, np.stack(labels),
-                                  train, cfg.dropout if "dropout" in parts else 0.0))
+            units.append(Ensemble(f"reg-{_unit_name(reg)}", "regularizers", rows, np.stack(labels), train, None))
     for unit in units:
         # Ground truth of the label corruption, per model: the fraction of labels that differ from the
         # given ones (about p * (1 - 1/C) for a redraw with probability p, as in Zhang et al.).
@@ -474,6 +504,8 @@ def prepare(cfg: RandomizationConfig) -> Prepared:
     """Load the data, check model and data, plan the corruptions; nothing is written yet."""
     data = load(cfg.data, label_column=cfg.label_column, seed=cfg.data_seed)
     check_input_shape(parse_spec(cfg.model), data.input_shape)  # a bad --model fails before anything is written
+    for setting in cfg.regularizers:  # a part that does not apply to the model (polarize on an mlp)
+        check_regularizers(cfg.model, data.input_shape, data.n_classes, setting_parts(cfg, setting))
     check_supports_study(data, study="the randomization study", min_per_class=1)
     ensembles = plan_units(cfg, data)
     return Prepared(

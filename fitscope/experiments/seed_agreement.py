@@ -53,6 +53,8 @@ from fitscope.experiments.study import Outcome, Prepared, Study, StudyResult, Un
 from fitscope.models import check_input_shape, parse_spec
 from fitscope.seeding import derive_seed
 from fitscope.train import TrainConfig, train_ensemble
+from fitscope.train.objective import check_regularizers
+from fitscope.train.regularizers import Parts
 
 # --------------------------------------------------------------------------- config
 
@@ -72,6 +74,8 @@ class SeedAgreementConfig(BaseModel):
     batch_size: int = Field(128, gt=0)
     optimizer: Literal["sgd", "adam"] = "adam"
     lr: float = Field(0.003, gt=0)
+    regularizers: Parts = Field(default_factory=list, description="parts of the training objective "
+                                "(fitscope regularizers list), e.g. elr:lambda=3+mixup; empty: plain cross-entropy")
     seed: int = Field(0, ge=0, description="seed from which every model's seed derives")
 
 
@@ -107,7 +111,7 @@ class Chunk:
 def train_config(cfg: SeedAgreementConfig) -> TrainConfig:
     """How every model trains: a fixed epoch budget, a constant learning rate, no per-example records."""
     return TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer=cfg.optimizer, lr=cfg.lr,
-                       schedule="constant", early_stop="none", record=False)
+                       schedule="constant", early_stop="none", record=False, regularizers=cfg.regularizers)
 
 
 def plan_chunks(cfg: SeedAgreementConfig, n_classes: int) -> list[Chunk]:
@@ -228,6 +232,7 @@ def prepare(cfg: SeedAgreementConfig) -> Prepared:
     """Load the data and check that model and data fit each other; nothing is written yet."""
     data = load(cfg.data, label_column=cfg.label_column, seed=cfg.data_seed)
     check_input_shape(parse_spec(cfg.model), data.input_shape)  # a bad --model fails before anything is written
+    check_regularizers(cfg.model, data.input_shape, data.n_classes, cfg.regularizers)
     check_supports_study(data, study="seed agreement", min_per_class=1)  # every class learnable; a test split
     return Prepared(
         seeds={"seed": cfg.seed, "data_seed": cfg.data_seed, "model_seeds": model_seeds(cfg)},

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from fitscope.errors import ConfigError
-from fitscope.train.regularizers import check_parts
+from fitscope.train.regularizers import Parts
 from fitscope.validation import message, shorten
 
 _DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3}
@@ -104,7 +104,7 @@ class TrainConfig(BaseModel):
     record: Literal["none", "summary", "full"] = "summary"
     record_epochs: list[int] = Field(default_factory=lambda: [-1])
     eval_batch_size: int = Field(2048, gt=0)
-    regularizers: list[dict[str, Any]] = Field(default_factory=list)
+    regularizers: Parts = Field(default_factory=list)
 
     def __init__(self, **data: Any) -> None:
         """Validate ``data``; a bad value raises :class:`ConfigError` (one line)."""
@@ -138,12 +138,6 @@ class TrainConfig(BaseModel):
         if bad or len(set(value)) != len(value):
             raise ValueError(f"distinct epochs in [1, epochs = {high}] or -1 (the last epoch run)")
         return sorted(value, key=lambda e: (e == -1, e))
-
-    @field_validator("regularizers", mode="before")
-    @classmethod
-    def _parts(cls, value: Any) -> Any:
-        # ConfigError (one line) passes through pydantic unchanged: it is not a ValueError
-        return check_parts(value)
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> "TrainConfig":

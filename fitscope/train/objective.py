@@ -58,6 +58,7 @@ class Objective:
         self.fast_step = make_step(self.model, hand_written=hand_written) if self.plain else None
         self.loss_part = next((p for p in self.parts if p.replaces_loss), None)
         self.step_part = next((p for p in self.parts if p.wraps_step), None)
+        self._after_step = [p for p in self.parts if type(p).after_step is not Regularizer.after_step]
 
     @property
     def uses_autograd_objective(self) -> bool:
@@ -106,6 +107,11 @@ class Objective:
         else:
             gradients()
 
+    def after_step(self) -> None:
+        """Call the parts' :meth:`~fitscope.train.regularizers.Regularizer.after_step` (after the optimizer step)."""
+        for part in self._after_step:
+            part.after_step(self.state)
+
     def end_epoch(self, train_logits: torch.Tensor) -> None:
         """Give the parts that want them the epoch's eval-mode logits ``(K, n, C)`` on the training rows.
 
@@ -132,3 +138,26 @@ def merged_options(parts: Sequence[Regularizer], kind: str) -> dict[str, Any]:
     for part in parts:
         out.update(part.model_options() if kind == "model" else part.optimizer_options())
     return out
+
+
+def check_regularizers(spec: str, input_shape: tuple[int, ...], n_classes: int, parts) -> None:
+    """Raise the one-line :class:`~fitscope.errors.ConfigError` a part gives when it does not apply to the model.
+
+    Builds one model of ``spec`` for ``input_shape`` and attaches every part to it (e.g. ``polarize`` on a
+    model without batch norm), so that a study can refuse before it writes anything.
+
+    Args:
+        spec: model spec; input_shape: one input's shape; n_classes: C.
+        parts: recorded parts (or text in the grammar; see :mod:`fitscope.train.regularizers`).
+    """
+    from fitscope.models import build
+    from fitscope.train.regularizers import build_parts, check_parts
+
+    built = build_parts(check_parts(parts))
+    if not built:
+        return
+    model = build(spec, input_shape, n_classes, seeds=[0])
+    state = TrainState(model=model, seeds=[0], n=1, n_classes=n_classes, epochs=1, device=torch.device("cpu"),
+                       input_shape=tuple(input_shape), labels=torch.zeros(1, dtype=torch.int64))
+    for part in built:
+        part.attach(state)

@@ -17,14 +17,17 @@ or as the list of dicts a run records (``[{"name": "elr", "lambda": 3.0, ...}]``
 from __future__ import annotations
 
 import importlib
-from typing import Any, Iterable
+from typing import Annotated, Any, Iterable
+
+from pydantic import BeforeValidator
 
 from fitscope.errors import ConfigError
 from fitscope.train.regularizers.base import Param, Regularizer, TrainState, per_model
 from fitscope.validation import message, shorten
 
 #: the modules of the parts, in the order ``fitscope regularizers list`` shows them; each defines ``PART``
-_PART_MODULES = ("weight_decay", "dropout", "augment", "label_smoothing")
+_PART_MODULES = ("weight_decay", "dropout", "augment", "label_smoothing", "mixup", "elr", "pskd", "gce", "sce", "sam",
+                 "compander", "ortho", "polarize", "l1bn")
 
 #: name -> part class
 REGULARIZERS: dict[str, type[Regularizer]] = {
@@ -109,6 +112,13 @@ def check_parts(parts: Iterable[dict[str, Any]] | str | None) -> list[dict[str, 
     return out
 
 
+#: A config field holding parts (text in the grammar or the recorded list; stored as the checked list)::
+#:
+#:     class MyStudyConfig(BaseModel):
+#:         regularizers: Parts = []
+Parts = Annotated[list[dict[str, Any]], BeforeValidator(lambda value: check_parts(value))]
+
+
 def format_regularizers(parts: Iterable[dict[str, Any]]) -> str:
     """The grammar text of recorded parts (``ce`` when there are none); :func:`parse_regularizers` reads it back."""
     text = PART_SEP.join(repr(make_part(p["name"], {k: v for k, v in p.items() if k != "name"})) for p in parts)
@@ -132,6 +142,7 @@ def regularizers_table() -> list[dict[str, str]]:
 
 __all__ = [
     "PLAIN",
+    "Parts",
     "Param",
     "REGULARIZERS",
     "Regularizer",

@@ -7,6 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import fitscope.privacy.federated as federated
+from device_checks import NOT_FOUND, assert_follows_placement, spy_placement
 from fitscope.errors import ConfigError, DataError
 from fitscope.privacy.federated import (
     clients_per_round,
@@ -260,3 +262,44 @@ def test_flower_run_matches_the_plain_loop_and_stops_at_the_target():
     np.testing.assert_array_equal(loop.clients, result.clients)
     for k in result.weights:
         np.testing.assert_array_equal(loop.weights[k], result.weights[k])
+
+
+@pytest.mark.parametrize("call", ["local_update", "evaluate_state", "run_federated_in_process"])
+def test_federated_clients_and_loop_follow_the_device_placement(monkeypatch, call):
+    x, y = blobs(24, seed=6)
+    xt, yt = blobs(12, seed=7)
+    state = initial_state(SPEC, (6,), 3, seed=0)
+
+    def run(**device):
+        if call == "local_update":
+            return local_update(state, x, y, spec=SPEC, n_classes=3, epochs=2, batch_size=5, lr=0.1, seed=1, **device)
+        if call == "evaluate_state":
+            return evaluate_state(state, xt, yt, spec=SPEC, n_classes=3, **device)
+        r = run_federated_in_process(x, y, xt, yt, n_clients=4, client_fraction=0.5, local_epochs=1, batch_size=4,
+                                     lr=0.05, rounds=2, spec=SPEC, seed=2, **device)
+        return r.accuracy, r.loss, r.train_loss, r.clients, r.weights
+
+    assert_follows_placement(monkeypatch, federated, run)
+
+
+class _Stop(Exception):
+    """Raised by the spy below, before Flower starts."""
+
+
+def test_flower_run_resolves_its_device_before_flower_starts(monkeypatch):
+    # the Flower run's numbers on the placement's device are the slow test's above (no device: the placement's)
+    x, y = blobs(24, seed=6)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match=NOT_FOUND):
+        run_federated(x, y, x, y, n_clients=4, rounds=1, spec=SPEC, device="cuda")
+    calls = spy_placement(monkeypatch, federated)
+    spy = federated.placement_device
+
+    def stop(device=None, name="device"):
+        spy(device, name)
+        raise _Stop
+
+    monkeypatch.setattr(federated, "placement_device", stop)
+    with pytest.raises(_Stop):
+        run_federated(x, y, x, y, n_clients=4, rounds=1, spec=SPEC)
+    assert calls == [None]

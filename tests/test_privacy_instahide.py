@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+import fitscope.train.device
+from device_checks import assert_follows_placement
 from fitscope.errors import ConfigError, DataError
 from fitscope.privacy.instahide import (
     center_inputs,
@@ -142,3 +144,11 @@ def test_predict_instahide_centres_raw_inputs_like_training_does():
         expected = r.model(torch.as_tensor(center_inputs(x, input_range=(2.0, 5.0))).unsqueeze(0))[0].numpy()
     np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6)
     assert float((logits.argmax(1) == y).mean()) == pytest.approx(r.final_test_acc)
+
+
+def test_predict_instahide_follows_the_device_placement(monkeypatch):
+    x, y = _data(n=20)
+    r = train_instahide("mlp:8x1", x, y, k=2, seed=0, x_test=x, y_test=y, epochs=1, batch_size=8, keep_model=True)
+    # predict_instahide imports the rule when called: it is spied on where it is defined
+    assert_follows_placement(monkeypatch, fitscope.train.device,
+                             lambda **device: predict_instahide(r.model, x, batch_size=7, **device))

@@ -7,8 +7,12 @@ import pytest
 import torch
 from torch import nn
 
+import fitscope.privacy.inversion as inversion
+import fitscope.privacy.mid as mid
+from device_checks import assert_follows_placement
 from fitscope.errors import ConfigError
-from fitscope.privacy.inversion import inversion_attack, mean_ssim, released_outputs
+from fitscope.models import build_plain
+from fitscope.privacy.inversion import inversion_attack, mean_ssim, released_outputs, train_inversion_decoder
 from fitscope.privacy.mid import build_mid, mid_tradeoff, train_mid
 
 
@@ -101,3 +105,40 @@ def test_mid_tradeoff_table():
     assert squeezed["kl"] < free["kl"]
     assert free["test_acc"] > 0.9
     assert {"mse", "ssim", "eval_acc", "class_mean_ssim"} <= set(res.to_frame().columns)
+
+
+def test_train_mid_follows_the_device_placement(monkeypatch):
+    x, y = _images(40, seed=5)
+
+    def run(**device):
+        r = train_mid("mlp:8x1", x[:30], y[:30], beta=0.01, epochs=2, batch_size=8, seed=1, x_test=x[30:],
+                      y_test=y[30:], **device)
+        return r.train_acc, r.test_acc, r.kl, r.train_logits, r.test_logits, r.model.state_dict()
+
+    assert_follows_placement(monkeypatch, mid, run)
+
+
+def test_mid_tradeoff_follows_the_device_placement(monkeypatch):
+    x, y = _images(40, seed=6)
+    assert_follows_placement(monkeypatch, mid, lambda **device: mid_tradeoff(
+        x[:24], y[:24], x[24:], y[24:], betas=(0.01,), spec="mlp:8x1", epochs=1, decoder_epochs=1, seed=2,
+        **device).rows)
+
+
+@pytest.mark.parametrize("call", ["inversion_attack", "train_inversion_decoder", "released_outputs"])
+def test_inversion_follows_the_device_placement(monkeypatch, call):
+    x, y = _images(24, seed=7)
+    target = build_plain("mlp:8x1", (1, 4, 4), 3, seed=0)
+    evaluator = build_plain("mlp:8x1", (1, 4, 4), 3, seed=1)
+
+    def run(**device):
+        if call == "inversion_attack":
+            r = inversion_attack(target, x[:12], y[:12], x[12:], y[12:], evaluator=evaluator, decoder_epochs=2,
+                                 seed=3, **device)
+            return r.reconstructions, r.row()
+        if call == "train_inversion_decoder":
+            return train_inversion_decoder(np.eye(3, dtype=np.float32)[y], x, hidden=8, epochs=2, batch_size=8,
+                                           seed=4, **device).state_dict()
+        return released_outputs(target, x, **device)
+
+    assert_follows_placement(monkeypatch, inversion, run)

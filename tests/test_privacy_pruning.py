@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+import fitscope.privacy.pruning as pruning
+from device_checks import assert_follows_placement
 from fitscope.errors import ConfigError
 from fitscope.privacy.pruning import (
     activation_std,
@@ -142,3 +144,25 @@ def test_pruning_vs_noise_needs_enough_shadow_models():
     x, y = _blobs(40)
     with pytest.raises(ConfigError, match="models: expected 0 .* or an integer >= 5"):
         pruning_vs_noise(x[:30], y[:30], x[30:], y[30:], models=2, epochs=1)
+
+
+def test_pruning_vs_noise_follows_the_device_placement(monkeypatch):
+    x, y = _blobs(60, seed=3)
+    assert_follows_placement(monkeypatch, pruning, lambda **device: pruning_vs_noise(
+        x[:40], y[:40], x[40:], y[40:], spec="mlp:8x1", fractions=(0.5,), epochs=2, repeats=2, seed=1,
+        **device).rows)
+
+
+@pytest.mark.parametrize("call", ["activation_std", "noisy_accuracy", "match_utility"])
+def test_noise_helpers_follow_the_device_placement(monkeypatch, call):
+    x, y = _blobs(40, seed=4)
+    model = build_plain("mlp:8x1", (6,), 4, seed=0)
+
+    def run(**device):
+        if call == "activation_std":
+            return activation_std(model, "fc1", x, **device)
+        if call == "noisy_accuracy":
+            return noisy_accuracy(model, "fc1", 0.5, x, y, seed=2, repeats=2, **device)
+        return match_utility(model, "fc1", 0.2, x, y, seed=2, repeats=2, iterations=3, **device)
+
+    assert_follows_placement(monkeypatch, pruning, run)

@@ -9,7 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import fitscope.train.dp_sgd as dp_sgd
+from device_checks import assert_follows_placement
 from fitscope.errors import ConfigError
+from fitscope.seeding import derive_seed
 from fitscope.train.dp_sgd import PrivacyWarning, make_dp_sgd, train_dp_sgd
 from fitscope.train.plain_models import build_plain
 
@@ -134,3 +137,61 @@ def test_private_label_statistics_are_withheld_unless_asked_for():
     np.testing.assert_array_equal(shown.train_logits, hidden.train_logits)  # the flag changes no training
     with pytest.raises(ConfigError, match=r"^reveal_private_stats: expected True or False, got 'yes'$"):
         train_dp_sgd("mlp:4x1", x, y, reveal_private_stats="yes", **kw)
+
+
+def _no_accounting(monkeypatch, sigma: float = 1.0) -> None:
+    """Skip the accountant's maths (most of a tiny run's time): the noise multiplier is ``sigma``, epsilon 1."""
+    import opacus.privacy_engine
+    from opacus.accountants import RDPAccountant
+
+    monkeypatch.setattr(opacus.privacy_engine, "get_noise_multiplier", lambda **_: sigma)
+    monkeypatch.setattr(RDPAccountant, "get_epsilon", lambda self, delta, **_: 1.0)
+
+
+def test_train_dp_sgd_follows_the_device_placement(monkeypatch):
+    _no_accounting(monkeypatch)
+    x, y = _blobs(32)
+
+    def run(**device):
+        r = train_dp_sgd("mlp:4x1", x, y, eps=2.0, delta=1e-3, epochs=2, batch_size=8, seed=0, x_test=x[:8],
+                         y_test=y[:8], accountant="rdp", reveal_private_stats=True, **device)
+        return r.train_acc, r.test_acc, r.train_logits, r.test_logits, r.eps, r.steps, r.model.state_dict()
+
+    assert_follows_placement(monkeypatch, dp_sgd, run)
+
+
+def test_make_dp_sgd_follows_the_device_placement(monkeypatch):
+    _no_accounting(monkeypatch)
+    x, y = _blobs(16)
+
+    def run(**device):
+        r = make_dp_sgd(build_plain("mlp:4x1", (2,), 2, seed=0), x, y, eps=1.0, delta=1e-3, max_grad_norm=0.5,
+                        epochs=1, batch_size=4, lr=0.1, seed=0, accountant="rdp", **device)
+        return list(r.batches()), r.x, r.y
+
+    assert_follows_placement(monkeypatch, dp_sgd, run)
+
+
+def test_dp_sgd_draws_batches_and_noise_on_cpu_generators(monkeypatch):
+    # what makes the draws the same on every device: Opacus's sampler and noise, from the seeded CPU generators
+    _no_accounting(monkeypatch, sigma=0.8)
+    x, y = _blobs(16)
+    run = make_dp_sgd(build_plain("mlp:4x1", (2,), 2, seed=0), x, y, eps=1.0, delta=1e-3, max_grad_norm=0.5,
+                      epochs=1, batch_size=4, lr=0.1, seed=3, accountant="rdp", device="cpu")
+    sampler = run.loader.batch_sampler.generator  # the Poisson sampler's (and the loader's) generator
+    assert sampler.device.type == "cpu" and run.optimizer.generator.device.type == "cpu"
+    state = sampler.get_state()
+    rows = [idx for (idx,) in run.loader]  # an epoch of index batches, then the same epoch again as rows
+    sampler.set_state(state)
+    batches = list(run.batches())
+    assert len(batches) == len(rows) == 4
+    for (xb, yb), idx in zip(batches, rows):
+        assert torch.equal(xb, torch.from_numpy(x)[idx]) and torch.equal(yb, torch.from_numpy(y)[idx])
+    for p in run.optimizer.params:
+        p.summed_grad = torch.zeros_like(p)
+    gen = torch.Generator().manual_seed(derive_seed(3, "dp-sgd-noise"))
+    std = run.optimizer.noise_multiplier * 0.5
+    expected = [torch.normal(0.0, std, p.shape, generator=gen) for p in run.optimizer.params]
+    run.optimizer.add_noise()
+    for p, e in zip(run.optimizer.params, expected):
+        assert torch.equal(p.grad, e)

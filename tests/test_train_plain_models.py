@@ -7,6 +7,8 @@ import pytest
 import torch
 from opacus.validators import ModuleValidator
 
+import fitscope.train.plain_models as plain_models
+from device_checks import assert_follows_placement
 from fitscope.errors import ConfigError, DataError
 from fitscope.train.plain_models import build_plain, group_count, predict_plain, train_plain
 
@@ -93,3 +95,28 @@ def test_one_builder_and_opacus_needs_the_group_norm_default():
     assert group.norm == "group" and batch.norm == "batch"
     assert ModuleValidator.validate(group, strict=False) == []
     assert ModuleValidator.validate(batch, strict=False) != []  # Opacus rejects BatchNorm
+
+
+def _blobs(n: int = 48):
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 3, n)
+    return (np.array([[2, 0], [-2, 2], [0, -2]], np.float32)[y] + rng.normal(size=(n, 2))).astype(np.float32), y
+
+
+def test_train_plain_follows_the_device_placement(monkeypatch):
+    x, y = _blobs()
+
+    def run(**device):
+        r = train_plain(build_plain("mlp:8x1", (2,), 3, seed=0), x[:32], y[:32], epochs=2, batch_size=8, seed=1,
+                        x_test=x[32:], y_test=y[32:], **device)
+        assert next(r.model.parameters()).device == torch.device("cpu")
+        return r.train_acc, r.test_acc, r.train_logits, r.test_logits, r.model.state_dict()
+
+    assert_follows_placement(monkeypatch, plain_models, run)
+
+
+def test_predict_plain_follows_the_device_placement(monkeypatch):
+    x, _ = _blobs()
+    model = build_plain("mlp:8x1", (2,), 3, seed=0)
+    assert_follows_placement(monkeypatch, plain_models, lambda **device: predict_plain(model, x, batch_size=7,
+                                                                                        **device))

@@ -71,6 +71,7 @@ from fitscope.errors import ConfigError, DataError
 from fitscope.models import build, check_input_shape, parse_spec
 from fitscope.privacy.partition import iid_partition, shard_partition
 from fitscope.seeding import derive_seed
+from fitscope.train.device import placement_device
 from fitscope.validation import (
     as_array,
     check_choice,
@@ -155,12 +156,20 @@ class FederatedResult:
 
 
 def _model(spec: str, input_shape: tuple[int, ...], n_classes: int, state: dict[str, np.ndarray] | None,
-           seed: int = 0) -> torch.nn.Module:
-    # One model as a 1-model ensemble of fitscope.models: (1, B, *input_shape) -> (1, B, n_classes).
+           seed: int = 0, device: torch.device | None = None) -> torch.nn.Module:
+    # One model as a 1-model ensemble of fitscope.models: (1, B, *input_shape) -> (1, B, n_classes),
+    # built and loaded on the CPU, then moved to ``device``.
     model = build(spec, input_shape, n_classes, seeds=[seed])
     if state is not None:
         model.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in state.items()})
-    return model
+    return model.to(device) if device is not None else model
+
+
+def _on(a, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``a`` (NumPy, or a tensor) as a ``dtype`` tensor on ``device``: copied there once, or not at all."""
+    if not isinstance(a, torch.Tensor):
+        a = torch.as_tensor(np.ascontiguousarray(a))
+    return a.to(device, dtype)
 
 
 def _state(model: torch.nn.Module) -> dict[str, np.ndarray]:
@@ -173,7 +182,8 @@ def initial_state(spec: str, input_shape: tuple[int, ...], n_classes: int, *, se
 
 
 def local_update(state: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, *, spec: str, n_classes: int,
-                 epochs: int, batch_size: int | None, lr: float, seed: int) -> tuple[dict[str, np.ndarray], float]:
+                 epochs: int, batch_size: int | None, lr: float, seed: int,
+                 device: str | None = None) -> tuple[dict[str, np.ndarray], float]:
     """One client's work in a round: ``epochs`` passes of plain SGD over its data, from the weights ``state``.
 
     Each epoch visits the ``n_k`` examples in a fresh random order (seeded)
@@ -183,41 +193,48 @@ def local_update(state: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, *, 
 
     Args:
         state: the global weights, name -> array.
-        x: ``(n_k, *input_shape)`` float32 inputs of this client.
-        y: ``(n_k,)`` int labels.
+        x: ``(n_k, *input_shape)`` float32 inputs of this client (NumPy, or a tensor
+            already on the device).
+        y: ``(n_k,)`` int labels (likewise).
         spec, n_classes: the model.
         epochs: local epochs E >= 1.
         batch_size: B >= 1, or None for the whole client data.
         lr: SGD learning rate (no momentum, no weight decay).
         seed: seed of the example order (and of any draw from torch's global generator, which runs
             inside ``torch.random.fork_rng``: the caller's global RNG state is unchanged).
+        device: torch device; None: the placement's, see :mod:`fitscope.train.device`.
+            The model and the rows are copied there once; the example order is drawn
+            on the CPU (the same on every device).
 
     Returns:
-        ``(new weights, mean training loss over the steps)``.
+        ``(new weights, mean training loss over the steps)``, as NumPy and a float.
+
+    Raises:
+        ConfigError: a device that is not found here.
     """
     # The caller's global torch RNG is left as it was: the example order draws from ``gen``, the model's
     # init and dropout from its own generators (fitscope.models), and anything else that might draw from
     # the global generator does so inside fork_rng, seeded here and restored on return.
+    dev = placement_device(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         return _local_sgd(state, x, y, spec=spec, n_classes=n_classes, epochs=epochs, batch_size=batch_size,
-                          lr=lr, gen=torch.Generator().manual_seed(int(seed)))
+                          lr=lr, gen=torch.Generator().manual_seed(int(seed)), device=dev)
 
 
-def _local_sgd(state: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, *, spec: str, n_classes: int,
-               epochs: int, batch_size: int | None, lr: float,
-               gen: torch.Generator) -> tuple[dict[str, np.ndarray], float]:
-    """The SGD loop of :func:`local_update`, the example order drawn from ``gen``."""
-    model = _model(spec, tuple(x.shape[1:]), n_classes, state)
+def _local_sgd(state: dict[str, np.ndarray], x, y, *, spec: str, n_classes: int, epochs: int,
+               batch_size: int | None, lr: float, gen: torch.Generator,
+               device: torch.device) -> tuple[dict[str, np.ndarray], float]:
+    """The SGD loop of :func:`local_update` on ``device``, the example order drawn from ``gen`` (on the CPU)."""
+    model = _model(spec, tuple(x.shape[1:]), n_classes, state, device=device)
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=lr)
-    xt = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32)
-    yt = torch.as_tensor(np.asarray(y), dtype=torch.int64)
+    xt, yt = _on(x, torch.float32, device), _on(y, torch.int64, device)
     n = len(yt)
     step = n if batch_size is None else int(batch_size)
     losses = []
     for _ in range(int(epochs)):
-        order = torch.randperm(n, generator=gen) if step < n else torch.arange(n)
+        order = (torch.randperm(n, generator=gen) if step < n else torch.arange(n)).to(device)
         for start in range(0, n, step):
             idx = order[start:start + step]
             logits = model(xt[idx].unsqueeze(0))[0]
@@ -225,24 +242,34 @@ def _local_sgd(state: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, *, sp
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(float(loss.detach()))
-    return _state(model), float(np.mean(losses)) if losses else float("nan")
+            losses.append(loss.detach())
+    if not losses:
+        return _state(model), float("nan")
+    # the step losses come back once; their float64 mean is that of the losses as Python floats
+    return _state(model), float(np.mean(torch.stack(losses).cpu().numpy().astype(np.float64)))
 
 
 def evaluate_state(state: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, *, spec: str,
-                   n_classes: int) -> tuple[float, float]:
-    """``(accuracy, mean cross-entropy)`` of the weights ``state`` on ``x`` ``(n, *input_shape)``, ``y`` ``(n,)``."""
-    model = _model(spec, tuple(x.shape[1:]), n_classes, state)
+                   n_classes: int, device: str | None = None) -> tuple[float, float]:
+    """``(accuracy, mean cross-entropy)`` of the weights ``state`` on ``x`` ``(n, *input_shape)``, ``y`` ``(n,)``.
+
+    ``x`` and ``y``: NumPy, or tensors already on the device (copied there once).
+    ``device``: torch device; None: the placement's, see :mod:`fitscope.train.device`.
+    """
+    dev = placement_device(device)
+    model = _model(spec, tuple(x.shape[1:]), n_classes, state, device=dev)
     model.eval()
-    correct, total_loss = 0, 0.0
+    xt, yt = _on(x, torch.float32, dev), _on(y, torch.int64, dev)
+    # summed on the device in float64 (what adding the chunks' float32 sums as Python floats gives): 2 numbers back
+    correct = torch.zeros((), dtype=torch.int64, device=dev)
+    total_loss = torch.zeros((), dtype=torch.float64, device=dev)
     with torch.no_grad():
-        for start in range(0, len(y), _EVAL_CHUNK):
-            xb = torch.as_tensor(np.ascontiguousarray(x[start:start + _EVAL_CHUNK]), dtype=torch.float32)
-            yb = torch.as_tensor(np.asarray(y[start:start + _EVAL_CHUNK]), dtype=torch.int64)
-            logits = model(xb.unsqueeze(0))[0]
-            total_loss += float(F.cross_entropy(logits, yb, reduction="sum"))
-            correct += int((logits.argmax(1) == yb).sum())
-    return correct / len(y), total_loss / len(y)
+        for start in range(0, len(yt), _EVAL_CHUNK):
+            yb = yt[start:start + _EVAL_CHUNK]
+            logits = model(xt[start:start + _EVAL_CHUNK].unsqueeze(0))[0]
+            total_loss += F.cross_entropy(logits, yb, reduction="sum").double()
+            correct += (logits.argmax(1) == yb).sum()
+    return int(correct) / len(yt), float(total_loss) / len(yt)
 
 
 def clients_per_round(n_clients: int, client_fraction: float) -> int:
@@ -327,7 +354,7 @@ def _import_flower():
                           f"({err})") from None
 
 
-def make_client_app(*, spec: str, n_classes: int, data_ref: Any, parts_ref: Any):
+def make_client_app(*, spec: str, n_classes: int, data_ref: Any, parts_ref: Any, device: str | None = None):
     """The ``ClientApp`` every virtual client runs.
 
     ``@train``: read the client's rows (partition id from the node config)
@@ -340,6 +367,9 @@ def make_client_app(*, spec: str, n_classes: int, data_ref: Any, parts_ref: Any)
         spec, n_classes: the model.
         data_ref: Ray object ref of ``(x_train, y_train)``.
         parts_ref: Ray object ref of the list of per-client index arrays.
+        device: the clients' torch device (``"cpu"`` or ``"cuda"``: the GPU Ray gives the
+            client's actor); None: the placement's in the actor's process, see
+            :mod:`fitscope.train.device`. Resolved at every call, in the actor.
     """
     from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
     from flwr.clientapp import ClientApp
@@ -363,7 +393,7 @@ def make_client_app(*, spec: str, n_classes: int, data_ref: Any, parts_ref: Any)
         new_state, loss = local_update(
             state, x, y, spec=spec, n_classes=n_classes, epochs=int(cfg["local-epochs"]),
             batch_size=None if batch <= 0 else batch, lr=float(cfg["lr"]),
-            seed=derive_seed(int(cfg["seed"]), "client", int(cfg["server-round"]), pid))
+            seed=derive_seed(int(cfg["seed"]), "client", int(cfg["server-round"]), pid), device=device)
         arrays = ArrayRecord({k: _array(new_state[k]) for k in state})
         metrics = MetricRecord({"train-loss": loss, "num-examples": len(y)})
         return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
@@ -436,6 +466,18 @@ def _failed(replies: list, expected: int, what: str) -> None:
         raise RuntimeError(f"Flower simulation: {what}: {len(errors)} of {expected} clients failed: {reason}")
 
 
+def _client_gpus(device: torch.device) -> float:
+    """The GPUs each client's Ray actor reserves: none on the CPU; on a GPU, the share of Ray's GPUs that lets
+    an actor run on every CPU at once (Ray sets each actor's ``CUDA_VISIBLE_DEVICES`` to the GPU it gets; where
+    Ray finds none, the clients fail with the one-line error of a device not found)."""
+    if device.type != "cuda":
+        return 0.0
+    import ray
+
+    resources = ray.cluster_resources()
+    return float(resources.get("GPU", 0)) / max(1.0, float(resources.get("CPU", 1)))
+
+
 # --------------------------------------------------------------------------- the API
 
 
@@ -460,6 +502,7 @@ def run_federated(
     n_classes: int | None = None,
     num_cpus: int | None = None,
     progress: Callable[[dict], None] | None = None,
+    device: str | None = None,
 ) -> FederatedResult:
     """Train one global model with FedAvg or FedSGD on Flower's simulation engine; accuracy per round.
 
@@ -491,12 +534,17 @@ def run_federated(
             trains per CPU at a time.
         progress: called after every round with ``{"round", "rounds",
             "accuracy", "seconds"}`` (from Flower's server thread).
+        device: torch device; None: the placement's, see :mod:`fitscope.train.device`.
+            The server evaluates there (the test set copied there once); on a GPU each
+            client's Ray actor reserves a share of the GPUs Ray finds (all the actors
+            fit at once) and trains on its GPU. Example orders are drawn on the CPU.
 
     Returns:
         A :class:`FederatedResult`.
 
     Raises:
-        DataError: bad arrays. ConfigError: a bad setting, a bad spec, or Flower not installed.
+        DataError: bad arrays. ConfigError: a bad setting, a bad spec, a device not found,
+            or Flower not installed.
         RuntimeError: the simulation failed (a client raised; the message names it).
     """
     t0 = time.perf_counter()
@@ -516,9 +564,11 @@ def run_federated(
     input_shape = tuple(int(s) for s in x.shape[1:])
     check_input_shape(parse_spec(spec), input_shape)
     num_cpus = check_int(num_cpus, "num_cpus", allow_none=True)
+    dev = placement_device(device)
     if algorithm == "fedsgd":
         local_epochs, batch_size = 1, None
     _import_flower()
+    xt_test, yt_test = _on(x_test, torch.float32, dev), _on(y_test, torch.int64, dev)
 
     parts = make_partition(y, partition=partition, n_clients=n_clients, shards_per_client=shards_per_client,
                            seed=derive_seed(seed, "partition"))
@@ -554,7 +604,7 @@ def run_federated(
         strategy = SeededFedAvg(partition_of=partition_of, seed=seed, fraction_train=client_fraction)
         state = dict(init)
         arrays = ArrayRecord({k: _array(v) for k, v in state.items()})
-        acc, loss = evaluate_state(state, x_test, y_test, spec=spec, n_classes=n_classes)
+        acc, loss = evaluate_state(state, xt_test, yt_test, spec=spec, n_classes=n_classes, device=dev)
         history["accuracy"].append(acc)
         history["loss"].append(loss)
         marks["start"] = time.perf_counter()
@@ -565,7 +615,7 @@ def run_federated(
             _failed(replies, len(messages), f"round {server_round}")
             arrays, metrics = strategy.aggregate_train(server_round, replies)
             state = {k: v.numpy() for k, v in arrays.items()}
-            acc, loss = evaluate_state(state, x_test, y_test, spec=spec, n_classes=n_classes)
+            acc, loss = evaluate_state(state, xt_test, yt_test, spec=spec, n_classes=n_classes, device=dev)
             seconds = time.perf_counter() - t_round
             history["accuracy"].append(acc)
             history["loss"].append(loss)
@@ -586,9 +636,10 @@ def run_federated(
                      logging_level=logging.ERROR)
         data_ref = ray.put((x, y))
         parts_ref = ray.put(parts)
-        client_app = make_client_app(spec=spec, n_classes=n_classes, data_ref=data_ref, parts_ref=parts_ref)
+        client_app = make_client_app(spec=spec, n_classes=n_classes, data_ref=data_ref, parts_ref=parts_ref,
+                                     device=dev.type)
         run_simulation(server_app=server_app, client_app=client_app, num_supernodes=n_clients,
-                       backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}})
+                       backend_config={"client_resources": {"num_cpus": 1, "num_gpus": _client_gpus(dev)}})
     if len(history["accuracy"]) < 2:
         raise RuntimeError("Flower simulation ended before the first round finished (see Flower's log above)")
 
@@ -639,6 +690,7 @@ def run_federated_in_process(
     spec: str = "mlp:200x2",
     n_classes: int | None = None,
     progress: Callable[[dict], None] | None = None,
+    device: str | None = None,
 ) -> FederatedResult:
     """:func:`run_federated` as a plain loop in this process, reproducing Flower's weighted-average order.
 
@@ -654,6 +706,12 @@ def run_federated_in_process(
     Flower's server runs it). Arguments and result as :func:`run_federated`
     (no ``num_cpus``; ``result.engine == "in-process"``); the clients train
     one after another.
+
+    ``device``: torch device; None: the placement's, see :mod:`fitscope.train.device`.
+    The training and test arrays are copied there once and each client's rows
+    gathered there; the weights go through NumPy between rounds (as a Flower
+    message carries them); the random draws are made on the CPU, so they are
+    the same on every device.
     """
     t0 = time.perf_counter()
     x = np.asarray(x).astype(np.float32, copy=False)
@@ -664,6 +722,7 @@ def run_federated_in_process(
                    client_fraction=client_fraction, local_epochs=local_epochs, batch_size=batch_size, lr=lr,
                    rounds=rounds, target_accuracy=target_accuracy, shards_per_client=shards_per_client)
     seed = check_seed(seed)
+    dev = placement_device(device)
     n_classes = int(max(y.max(), y_test.max())) + 1 if n_classes is None else int(n_classes)
     input_shape = tuple(int(s) for s in x.shape[1:])
     check_input_shape(parse_spec(spec), input_shape)
@@ -673,7 +732,10 @@ def run_federated_in_process(
                            seed=derive_seed(seed, "partition"))
     state = initial_state(spec, input_shape, n_classes, seed=derive_seed(seed, "model"))
     m = clients_per_round(n_clients, client_fraction)
-    acc, loss = evaluate_state(state, x_test, y_test, spec=spec, n_classes=n_classes)
+    xt, yt = _on(x, torch.float32, dev), _on(y, torch.int64, dev)
+    xt_test, yt_test = _on(x_test, torch.float32, dev), _on(y_test, torch.int64, dev)
+    rows = [torch.from_numpy(np.asarray(part, np.int64)).to(dev) for part in parts]
+    acc, loss = evaluate_state(state, xt_test, yt_test, spec=spec, n_classes=n_classes, device=dev)
     accuracy, losses, train_losses, seconds, chosen_all = [acc], [loss], [], [], []
     start = time.perf_counter()
     for server_round in range(1, rounds + 1):
@@ -685,13 +747,14 @@ def run_federated_in_process(
         try:
             for pid in chosen:
                 new, client_loss = local_update(
-                    state, x[parts[pid]], y[parts[pid]], spec=spec, n_classes=n_classes, epochs=local_epochs,
-                    batch_size=batch_size, lr=lr, seed=derive_seed(seed, "client", server_round, int(pid)))
+                    state, xt[rows[pid]], yt[rows[pid]], spec=spec, n_classes=n_classes, epochs=local_epochs,
+                    batch_size=batch_size, lr=lr, seed=derive_seed(seed, "client", server_round, int(pid)),
+                    device=dev)
                 replies.append((new, client_loss, len(parts[pid])))
         finally:
             torch.set_num_threads(threads)
         state, round_loss = _flower_average(replies)
-        acc, loss = evaluate_state(state, x_test, y_test, spec=spec, n_classes=n_classes)
+        acc, loss = evaluate_state(state, xt_test, yt_test, spec=spec, n_classes=n_classes, device=dev)
         accuracy.append(acc)
         losses.append(loss)
         train_losses.append(round_loss)

@@ -389,18 +389,23 @@ def train_instahide(
 
 
 def predict_instahide(model, x: np.ndarray, *, input_range: tuple[float, float] = (0.0, 1.0),
-                      batch_size: int = 1024) -> np.ndarray:
+                      batch_size: int = 1024, device: str | None = None) -> np.ndarray:
     """Logits ``(n, C)`` of a model trained on InstaHide encodings, on raw inputs in ``input_range``.
 
     InstaHide trains on inputs centred to [-1, 1]; the same centring is applied
     here (:func:`center_inputs`, as :func:`train_instahide` does for its test
     set). ``model`` is the one-model ensemble :func:`train_instahide` keeps
-    (``keep_model=True``); it is put in eval mode. ``x``: ``(n, *S)``.
+    (``keep_model=True``); it is put in eval mode and moved to ``device`` (in
+    place). ``x``: ``(n, *S)``, copied there once; the logits come back once.
+    ``device``: torch device; None: the placement's, see :mod:`fitscope.train.device`.
     """
     import torch
 
-    rows = torch.as_tensor(center_inputs(x, input_range=input_range), dtype=torch.float32)
-    model.eval()
+    from fitscope.train.device import placement_device
+
+    dev = placement_device(device)
+    rows = torch.as_tensor(center_inputs(x, input_range=input_range), dtype=torch.float32).to(dev)
+    model.to(dev).eval()
     with torch.no_grad():
         out = [model(rows[i:i + batch_size].unsqueeze(0))[0] for i in range(0, len(rows), batch_size)]
-    return torch.cat(out).numpy()
+    return torch.cat(out).cpu().numpy()

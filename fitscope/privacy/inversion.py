@@ -45,6 +45,7 @@ from fitscope.errors import DataError
 from fitscope.models import build_plain
 from fitscope.privacy.ssim import ssim
 from fitscope.seeding import derive_seed
+from fitscope.train.device import placement_device
 from fitscope.train.plain_models import accuracy, predict_plain, train_plain
 from fitscope.validation import check_int, check_seed
 
@@ -53,9 +54,15 @@ __all__ = ["InversionResult", "inversion_attack", "mean_ssim", "released_outputs
 _LOG_FLOOR = math.log(1e-8)
 
 
-def released_outputs(model: nn.Module, x) -> np.ndarray:
-    """What the attacker sees: ``(n, C)`` float32 ``max(log softmax(logits), log 1e-8)`` of ``model`` on ``x``."""
-    logits = torch.from_numpy(predict_plain(model, x))
+def released_outputs(model: nn.Module, x, *, device: str | None = None) -> np.ndarray:
+    """What the attacker sees: ``(n, C)`` float32 ``max(log softmax(logits), log 1e-8)`` of ``model`` on ``x``.
+
+    Args:
+        model: the target (moved to the device in place, as :func:`~fitscope.train.plain_models.predict_plain` does).
+        x: ``(n, *input_shape)`` inputs.
+        device: torch device; None: the placement's, see :mod:`fitscope.train.device`.
+    """
+    logits = torch.from_numpy(predict_plain(model, x, device=placement_device(device)))
     return F.log_softmax(logits, dim=1).clamp_min(_LOG_FLOOR).numpy()
 
 
@@ -83,7 +90,8 @@ class _Decoder(nn.Module):
 
 
 def train_inversion_decoder(outputs, x, *, hidden: int = 256, epochs: int = 150, batch_size: int = 64,
-                            lr: float = 1e-3, data_range: float = 1.0, seed: int) -> nn.Module:
+                            lr: float = 1e-3, data_range: float = 1.0, seed: int,
+                            device: str | None = None) -> nn.Module:
     """Train a decoder from output vectors ``(m, C)`` to inputs ``(m, *input_shape)`` (MSE, Adam).
 
     Args:
@@ -94,11 +102,15 @@ def train_inversion_decoder(outputs, x, *, hidden: int = 256, epochs: int = 150,
         epochs, batch_size, lr: Adam training; batches in a seeded order.
         data_range: the inputs' value range (the decoder's sigmoid is scaled to it).
         seed: fixes the decoder's initialisation and batch order.
+        device: torch device; None: the placement's, see :mod:`fitscope.train.device`.
+            The decoder is initialised and the batch order drawn on the CPU (the
+            same on every device); the arrays are copied there once.
 
     Returns:
-        The trained decoder (eval mode): ``(B, C) -> (B, *input_shape)``.
+        The trained decoder (eval mode, on the device): ``(B, C) -> (B, *input_shape)``.
     """
     seed = check_seed(seed)
+    dev = placement_device(device)
     v = torch.as_tensor(np.asarray(outputs, np.float32))
     xt = torch.as_tensor(np.asarray(x, np.float32))
     if v.ndim != 2 or len(v) != len(xt):
@@ -106,11 +118,12 @@ def train_inversion_decoder(outputs, x, *, hidden: int = 256, epochs: int = 150,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "decoder-init"))
         decoder = _Decoder(v.shape[1], tuple(xt.shape[1:]), hidden, data_range)
+    decoder, v, xt = decoder.to(dev), v.to(dev), xt.to(dev)
     gen = torch.Generator().manual_seed(derive_seed(seed, "decoder-batches"))
     opt = torch.optim.Adam(decoder.parameters(), lr=lr)
     decoder.train()
     for _ in range(epochs):
-        order = torch.randperm(len(v), generator=gen)
+        order = torch.randperm(len(v), generator=gen).to(dev)
         for i in range(0, len(order), batch_size):
             idx = order[i:i + batch_size]
             loss = F.mse_loss(decoder(v[idx]), xt[idx])
@@ -166,6 +179,7 @@ def inversion_attack(
     data_range: float = 1.0,
     decoder_epochs: int = 150,
     seed: int,
+    device: str | None = None,
 ) -> InversionResult:
     """Reconstruct the private rows from ``target``'s outputs with a decoder trained on auxiliary rows.
 
@@ -181,25 +195,29 @@ def inversion_attack(
         data_range: span of input values (1 for digits in [0, 1]).
         decoder_epochs: epochs of decoder training.
         seed: fixes the decoder (and the default evaluator).
+        device: torch device; None: the placement's, see :mod:`fitscope.train.device`.
+            The target, the evaluator and the decoder compute there (the models are
+            moved there in place); the results come back as NumPy.
 
     Returns:
         An :class:`InversionResult`.
     """
     seed = check_seed(seed)
+    dev = placement_device(device)
     check_int(decoder_epochs, "decoder_epochs")
     x_private, y_private = validate_arrays(x_private, y_private, where="x_private/y_private")
     x_aux, y_aux = validate_arrays(x_aux, y_aux, where="x_aux/y_aux")
     if x_aux.shape[1:] != x_private.shape[1:]:
         raise DataError(f"x_aux: expected rows of shape {x_private.shape[1:]} like x_private, got {x_aux.shape[1:]}")
-    decoder = train_inversion_decoder(released_outputs(target, x_aux), x_aux, epochs=decoder_epochs,
-                                      data_range=data_range, seed=seed)
+    decoder = train_inversion_decoder(released_outputs(target, x_aux, device=dev), x_aux, epochs=decoder_epochs,
+                                      data_range=data_range, seed=seed, device=dev)
     with torch.no_grad():
-        recon = decoder(torch.from_numpy(released_outputs(target, x_private))).numpy()
+        recon = decoder(torch.from_numpy(released_outputs(target, x_private, device=dev)).to(dev)).cpu().numpy()
     if evaluator is None:
         n_classes = int(max(y_aux.max(), y_private.max())) + 1
         evaluator = build_plain(evaluator_spec, x_aux.shape[1:], n_classes, seed=derive_seed(seed, "evaluator"))
         evaluator = train_plain(evaluator, x_aux, y_aux, epochs=40, batch_size=32, lr=0.05,
-                                seed=derive_seed(seed, "evaluator-train")).model
+                                seed=derive_seed(seed, "evaluator-train"), device=dev).model
     per_mse = ((recon - x_private) ** 2).reshape(len(recon), -1).mean(axis=1)
     per_ssim = mean_ssim(recon, x_private, data_range=data_range)
     means = {int(c): x_aux[y_aux == c].mean(axis=0) for c in np.unique(y_aux)}
@@ -208,8 +226,8 @@ def inversion_attack(
         reconstructions=recon.astype(np.float32),
         mse=float(per_mse.mean()),
         ssim=float(per_ssim.mean()),
-        eval_acc=accuracy(predict_plain(evaluator, recon), y_private),
-        eval_acc_originals=accuracy(predict_plain(evaluator, x_private), y_private),
+        eval_acc=accuracy(predict_plain(evaluator, recon, device=dev), y_private),
+        eval_acc_originals=accuracy(predict_plain(evaluator, x_private, device=dev), y_private),
         class_mean_mse=float(((floor - x_private) ** 2).mean()),
         class_mean_ssim=float(mean_ssim(floor, x_private, data_range=data_range).mean()),
         per_example_mse=per_mse,

@@ -33,6 +33,7 @@ from fitscope.models import PlainNet, build_plain
 from fitscope.models.spec import parse_spec
 from fitscope.privacy.inversion import inversion_attack
 from fitscope.seeding import derive_seed
+from fitscope.train.device import placement_device
 from fitscope.train.plain_models import check_train_arrays, train_plain
 from fitscope.validation import check_int, check_number, check_seed, message
 
@@ -144,6 +145,7 @@ def train_mid(
     y_test=None,
     n_classes: int | None = None,
     progress: Callable[[dict], None] | None = None,
+    device: str | None = None,
 ) -> MIDResult:
     """Train a MID model: cross-entropy + ``beta`` * KL of the bottleneck (SGD, momentum 0.9).
 
@@ -158,38 +160,47 @@ def train_mid(
         x_test: optional ``(n_test, *input_shape)``; y_test: ``(n_test,)``.
         n_classes: default ``max(label) + 1``.
         progress: called after every epoch with ``dict(epoch, epochs, train_acc, test_acc)``.
+        device: torch device; None: the placement's, see :mod:`fitscope.train.device`.
+            The model (and its result) stays there; the reparameterization noise is
+            drawn on the CPU, so it is the same on every device.
 
     Returns:
         A :class:`MIDResult`.
 
     Raises:
-        ConfigError: ``beta < 0`` or other bad settings. DataError: bad arrays.
+        ConfigError: ``beta < 0``, a device not found, or other bad settings. DataError: bad arrays.
     """
     beta = check_number(beta, "beta", low=0.0, high=math.inf, open_high=True)
     seed = check_seed(seed)
+    dev = placement_device(device)
     x, y, x_test, y_test, n_classes = check_train_arrays(x, y, x_test, y_test, n_classes)
     model = build_mid(spec, x.shape[1:], n_classes, bottleneck=bottleneck, seed=seed)
     model.generator = torch.Generator().manual_seed(derive_seed(seed, "mid-noise"))
     beta = float(beta)
     try:
         fit = train_plain(model, x, y, epochs=epochs, batch_size=batch_size, lr=lr,
-                          seed=derive_seed(seed, "batches"), x_test=x_test, y_test=y_test, extra_loss=lambda m: beta * m.kl, progress=progress)
+                          seed=derive_seed(seed, "batches"), x_test=x_test, y_test=y_test,
+                          extra_loss=lambda m: beta * m.kl, progress=progress, device=dev)
     finally:
         model.generator = None
     model.eval()
     return MIDResult(model=model, beta=beta, bottleneck=model.bottleneck, train_acc=fit.train_acc,
-                     test_acc=fit.test_acc, kl=_mean_kl(model, x), train_logits=fit.train_logits,
+                     test_acc=fit.test_acc, kl=_mean_kl(model, x, dev), train_logits=fit.train_logits,
                      test_logits=fit.test_logits, seed=seed)
 
 
 @torch.no_grad()
-def _mean_kl(model: MIDNet, x: np.ndarray) -> float:
-    """Mean KL(q(z|x) || N(0, I)) over the rows of ``x`` (eval mode)."""
+def _mean_kl(model: MIDNet, x: np.ndarray, device: torch.device) -> float:
+    """Mean KL(q(z|x) || N(0, I)) over the rows of ``x`` (eval mode; ``x`` copied to ``device`` once)."""
+    xt = torch.from_numpy(x).to(device)
+    starts = range(0, len(xt), 1024)
+    kls = []
+    for i in starts:
+        model(xt[i:i + 1024])
+        kls.append(model.kl)
     total = 0.0
-    for i in range(0, len(x), 1024):
-        chunk = torch.from_numpy(x[i:i + 1024])
-        model(chunk)
-        total += float(model.kl) * len(chunk)
+    for i, kl in zip(starts, torch.stack(kls).tolist()):  # the chunks' means come back at once
+        total += kl * min(1024, len(xt) - i)
     return total / len(x)
 
 
@@ -231,6 +242,7 @@ def mid_tradeoff(
     epochs: int = 60,
     decoder_epochs: int = 150,
     seed: int = 0,
+    device: str | None = None,
 ) -> MIDTradeoff:
     """Test accuracy vs model-inversion success of MID models as beta varies.
 
@@ -249,11 +261,14 @@ def mid_tradeoff(
         spec: plain model spec; bottleneck: z dimension (default ``2 * n_classes``).
         epochs: target training epochs; decoder_epochs: attacker's decoder epochs.
         seed: fixes the split, every model and the attack.
+        device: torch device; None: the placement's, see :mod:`fitscope.train.device`.
+            Every model (targets, evaluator, decoders) trains there.
 
     Returns:
         A :class:`MIDTradeoff`.
     """
     seed = check_seed(seed)
+    dev = placement_device(device)
     x, y, x_test, y_test, n_classes = check_train_arrays(x, y, x_test, y_test, None)
     if x_test is None:
         raise ConfigError(message("x_test", "test inputs (with y_test) to measure utility on", "None"))
@@ -264,13 +279,13 @@ def mid_tradeoff(
     private, aux = np.sort(order[: len(x) // 2]), np.sort(order[len(x) // 2:])
     evaluator = build_plain("mlp:256x2", x.shape[1:], n_classes, seed=derive_seed(seed, "evaluator"))
     evaluator = train_plain(evaluator, x[aux], y[aux], epochs=40, batch_size=32, lr=0.05,
-                            seed=derive_seed(seed, "evaluator-train")).model
+                            seed=derive_seed(seed, "evaluator-train"), device=dev).model
     rows = []
     for beta in betas:
         res = train_mid(spec, x[private], y[private], beta=beta, bottleneck=bottleneck, epochs=epochs, seed=seed,
-                        x_test=x_test, y_test=y_test, n_classes=n_classes)
+                        x_test=x_test, y_test=y_test, n_classes=n_classes, device=dev)
         attack = inversion_attack(res.model, x[private], y[private], x[aux], y[aux], evaluator=evaluator,
-                                  decoder_epochs=decoder_epochs, seed=derive_seed(seed, "attack"))
+                                  decoder_epochs=decoder_epochs, seed=derive_seed(seed, "attack"), device=dev)
         rows.append(dict(beta=float(beta), test_acc=float(res.test_acc[-1]), train_acc=float(res.train_acc[-1]),
                          kl=res.kl, **attack.row()))
     return MIDTradeoff(rows=rows, spec=str(parse_spec(spec)), private=len(private), aux=len(aux), seed=seed,

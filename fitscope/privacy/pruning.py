@@ -40,6 +40,7 @@ from fitscope.estimators.membership import (
 )
 from fitscope.models import build_plain
 from fitscope.seeding import derive_seed
+from fitscope.train.device import placement_device
 from fitscope.train.plain_models import accuracy, check_train_arrays, predict_plain, train_plain
 from fitscope.validation import check_fraction, check_int, check_number, check_seed, message
 
@@ -126,29 +127,36 @@ def noisy_activations(model: nn.Module, layer: str, sigma: float, *, seed: int) 
 
 
 @torch.no_grad()
-def activation_std(model: nn.Module, layer: str, x) -> float:
-    """Standard deviation of ``layer``'s output values over inputs ``x`` ``(n, *input_shape)`` (eval mode)."""
+def activation_std(model: nn.Module, layer: str, x, *, device: str | None = None) -> float:
+    """Standard deviation of ``layer``'s output values over inputs ``x`` ``(n, *input_shape)`` (eval mode).
+
+    ``device``: torch device; None: the placement's, see :mod:`fitscope.train.device` (the model is moved there).
+    """
     values: list[torch.Tensor] = []
     handle = _layer(model, layer).register_forward_hook(lambda m, i, o: values.append(o.detach().flatten()))
     try:
-        predict_plain(model, x)
+        predict_plain(model, x, device=placement_device(device))
     finally:
         handle.remove()
     return float(torch.cat(values).std())
 
 
-def noisy_accuracy(model: nn.Module, layer: str, sigma: float, x, y, *, seed: int, repeats: int = 5) -> float:
+def noisy_accuracy(model: nn.Module, layer: str, sigma: float, x, y, *, seed: int, repeats: int = 5,
+                   device: str | None = None) -> float:
     """Mean accuracy on ``(x, y)`` over ``repeats`` independent noise draws on ``layer`` (one seeded stream).
 
     Averaging over draws estimates the expected accuracy under the noise,
     which moves smoothly with sigma (one draw flips single test rows at random).
+    ``device``: torch device; None: the placement's, see :mod:`fitscope.train.device`.
+    The noise is drawn on the CPU: the same on every device.
     """
+    dev = placement_device(device)
     noisy = noisy_activations(model, layer, sigma, seed=seed)
-    return float(np.mean([accuracy(predict_plain(noisy, x), y) for _ in range(repeats)]))
+    return float(np.mean([accuracy(predict_plain(noisy, x, device=dev), y) for _ in range(repeats)]))
 
 
 def match_utility(model: nn.Module, layer: str, target_acc: float, x, y, *, seed: int, repeats: int = 5,
-                  iterations: int = 20) -> float:
+                  iterations: int = 20, device: str | None = None) -> float:
     """The noise ``sigma`` on ``layer``'s outputs at which the expected accuracy on ``(x, y)`` falls to ``target_acc``.
 
     Bisection on sigma for the boundary where :func:`noisy_accuracy` (mean over
@@ -167,18 +175,20 @@ def match_utility(model: nn.Module, layer: str, target_acc: float, x, y, *, seed
         seed: noise seed, the same one the caller evaluates with.
         repeats: noise draws averaged per accuracy.
         iterations: bisection steps after bracketing.
+        device: torch device; None: the placement's, see :mod:`fitscope.train.device`.
 
     Returns:
         sigma (0.0 when even the noise-free model is below ``target_acc``).
     """
     seed = check_seed(seed)
+    dev = placement_device(device)
 
     def acc(sigma: float) -> float:
-        return noisy_accuracy(model, layer, sigma, x, y, seed=seed, repeats=repeats)
+        return noisy_accuracy(model, layer, sigma, x, y, seed=seed, repeats=repeats, device=dev)
 
     if acc(0.0) < target_acc:
         return 0.0
-    lo, hi = 0.0, 0.1 * max(activation_std(model, layer, x), 1e-6)
+    lo, hi = 0.0, 0.1 * max(activation_std(model, layer, x, device=dev), 1e-6)
     for _ in range(40):
         if acc(hi) < target_acc:
             break
@@ -249,6 +259,7 @@ def pruning_vs_noise(
     repeats: int = 5,
     models: int = 0,
     seed: int = 0,
+    device: str | None = None,
 ) -> PruningVsNoise:
     """Pruning vs Gaussian activation noise at equal test accuracy, with membership-inference AUC of each.
 
@@ -280,11 +291,15 @@ def pruning_vs_noise(
         repeats: noise draws averaged for the noisy model's test accuracy (and the matching).
         models: 0 (loss threshold only) or K >= 5 models for LiRA.
         seed: fixes the member split, the model, its training and the noise.
+        device: torch device; None: the placement's, see :mod:`fitscope.train.device`.
+            Every model trains and predicts there; batch orders and noise are
+            drawn on the CPU (the same on every device).
 
     Returns:
         A :class:`PruningVsNoise` table.
     """
     seed = check_seed(seed)
+    dev = placement_device(device)
     x, y, x_test, y_test, n_classes = check_train_arrays(x, y, x_test, y_test, None)
     if x_test is None:
         raise ConfigError(message("x_test", "test inputs (with y_test): the noise is matched to the pruned "
@@ -301,27 +316,28 @@ def pruning_vs_noise(
     inside, outside = np.sort(order[: len(x) // 2]), np.sort(order[len(x) // 2:])
     model = build_plain(spec, x.shape[1:], n_classes, seed=derive_seed(seed, "init"))
     fit = train_plain(model, x[inside], y[inside], epochs=epochs, batch_size=batch_size, lr=lr,
-                      seed=derive_seed(seed, "train"), x_test=x_test, y_test=y_test)
+                      seed=derive_seed(seed, "train"), x_test=x_test, y_test=y_test, device=dev)
     model = fit.model.eval()
     layer = layer or getattr(model, "hidden_layer", None)
     if layer is None:
         raise ConfigError(message("layer", "a layer name (the model names no hidden layer)", "None"))
     _layer(model, layer)
     noise_seed = derive_seed(seed, "noise")
-    scale = activation_std(model, layer, x[inside])
+    scale = activation_std(model, layer, x[inside], device=dev)
 
     def evaluate(m: nn.Module) -> tuple[float, float, float]:
         # logits of the rows in a fixed order, so a noisy copy's draws are the same for every evaluation
-        acc = accuracy(predict_plain(m, x_test), y_test)
-        auc, tpr = _leak(predict_plain(m, x[inside]), y[inside], predict_plain(m, x[outside]), y[outside])
+        acc = accuracy(predict_plain(m, x_test, device=dev), y_test)
+        auc, tpr = _leak(predict_plain(m, x[inside], device=dev), y[inside],
+                         predict_plain(m, x[outside], device=dev), y[outside])
         return acc, auc, tpr
 
     base_acc, base_auc, base_tpr = evaluate(model)
     rows = []
     for fraction in fractions:
         p_acc, p_auc, p_tpr = evaluate(prune_layer(model, layer, fraction))
-        sigma = match_utility(model, layer, p_acc, x_test, y_test, seed=noise_seed, repeats=repeats)
-        n_acc = noisy_accuracy(model, layer, sigma, x_test, y_test, seed=noise_seed, repeats=repeats)
+        sigma = match_utility(model, layer, p_acc, x_test, y_test, seed=noise_seed, repeats=repeats, device=dev)
+        n_acc = noisy_accuracy(model, layer, sigma, x_test, y_test, seed=noise_seed, repeats=repeats, device=dev)
         # the attacker queries the noisy model once per example
         _, n_auc, n_tpr = evaluate(noisy_activations(model, layer, sigma, seed=derive_seed(noise_seed, "attack")))
         rows.append(dict(fraction=fraction, pruned_test_acc=p_acc, pruned_auc=p_auc, pruned_tpr_at_1pct=p_tpr,
@@ -330,7 +346,7 @@ def pruning_vs_noise(
     baseline = dict(test_acc=base_acc, train_acc=float(fit.train_acc[-1]), auc=base_auc, tpr_at_1pct=base_tpr)
     if models:
         lira = _lira_columns(x, y, x_test, y_test, spec, layer, fractions, int(models), n_classes,
-                             dict(epochs=epochs, batch_size=batch_size, lr=lr), repeats, seed)
+                             dict(epochs=epochs, batch_size=batch_size, lr=lr, device=dev), repeats, seed)
         baseline.update(lira.pop("baseline"))
         for row, extra in zip(rows, lira["rows"]):
             row.update(extra)
@@ -344,7 +360,11 @@ def pruning_vs_noise(
 
 
 def _lira_columns(x, y, x_test, y_test, spec, layer, fractions, k, n_classes, recipe, repeats, seed) -> dict:
-    """LiRA AUC / TPR at 1% FPR of k models (random halves), undefended, pruned and noised (see pruning_vs_noise)."""
+    """LiRA AUC / TPR at 1% FPR of k models (random halves), undefended, pruned and noised (see pruning_vs_noise).
+
+    ``recipe``: the keywords of :func:`train_plain`, ``device`` (resolved) among them.
+    """
+    dev = recipe["device"]
     rng = np.random.default_rng(derive_seed(seed, "shadow-split"))
     in_mask = np.zeros((k, len(x)), bool)
     for i in range(k):
@@ -360,17 +380,18 @@ def _lira_columns(x, y, x_test, y_test, spec, layer, fractions, k, n_classes, re
         m = membership_metrics(scores, in_mask)
         return m.auc, m.tpr_at_1pct
 
-    auc, tpr = lira([predict_plain(m, x) for m in models])
+    auc, tpr = lira([predict_plain(m, x, device=dev) for m in models])
     rows = []
     for fraction in fractions:
         pruned, noisy = [], []
         for i, m in enumerate(models):
             p = prune_layer(m, layer, fraction)
-            pruned.append(predict_plain(p, x))
+            pruned.append(predict_plain(p, x, device=dev))
             noise_seed = derive_seed(seed, "shadow-noise", i)
-            sigma = match_utility(m, layer, accuracy(predict_plain(p, x_test), y_test), x_test, y_test,
-                                  seed=noise_seed, repeats=repeats)
-            noisy.append(predict_plain(noisy_activations(m, layer, sigma, seed=derive_seed(noise_seed, "attack")), x))
+            sigma = match_utility(m, layer, accuracy(predict_plain(p, x_test, device=dev), y_test), x_test, y_test,
+                                  seed=noise_seed, repeats=repeats, device=dev)
+            noisy_model = noisy_activations(m, layer, sigma, seed=derive_seed(noise_seed, "attack"))
+            noisy.append(predict_plain(noisy_model, x, device=dev))
         p_auc, p_tpr = lira(pruned)
         n_auc, n_tpr = lira(noisy)
         rows.append(dict(pruned_lira_auc=p_auc, pruned_lira_tpr_at_1pct=p_tpr, noisy_lira_auc=n_auc,

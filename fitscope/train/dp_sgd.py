@@ -32,7 +32,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -41,7 +41,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from fitscope.models import build_plain
 from fitscope.seeding import derive_seed
-from fitscope.train.plain_models import accuracy, check_train_arrays, predict_plain
+from fitscope.train.device import placement_device
+from fitscope.train.plain_models import check_train_arrays, eval_logits, tensor_accuracy
 from fitscope.train.threads import configure_threads
 from fitscope.validation import check_bool, check_choice, check_fraction, check_int, check_number, check_seed
 
@@ -124,9 +125,13 @@ class DPTraining:
     Attributes:
         engine: the ``opacus.PrivacyEngine`` (its accountant tracks the steps).
         module: the model wrapped in Opacus's ``GradSampleModule``.
-        optimizer: Opacus's ``DPOptimizer`` (clips, adds noise, scales).
-        loader: the Poisson-sampling ``DPDataLoader`` over ``(x, y)``.
-        model: the plain model that ``module`` wraps (same parameters).
+        optimizer: Opacus's ``DPOptimizer`` (clips, adds noise, scales); its noise is
+            drawn on the CPU and copied to the device.
+        loader: the Poisson-sampling ``DPDataLoader`` over the row indices ``0..n-1``
+            (batches of indices, drawn on the CPU); :meth:`batches` gives the rows.
+        model: the plain model that ``module`` wraps (same parameters), on the device.
+        x: ``(n, *input_shape)`` the training inputs, on the device.
+        y: ``(n,)`` their labels, on the device.
     """
 
     engine: object
@@ -134,6 +139,18 @@ class DPTraining:
     optimizer: torch.optim.Optimizer
     loader: DataLoader
     model: nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One epoch of Poisson batches ``(x_batch, y_batch)``, gathered on the device.
+
+        The epoch's indices are drawn on the CPU first and copied to the device at once.
+        """
+        index = [idx for (idx,) in self.loader]
+        flat = torch.cat(index).to(self.x.device)
+        for idx in flat.split([len(i) for i in index]):
+            yield self.x[idx], self.y[idx]
 
 
 def _check_privacy(eps, delta, max_grad_norm, accountant) -> tuple[float, float, float, str]:
@@ -157,19 +174,29 @@ def make_dp_sgd(
     seed: int,
     momentum: float = 0.0,
     accountant: str = "prv",
+    device: str | None = None,
 ) -> DPTraining:
     """Wrap ``model`` and an SGD optimizer for DP-SGD over ``(x, y)`` with Opacus.
 
     Arguments are as in :func:`train_dp_sgd` (``x``: ``(n, *input_shape)``
     float32, ``y``: ``(n,)`` int64, already validated). The sampler's and the
-    noise's generators are seeded from ``seed``.
+    noise's generators are seeded from ``seed``; both draw on the CPU, so the
+    batches and the noise are the same on every device.
+
+    Args:
+        device: torch device; None: the placement's, see :mod:`fitscope.train.device`.
+            ``model`` is moved there (in place) and ``(x, y)`` copied there once.
 
     Returns:
-        A :class:`DPTraining` ready for the usual ``loss.backward(); optimizer.step()`` loop.
+        A :class:`DPTraining` ready for the usual ``loss.backward(); optimizer.step()`` loop
+        over :meth:`DPTraining.batches`.
     """
     from opacus import PrivacyEngine  # imported here: opacus is slow to import
 
-    loader = DataLoader(TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=batch_size,
+    dev = placement_device(device)
+    model.to(dev)
+    # Opacus samples indices (on the CPU); the rows are gathered from the copy on the device
+    loader = DataLoader(TensorDataset(torch.arange(len(x))), batch_size=batch_size,
                         generator=torch.Generator().manual_seed(derive_seed(seed, "dp-sgd-sampler")))
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     with warnings.catch_warnings():
@@ -184,7 +211,32 @@ def make_dp_sgd(
             epochs=epochs, max_grad_norm=max_grad_norm, poisson_sampling=True,
             noise_generator=torch.Generator().manual_seed(derive_seed(seed, "dp-sgd-noise")),
         )
-    return DPTraining(engine, module, optimizer, loader, model)
+    _noise_on_the_cpu(optimizer)
+    return DPTraining(engine, module, optimizer, loader, model, torch.from_numpy(x).to(dev),
+                      torch.from_numpy(y).to(dev))
+
+
+def _noise_on_the_cpu(optimizer) -> None:
+    """Make Opacus's ``optimizer`` draw its Gaussian noise on the CPU and copy it to the gradients' device.
+
+    Opacus draws ``N(0, (noise_multiplier * max_grad_norm)^2)`` per parameter on the
+    parameter's device, from its ``generator``: a CPU generator there fails on a GPU,
+    and a GPU generator draws other numbers. Drawn by Opacus's own function on a CPU
+    tensor of the same shape, the noise is that of a CPU run, on every device.
+    """
+    from opacus.optimizers.optimizer import _check_processed_flag, _generate_noise, _mark_as_processed
+
+    def add_noise() -> None:
+        for p in optimizer.params:
+            grad = p.summed_grad
+            _check_processed_flag(grad)
+            noise = _generate_noise(std=optimizer.noise_multiplier * optimizer.max_grad_norm,
+                                    reference=torch.empty(grad.shape, dtype=grad.dtype),
+                                    generator=optimizer.generator, secure_mode=optimizer.secure_mode)
+            p.grad = (grad + noise.to(grad.device)).view_as(p)
+            _mark_as_processed(grad)
+
+    optimizer.add_noise = add_noise
 
 
 def train_dp_sgd(
@@ -206,6 +258,7 @@ def train_dp_sgd(
     accountant: str = "prv",
     progress: Callable[[dict], None] | None = None,
     reveal_private_stats: bool = False,
+    device: str | None = None,
 ) -> DPSGDResult:
     """Train one model of ``spec`` with DP-SGD to an (eps, delta) target.
 
@@ -236,6 +289,10 @@ def train_dp_sgd(
             Default False: the accuracy on the private labels is a statistic of
             them that the (eps, delta) guarantee does not cover, so it is kept
             out of the results (all NaN) unless asked for.
+        device: torch device; None: the placement's, see :mod:`fitscope.train.device`.
+            The model and the arrays are copied there once; the Poisson batches
+            and the noise are drawn on the CPU (the same on every device), and
+            the logits come back as NumPy once.
 
     Returns:
         A :class:`DPSGDResult`: model, per-epoch accuracies, final logits, and
@@ -244,7 +301,7 @@ def train_dp_sgd(
 
     Raises:
         ConfigError: ``eps <= 0``, ``delta`` outside (0, 1), ``max_grad_norm <= 0``,
-            an unknown accountant, bad epochs / batch size / lr / seed / spec.
+            an unknown accountant, bad epochs / batch size / lr / seed / spec / device.
         DataError: bad arrays.
 
     Notes:
@@ -265,6 +322,7 @@ def train_dp_sgd(
     momentum = check_number(momentum, "momentum", low=0.0, high=1.0, open_high=True)
     seed = check_seed(seed)
     reveal_private_stats = check_bool(reveal_private_stats, "reveal_private_stats")
+    dev = placement_device(device)
     configure_threads()
     x, y, x_test, y_test, n_classes = check_train_arrays(x, y, x_test, y_test, n_classes)
     n = len(x)
@@ -276,13 +334,16 @@ def train_dp_sgd(
 
     model = build_plain(spec, x.shape[1:], n_classes, seed=derive_seed(seed, "dp-sgd-init"))
     run = make_dp_sgd(model, x, y, eps=eps, delta=delta, max_grad_norm=max_grad_norm, epochs=epochs,
-                      batch_size=batch_size, lr=lr, seed=seed, momentum=momentum, accountant=accountant)
+                      batch_size=batch_size, lr=lr, seed=seed, momentum=momentum, accountant=accountant,
+                      device=dev)
+    xt_test = torch.from_numpy(x_test).to(dev) if x_test is not None else None
+    yt_test = torch.from_numpy(y_test).to(dev) if x_test is not None else None
     criterion = nn.CrossEntropyLoss()
     train_acc, test_acc = np.full(epochs, np.nan), np.full(epochs, np.nan)
     steps = 0
     for epoch in range(epochs):
         run.module.train()
-        for xb, yb in run.loader:
+        for xb, yb in run.batches():
             run.optimizer.zero_grad(set_to_none=True)
             loss = criterion(run.module(xb), yb)
             with warnings.catch_warnings():
@@ -292,9 +353,9 @@ def train_dp_sgd(
             run.optimizer.step()
             steps += 1
         if reveal_private_stats:
-            train_acc[epoch] = accuracy(predict_plain(model, x), y)
+            train_acc[epoch] = tensor_accuracy(eval_logits(model, run.x), run.y)
         if x_test is not None:
-            test_acc[epoch] = accuracy(predict_plain(model, x_test), y_test)
+            test_acc[epoch] = tensor_accuracy(eval_logits(model, xt_test), yt_test)
         if progress is not None:
             progress(dict(epoch=epoch + 1, epochs=epochs, train_acc=train_acc[epoch], test_acc=test_acc[epoch],
                           eps=run.engine.get_epsilon(delta)))
@@ -302,8 +363,9 @@ def train_dp_sgd(
     noise_multiplier = float(run.optimizer.noise_multiplier)
     sample_rate = float(run.loader.sample_rate)
     run.module.to_standard_module()  # drop Opacus's hooks and per-sample buffers
-    train_logits = predict_plain(model, x)
-    test_logits = predict_plain(model, x_test) if x_test is not None else np.zeros((0, n_classes), np.float32)
+    train_logits = eval_logits(model, run.x).cpu().numpy()
+    no_test = np.zeros((0, n_classes), np.float32)
+    test_logits = eval_logits(model, xt_test).cpu().numpy() if x_test is not None else no_test
     return DPSGDResult(
         model=model, spec=str(model.spec), eps=spent, target_eps=eps, delta=delta, accountant=accountant,
         noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, sample_rate=sample_rate, steps=steps,

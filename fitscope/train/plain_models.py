@@ -27,7 +27,8 @@ from fitscope.train.device import placement_device
 from fitscope.train.threads import configure_threads
 from fitscope.validation import check_int, check_number, check_seed, message
 
-__all__ = ["PlainNet", "PlainTrainResult", "build_plain", "eval_logits", "group_count", "predict_plain", "train_plain"]
+__all__ = ["PlainNet", "PlainTrainResult", "build_plain", "eval_logits", "group_count", "predict_plain",
+           "tensor_accuracy", "train_plain"]
 
 
 def check_train_arrays(x, y, x_test, y_test, n_classes: int | None) -> tuple:
@@ -85,8 +86,8 @@ def eval_logits(model: nn.Module, xt: torch.Tensor, batch_size: int = 1024) -> t
         return torch.cat([model(xt[i:i + batch_size]).float() for i in range(0, len(xt), batch_size)])
 
 
-def _hits(logits: torch.Tensor, yt: torch.Tensor) -> float:
-    """Fraction of rows whose arg-max logit is the label, of device tensors: one number comes back (NaN for none)."""
+def tensor_accuracy(logits: torch.Tensor, yt: torch.Tensor) -> float:
+    """:func:`accuracy` of tensors ``(n, C)`` and ``(n,)`` on a device: only the number comes back (NaN for no rows)."""
     return int((logits.argmax(1) == yt).sum()) / len(yt) if len(yt) else math.nan
 
 
@@ -190,10 +191,10 @@ def train_plain(
             loss.backward()
             opt.step()
         train_out = eval_logits(model, xt)
-        train_acc[epoch] = _hits(train_out, yt)
+        train_acc[epoch] = tensor_accuracy(train_out, yt)
         if x_test is not None:
             test_out = eval_logits(model, xt_test)
-            test_acc[epoch] = _hits(test_out, yt_test)
+            test_acc[epoch] = tensor_accuracy(test_out, yt_test)
         if progress is not None:
             progress(dict(epoch=epoch + 1, epochs=epochs, train_acc=train_acc[epoch], test_acc=test_acc[epoch]))
     # the last epoch's evaluation pass is the final model's: its logits come back once

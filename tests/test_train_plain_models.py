@@ -120,3 +120,24 @@ def test_predict_plain_follows_the_device_placement(monkeypatch):
     model = build_plain("mlp:8x1", (2,), 3, seed=0)
     assert_follows_placement(monkeypatch, plain_models, lambda **device: predict_plain(model, x, batch_size=7,
                                                                                         **device))
+
+
+def test_dropout_is_seeded_by_the_call_and_leaves_the_global_generator_alone():
+    from fitscope.models.plain import build_plain
+    from fitscope.train.plain_models import train_plain
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 6)).astype(np.float32)
+    y = np.arange(40) % 3
+
+    def run():
+        model = build_plain("mlp:16,dropout=0.5", (6,), 3, seed=1)
+        return train_plain(model, x, y, epochs=2, batch_size=8, seed=4).train_logits
+
+    torch.manual_seed(123)
+    first = run()
+    after = torch.rand(1)
+    torch.manual_seed(999)  # a different global state: the same model comes out
+    np.testing.assert_array_equal(first, run())
+    torch.manual_seed(123)
+    assert torch.equal(torch.rand(1), after)  # the call did not advance the caller's generator

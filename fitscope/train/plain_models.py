@@ -23,6 +23,7 @@ from torch import nn
 from fitscope.data.validation import validate_arrays
 from fitscope.errors import DataError
 from fitscope.models.plain import PlainNet, build_plain, group_count
+from fitscope.seeding import derive_seed
 from fitscope.train.device import placement_device
 from fitscope.train.threads import configure_threads
 from fitscope.validation import check_int, check_number, check_seed, message
@@ -119,6 +120,32 @@ class PlainTrainResult:
     seconds: float
 
 
+def _epochs(model, opt, xt, yt, xt_test, yt_test, *, gen, epochs, batch_size, extra_loss, progress,
+            train_acc, test_acc):
+    """The epochs of :func:`train_plain` (fills ``train_acc`` / ``test_acc``); the final eval-mode outputs."""
+    dev = xt.device
+    train_out = test_out = None
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(len(xt), generator=gen).to(dev)
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size]
+            loss = F.cross_entropy(model(xt[idx]), yt[idx])
+            if extra_loss is not None:
+                loss = loss + extra_loss(model)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        train_out = eval_logits(model, xt)
+        train_acc[epoch] = tensor_accuracy(train_out, yt)
+        if xt_test is not None:
+            test_out = eval_logits(model, xt_test)
+            test_acc[epoch] = tensor_accuracy(test_out, yt_test)
+        if progress is not None:
+            progress(dict(epoch=epoch + 1, epochs=epochs, train_acc=train_acc[epoch], test_acc=test_acc[epoch]))
+    return train_out, test_out
+
+
 def train_plain(
     model: nn.Module,
     x,
@@ -179,24 +206,14 @@ def train_plain(
         xt_test, yt_test = torch.from_numpy(x_test).to(dev), torch.from_numpy(y_test).to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     train_acc, test_acc = np.full(epochs, np.nan), np.full(epochs, np.nan)
-    for epoch in range(epochs):
-        model.train()
-        order = torch.randperm(len(xt), generator=gen).to(dev)
-        for i in range(0, len(order), batch_size):
-            idx = order[i:i + batch_size]
-            loss = F.cross_entropy(model(xt[idx]), yt[idx])
-            if extra_loss is not None:
-                loss = loss + extra_loss(model)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        train_out = eval_logits(model, xt)
-        train_acc[epoch] = tensor_accuracy(train_out, yt)
-        if x_test is not None:
-            test_out = eval_logits(model, xt_test)
-            test_acc[epoch] = tensor_accuracy(test_out, yt_test)
-        if progress is not None:
-            progress(dict(epoch=epoch + 1, epochs=epochs, train_acc=train_acc[epoch], test_acc=test_acc[epoch]))
+    # Dropout (nn.Dropout) draws from torch's global generator: seed it from ``seed`` for this call only,
+    # so the same call trains the same model, and the caller's global random state is left as it was.
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(derive_seed(seed, "dropout"))
+        train_out, test_out = _epochs(
+            model, opt, xt, yt, xt_test if x_test is not None else None, yt_test if x_test is not None else None,
+            gen=gen, epochs=epochs, batch_size=batch_size, extra_loss=extra_loss, progress=progress,
+            train_acc=train_acc, test_acc=test_acc)
     # the last epoch's evaluation pass is the final model's: its logits come back once
     train_logits = train_out.cpu().numpy()
     c = train_logits.shape[1]

@@ -28,6 +28,8 @@ CASES: dict[str, dict] = {
                           corruptions=["random_labels", "shuffled_pixels"], noise_levels=[0.0, 1.0]),
     "leak": dict(model="mlp:16x1", models=8, epochs=2, chunk=4),
     "seed-agreement": dict(model="mlp:16x1", models=4, chunk=2, epochs=2),
+    "noisy-labels": dict(data="digits", train_rows=200, model="mlp:16x1", methods=["ce", "clean"], noise=[0.4],
+                         noise_mode=["uniform"], seeds=[0, 1], epochs=2, tune=False),
 }
 
 

@@ -81,9 +81,10 @@ def test_cli_flags_use_one_word_per_idea():
     for name, command in seen.items():
         flags = _visible_flags(command)
         assert not flags & {"--shadow-models", "--n-models", "--num-models", "--epsilon"}, (name, flags)
-        # --noise is audit's exact flipped fraction; a redraw probability is --corrupt-prob everywhere
+        # --noise is audit's exact flipped fraction (noisy-labels flips the same way, with flip_labels);
+        # a redraw probability is --corrupt-prob everywhere
         if "--noise" in flags:
-            assert name == "audit", name
+            assert name in ("audit", "noisy-labels"), name
 
 
 def _public_callables():

@@ -28,7 +28,10 @@ GRAMMAR = ("--regularizers takes parts joined by +, each NAME or NAME:PARAM=VALU
 
 @regularizers_app.command("list")
 def list_regularizers() -> None:
-    """Show every regularizer part with its hyperparameters (default and range) and its paper."""
+    """Show every regularizer part with its hyperparameters (default and range) and its paper.
+
+    Example: fitscope regularizers list
+    """
     from fitscope.train.regularizers import regularizers_table
 
     console = Console()

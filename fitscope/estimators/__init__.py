@@ -16,6 +16,8 @@ per-epoch records ``(E, K, n)``, ``train_logits`` ``(K, n, C)`` and
 - label issues: :func:`out_of_fold_probs`, :func:`combine_oof_probs` (several families' out-of-fold
   probabilities mixed, a :class:`FamilyMixture`), :func:`label_issue_scores`, :func:`detection_metrics`;
   the cleanlab baseline on the same probabilities: :func:`cleanlab_issues`, :func:`mask_metrics`;
+- calibration: :func:`reliability_bins` (a :class:`ReliabilityBins`) and
+  :func:`expected_calibration_error` (15 equal-width bins by default, :data:`ECE_BINS`);
 - membership inference (LiRA, Carlini et al. 2022, and the loss-threshold baseline): :func:`lira_score`,
   :func:`lira_online`, :func:`lira_offline`, :func:`lira_leave_one_out`, :func:`loss_threshold_scores`,
   :func:`membership_metrics` (a :class:`MembershipMetrics`).
@@ -24,6 +26,7 @@ Bad arrays raise :class:`~fitscope.errors.DataError`, bad options
 :class:`~fitscope.errors.ConfigError`, each with a one-line message.
 """
 
+from fitscope.estimators.calibration import ECE_BINS, ReliabilityBins, expected_calibration_error, reliability_bins
 from fitscope.estimators.cleanlab_baseline import CleanlabResult, cleanlab_issues, mask_metrics
 from fitscope.estimators.cscore import cscore_holdout
 from fitscope.estimators.label_issues import (
@@ -65,6 +68,10 @@ from fitscope.estimators.results import (
 )
 
 __all__ = [
+    "ECE_BINS",
+    "ReliabilityBins",
+    "expected_calibration_error",
+    "reliability_bins",
     "NeighbourConflicts",
     "late_examples",
     "nearest_neighbour",

@@ -682,7 +682,7 @@ def prepare(cfg: AuditConfig) -> Prepared:
     """
     data = load(cfg.data, label_column=cfg.label_column, seed=cfg.data_seed)
     check_input_shape(parse_spec(cfg.model), data.input_shape)  # a bad --model fails before anything is written
-    check_regularizers(cfg.model, data.input_shape, data.n_classes, cfg.regularizers)
+    check_regularizers(cfg.model, data.input_shape, data.n_classes, cfg.regularizers, epochs=cfg.epochs)
     # each example must be in some subset and out of another, and out-of-fold probabilities need 2 per class
     check_supports_study(data, study="the audit", min_per_class=2)
     labels, flipped, noise_seed = noisy_labels(cfg, data)

@@ -380,7 +380,7 @@ def prepare(cfg: LeakConfig) -> Prepared:
                         state=LeakState(data, acfg.get("model", "?"), arrays))
     data = load(cfg.data, label_column=cfg.label_column, seed=cfg.data_seed)
     check_input_shape(parse_spec(cfg.model), data.input_shape)  # a bad --model fails before anything is written
-    check_regularizers(cfg.model, data.input_shape, data.n_classes, cfg.regularizers)
+    check_regularizers(cfg.model, data.input_shape, data.n_classes, cfg.regularizers, epochs=cfg.epochs)
     # every example must be in some subsets and out of others
     check_supports_study(data, study="the leakage study", min_per_class=2)
     plan_units(cfg, len(data.y_train))

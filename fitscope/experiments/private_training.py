@@ -268,7 +268,7 @@ def prepare(cfg: PrivateTrainingConfig) -> Prepared:
 
     data = load(cfg.data, label_column=cfg.label_column, seed=cfg.data_seed)
     check_input_shape(parse_spec(cfg.model), data.input_shape)
-    check_regularizers(cfg.model, data.input_shape, data.n_classes, cfg.regularizers)
+    check_regularizers(cfg.model, data.input_shape, data.n_classes, cfg.regularizers, epochs=cfg.epochs)
     check_supports_study(data, study="training", min_per_class=1)
     if cfg.canaries and data.n_classes < 3:
         raise ConfigError(f"--canaries: expected data with at least 3 classes (the canary audit), "

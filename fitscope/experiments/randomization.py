@@ -505,7 +505,8 @@ def prepare(cfg: RandomizationConfig) -> Prepared:
     data = load(cfg.data, label_column=cfg.label_column, seed=cfg.data_seed)
     check_input_shape(parse_spec(cfg.model), data.input_shape)  # a bad --model fails before anything is written
     for setting in cfg.regularizers:  # a part that does not apply to the model (polarize on an mlp)
-        check_regularizers(cfg.model, data.input_shape, data.n_classes, setting_parts(cfg, setting))
+        check_regularizers(cfg.model, data.input_shape, data.n_classes, setting_parts(cfg, setting),
+                           epochs=cfg.epochs)
     check_supports_study(data, study="the randomization study", min_per_class=1)
     ensembles = plan_units(cfg, data)
     return Prepared(

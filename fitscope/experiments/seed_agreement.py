@@ -232,7 +232,7 @@ def prepare(cfg: SeedAgreementConfig) -> Prepared:
     """Load the data and check that model and data fit each other; nothing is written yet."""
     data = load(cfg.data, label_column=cfg.label_column, seed=cfg.data_seed)
     check_input_shape(parse_spec(cfg.model), data.input_shape)  # a bad --model fails before anything is written
-    check_regularizers(cfg.model, data.input_shape, data.n_classes, cfg.regularizers)
+    check_regularizers(cfg.model, data.input_shape, data.n_classes, cfg.regularizers, epochs=cfg.epochs)
     check_supports_study(data, study="seed agreement", min_per_class=1)  # every class learnable; a test split
     return Prepared(
         seeds={"seed": cfg.seed, "data_seed": cfg.data_seed, "model_seeds": model_seeds(cfg)},

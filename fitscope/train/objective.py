@@ -140,7 +140,7 @@ def merged_options(parts: Sequence[Regularizer], kind: str) -> dict[str, Any]:
     return out
 
 
-def check_regularizers(spec: str, input_shape: tuple[int, ...], n_classes: int, parts) -> None:
+def check_regularizers(spec: str, input_shape: tuple[int, ...], n_classes: int, parts, *, epochs: int = 100) -> None:
     """Raise the one-line :class:`~fitscope.errors.ConfigError` a part gives when it does not apply to the model.
 
     Builds one model of ``spec`` for ``input_shape`` and attaches every part to it (e.g. ``polarize`` on a
@@ -149,6 +149,7 @@ def check_regularizers(spec: str, input_shape: tuple[int, ...], n_classes: int, 
     Args:
         spec: model spec; input_shape: one input's shape; n_classes: C.
         parts: recorded parts (or text in the grammar; see :mod:`fitscope.train.regularizers`).
+        epochs: the run's epoch budget (a part may need several, e.g. polarize's pruning epoch).
     """
     from fitscope.models import build
     from fitscope.train.regularizers import build_parts, check_parts
@@ -157,7 +158,7 @@ def check_regularizers(spec: str, input_shape: tuple[int, ...], n_classes: int, 
     if not built:
         return
     model = build(spec, input_shape, n_classes, seeds=[0])
-    state = TrainState(model=model, seeds=[0], n=1, n_classes=n_classes, epochs=1, device=torch.device("cpu"),
+    state = TrainState(model=model, seeds=[0], n=1, n_classes=n_classes, epochs=epochs, device=torch.device("cpu"),
                        input_shape=tuple(input_shape), labels=torch.zeros(1, dtype=torch.int64))
     for part in built:
         part.attach(state)

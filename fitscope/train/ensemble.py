@@ -323,6 +323,7 @@ def train_ensemble(
             yb = yt[idx] if shared_labels else yt.gather(1, idx)
             objective(xb, yb, idx)
             optimizer.step()
+            objective.after_step()
             examples_seen += idx.numel()
         if dev.type == "cuda":  # the steps were only queued: wait, so that train_seconds is their time
             torch.cuda.synchronize(dev)

@@ -24,6 +24,8 @@ order every step):
   detached logits (ELR's running targets);
 - :meth:`Regularizer.step`: wrap the gradient computation (SAM; one such part
   at most);
+- :meth:`Regularizer.after_step`: after every optimizer step (projections:
+  the polarizer's clamp of the gates to [0, 1], pruned channels kept at 0);
 - :meth:`Regularizer.end_epoch`: after each epoch's evaluation pass, with the
   eval-mode logits of every model on every training row (PS-KD);
 - :meth:`Regularizer.measures`: per-model numbers reported with the result
@@ -241,6 +243,9 @@ class Regularizer:
     def step(self, gradients: Callable[[], None], state: TrainState) -> None:
         """Fill ``p.grad`` of every parameter; the default calls ``gradients()`` once (SAM calls it twice)."""
         gradients()
+
+    def after_step(self, state: TrainState) -> None:
+        """After every optimizer step, outside autograd: project parameters in place (clamp, masks)."""
 
     def end_epoch(self, train_logits: torch.Tensor, state: TrainState) -> None:
         """After an epoch's evaluation pass: eval-mode logits ``(K, n, C)`` of every model on every training row."""

@@ -2,9 +2,9 @@
 
 Layers, lowest first::
 
-    runs < data < models < train < {estimators, kernels} < privacy < report < experiments < cli
+    runs < data < models < train < {estimators, kernels, dynamics} < privacy < report < experiments < cli
 
-``estimators`` and ``kernels`` are peers: neither imports the other. ``privacy`` sits
+``estimators``, ``kernels`` and ``dynamics`` are peers: none imports another. ``privacy`` sits
 above ``estimators``: a defense is measured with the estimators' attacks (membership
 inference) and shares their input checks, so DESIGN.md's "peers" for the three was
 too strict for privacy (the code has always imported them). The
@@ -46,6 +46,7 @@ LAYERS: dict[str, int] = {
     "train": 3,
     "estimators": 4,
     "kernels": 4,
+    "dynamics": 4,
     "privacy": 5,
     "report": 6,
     "experiments": 7,
@@ -280,9 +281,26 @@ def test_the_validation_module_is_base_and_imports_only_errors():
 def test_checker_catches_the_base_importing_a_layer_and_unknown_packages():
     found = _planted(
         _src("fitscope.errors", "from fitscope.runs import Run\n"),
-        _src("fitscope.data.load", "from fitscope.dynamics import hessian\n"),
+        _src("fitscope.data.load", "from fitscope.nowhere import hessian\n"),
     )
     rules = {v.importer: v.rule for v in found}
     assert len(found) == 2
     assert "base module fitscope/errors.py may import only the base" in rules["fitscope.errors"]
-    assert "fitscope/dynamics is in no layer" in rules["fitscope.data.load"]
+    assert "fitscope/nowhere is in no layer" in rules["fitscope.data.load"]
+
+
+def test_dynamics_is_a_peer_of_estimators_and_kernels():
+    found = _planted(
+        _src("fitscope.dynamics.hessian", "from fitscope.train.device import placement_device\n"
+                                         "from fitscope.models import build_plain\n"),  # allowed: lower layers
+        _src("fitscope.dynamics.other", "from fitscope.kernels import ntk\n"),
+        _src("fitscope.estimators.membership", "from fitscope.dynamics import hessian\n"),
+        _src("fitscope.dynamics.report_use", "from fitscope.report import figures\n"),
+        _src("fitscope.experiments.leak", "from fitscope.dynamics import hessian_trace\n"),  # allowed: higher
+    )
+    got = {(v.importer, v.target): v.rule for v in found}
+    assert set(got) == {("fitscope.dynamics.other", "fitscope.kernels"),
+                        ("fitscope.estimators.membership", "fitscope.dynamics.hessian"),
+                        ("fitscope.dynamics.report_use", "fitscope.report")}
+    assert "peers" in got[("fitscope.dynamics.other", "fitscope.kernels")]
+    assert "may not import the higher layer report" in got[("fitscope.dynamics.report_use", "fitscope.report")]

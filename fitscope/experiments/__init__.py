@@ -23,6 +23,7 @@ STUDIES: dict[str, str] = {
     "kernels-small-data": "fitscope.experiments.kernels_small_data",
     "kernels-complexity": "fitscope.experiments.kernels_complexity",
     "seed-agreement": "fitscope.experiments.seed_agreement",
+    "dynamics-sharpness": "fitscope.experiments.dynamics_sharpness",
     "noisy-labels": "fitscope.experiments.noisy_labels",
 }
 

@@ -165,23 +165,32 @@ def run_audit(shape: str, n: int, k: int, data: Path, work: Path) -> dict:
 
 
 def fit_growth(runs: list[dict], key: str = "wall_seconds") -> dict | None:
-    """``time = c * n^a * K^b`` by least squares in logs (None with fewer than 3 runs or no spread in n or K).
+    """``time = c * n^a * K^b`` by least squares in logs; with one K only, ``time = c * n^a`` at that K.
 
+    None with fewer than 2 runs or no spread in n (and, for the two-exponent fit, fewer than 3 runs).
     ``key``: ``"wall_seconds"`` or ``"cpu_seconds"`` (on a shared, noisy machine the CPU time is the steadier
     measure of the work; one hour of wall time on 2 cores is then about 2 hours of CPU time at most).
     """
-    if len(runs) < 3 or len({r["n"] for r in runs}) < 2 or len({r["models"] for r in runs}) < 2:
+    if len(runs) < 2 or len({r["n"] for r in runs}) < 2:
         return None
-    a = np.column_stack([np.ones(len(runs)), [math.log(r["n"]) for r in runs],
-                         [math.log(r["models"]) for r in runs]])
+    models = sorted({r["models"] for r in runs})
+    both = len(models) >= 2 and len(runs) >= 3
+    cols = [np.ones(len(runs)), [math.log(r["n"]) for r in runs]]
+    if both:
+        cols.append([math.log(r["models"]) for r in runs])
+    a = np.column_stack(cols)
     t = np.log([r[key] for r in runs])
     coef, *_ = np.linalg.lstsq(a, t, rcond=None)
-    c, alpha, beta = float(math.exp(coef[0])), float(coef[1]), float(coef[2])
+    c, alpha = float(math.exp(coef[0])), float(coef[1])
+    beta = float(coef[2]) if both else None
     fitted = a @ coef
     hour = 3600.0 if key == "wall_seconds" else 3600.0 * THREADS
-    return dict(measure=key, c=c, n_exponent=alpha, models_exponent=beta,
-                max_abs_log_error=float(np.max(np.abs(fitted - t))),
-                largest_n_in_one_hour={str(k): int((hour / (c * k ** beta)) ** (1.0 / alpha)) for k in (100, 1000)})
+    if both:
+        largest = {str(k): int((hour / (c * k ** beta)) ** (1.0 / alpha)) for k in (100, 1000)}
+    else:  # c already holds the one K's factor
+        largest = {str(models[0]): int((hour / c) ** (1.0 / alpha))}
+    return dict(measure=key, c=c, n_exponent=alpha, models_exponent=beta, models_fitted=models,
+                max_abs_log_error=float(np.max(np.abs(fitted - t))), largest_n_in_one_hour=largest)
 
 
 def cluster_projection(run: dict, cores: int = 100) -> float:

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -54,20 +55,29 @@ def assert_same_tables(a: Path, b: Path) -> None:
         pd.testing.assert_frame_equal(ta[name], tb[name], obj=name)
 
 
-def check_kill_and_resume(name: str, values: dict, tmp_path: Path) -> None:
-    """Kill the study after its first stored unit, resume it: only the other units train, same tables."""
+def check_kill_and_resume(name: str, values: dict, tmp_path: Path, *,
+                          reference: Callable[[], Path] | None = None) -> None:
+    """Kill the study after its first stored unit, resume it: only the other units train, same tables.
+
+    ``reference``: gives the directory of a finished, uninterrupted run of the same study and values (threads 1)
+    whose tables the resumed run must equal; it is called while the killed run starts in its subprocess, so it
+    may make that run then, alongside. Without it a fresh run is made here in a subprocess, after the resume.
+    """
     out = tmp_path / "killed"
     proc = study_process(name, values, out, pause=1)
-    lines = []
-    deadline = time.time() + 300
-    for line in proc.stderr:  # blocks until the runner pauses (or the process ends)
-        lines.append(line)
-        if PAUSE_MARK in line or time.time() > deadline:
-            break
+    try:
+        reference_dir = reference() if reference is not None else None
+        lines = []
+        deadline = time.time() + 300
+        for line in proc.stderr:  # blocks until the runner pauses (or the process ends)
+            lines.append(line)
+            if PAUSE_MARK in line or time.time() > deadline:
+                break
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()
     paused = any(PAUSE_MARK in line for line in lines)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    proc.stderr.close()
     assert paused, f"{name} never paused after its first unit (fewer than 2 units?):\n{''.join(lines)[-2000:]}"
     meta = json.loads((out / "run.json").read_text())
     first = sorted(meta["units"])
@@ -84,17 +94,26 @@ def check_kill_and_resume(name: str, values: dict, tmp_path: Path) -> None:
     assert first[0] not in attempt["trained_units"] and attempt["trained_units"]
     assert sorted(attempt["reused_units"] + attempt["trained_units"]) == sorted(meta["units"])
 
-    fresh = tmp_path / "fresh"
-    whole = study_process(name, values, fresh)
-    _, err = whole.communicate(timeout=600)
-    assert whole.returncode == 0, err[-3000:]
-    assert_same_tables(out, fresh)
+    if reference_dir is None:
+        reference_dir = tmp_path / "fresh"
+        whole = study_process(name, values, reference_dir)
+        _, err = whole.communicate(timeout=600)
+        assert whole.returncode == 0, err[-3000:]
+    assert_same_tables(out, reference_dir)
 
 
-def check_ray_matches_local(name: str, values: dict, tmp_path: Path) -> None:
-    """The study on the Ray executor (a Ray already initialised) writes the local executor's tables."""
+def local_run(name: str, values: dict, out: Path):
+    """The study run from scratch in this process on the local executor (threads 1): a :class:`StudyResult`."""
+    return run_study(get_study(name), values, out, executor="local", threads=1)
+
+
+def check_ray_matches_local(name: str, values: dict, tmp_path: Path, *, local=None) -> None:
+    """The study on the Ray executor (a Ray already initialised) writes the local executor's tables.
+
+    ``local``: the :func:`local_run` result of the same study and values, if one was already made.
+    """
     study = get_study(name)
-    local = run_study(study, values, tmp_path / "local", executor="local", threads=1)
+    local = local_run(name, values, tmp_path / "local") if local is None else local
     on_ray = run_study(study, values, tmp_path / "ray", executor="ray", threads=1)
     assert on_ray.run.meta["attempts"][-1]["executor"]["name"] == "ray"
     assert on_ray.run.meta["config_hash"] == local.run.meta["config_hash"]

@@ -24,9 +24,10 @@ ARGS = ["audit", "--model", "mlp:32x1", "--models", "8", "--ratio", "0.7", "--cs
 UNITS = ["mem-000", "mem-001", "mem-002", "mem-003"]
 
 
-def _start(out, **env) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "fitscope", *ARGS, "--out", str(out)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
+def _start(out, *, log=None, **env) -> subprocess.Popen:
+    """The audit of ARGS into ``out``; its output piped, or written to the open file ``log``."""
+    return subprocess.Popen([sys.executable, "-m", "fitscope", *ARGS, "--out", str(out)],
+                            stdout=log or subprocess.PIPE, stderr=log or subprocess.PIPE, text=True,
                             env=dict(os.environ, FITSCOPE_NUM_THREADS="1", **env))
 
 
@@ -42,6 +43,23 @@ def _wait_for_pause(proc) -> str:
 @pytest.mark.slow
 def test_killed_audit_resumes_with_resume_alone(tmp_path):
     out = tmp_path / "killed"
+    # the uninterrupted run the resumed one must equal, alongside the killed run and its resume (one thread each)
+    with open(tmp_path / "fresh.log", "w") as log:
+        fresh = _start(tmp_path / "fresh", log=log)
+    try:
+        _killed_then_resumed(out)
+        fresh.wait(timeout=300)
+    finally:
+        if fresh.poll() is None:
+            fresh.kill()
+            fresh.wait()
+    assert fresh.returncode == 0, (tmp_path / "fresh.log").read_text()[-3000:]
+    for table in ("examples", "influence"):
+        pd.testing.assert_frame_equal(pd.read_parquet(out / f"{table}.parquet"),
+                                      pd.read_parquet(tmp_path / "fresh" / f"{table}.parquet"))
+
+
+def _killed_then_resumed(out) -> None:
     proc = _start(out, **{PAUSE_ENV: "1"})
     _wait_for_pause(proc)
     proc.send_signal(signal.SIGKILL)
@@ -62,13 +80,6 @@ def test_killed_audit_resumes_with_resume_alone(tmp_path):
     meta = json.loads((out / "run.json").read_text())
     assert meta["status"] == "done" and len(meta["attempts"]) == 2
     assert meta["attempts"][-1]["trained_units"] == UNITS[1:]
-
-    fresh = _start(tmp_path / "fresh")
-    fresh.communicate(timeout=300)
-    assert fresh.returncode == 0
-    for table in ("examples", "influence"):
-        pd.testing.assert_frame_equal(pd.read_parquet(out / f"{table}.parquet"),
-                                      pd.read_parquet(tmp_path / "fresh" / f"{table}.parquet"))
 
 
 @pytest.mark.slow

@@ -406,8 +406,9 @@ def test_streamed_pairs_memory_is_bounded_by_the_block_not_n_by_m():
     in_subset = _masks(rng, k, n)
     correct_test = rng.random((k, m)) < 0.5
     tracemalloc.start()
-    try:
-        out = high_influence_pairs_streamed(correct_test, in_subset, infl_threshold=0.9, block_rows=50)
+    try:  # 10 null permutations (default 50): 11 passes over the blocks, each with the same peak
+        out = high_influence_pairs_streamed(correct_test, in_subset, infl_threshold=0.9, block_rows=50,
+                                            permutations=10)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -32,6 +34,22 @@ SMALL = dict(
     epochs=4,
     batch_size=64,
 )
+
+
+@pytest.fixture(scope="module")
+def small_study(tmp_path_factory):
+    """The SMALL study, every part, run once for the tests that read it (or copy it)."""
+    cfg = make_config(**SMALL)
+    run, outcome = randomization_study(cfg, tmp_path_factory.mktemp("rand") / "rand")
+    return cfg, run, outcome
+
+
+@pytest.fixture(scope="module")
+def noise_study(tmp_path_factory):
+    """The SMALL noise sweep alone, run once for the tests that read it."""
+    cfg = make_config(**dict(SMALL, parts=["noise"]))
+    run, outcome = randomization_study(cfg, tmp_path_factory.mktemp("noise") / "noise")
+    return cfg, run, outcome
 
 
 def test_plan_covers_every_part_and_records_ground_truth():
@@ -71,9 +89,8 @@ def test_an_input_corruption_is_drawn_inside_the_task_from_its_seed():
     assert ticks == [len(unit.rows) * e for e in range(1, int(got["epochs_run"]) + 1)]
 
 
-def test_study_writes_tables_and_report(tmp_path):
-    cfg = make_config(**SMALL)
-    run, outcome = randomization_study(cfg, tmp_path / "rand")
+def test_study_writes_tables_and_report(small_study):
+    cfg, run, outcome = small_study
     results = pd.read_parquet(run.path / "results.parquet")
     for column in ("corruption", "noise", "train_acc", "test_acc", "epochs_to_fit", "final_loss", "seed",
                    "regularizers", "labels_changed", "epochs_to_90pct"):
@@ -94,20 +111,20 @@ def test_study_writes_tables_and_report(tmp_path):
     assert outcome.trained_units and not outcome.reused_units
 
 
-def test_same_seed_same_results(tmp_path):
-    cfg = make_config(**dict(SMALL, parts=["noise"]))
-    _, a = randomization_study(cfg, tmp_path / "a")
+def test_same_seed_same_results(noise_study, tmp_path):
+    cfg, _, a = noise_study
     _, b = randomization_study(cfg, tmp_path / "b")
     pd.testing.assert_frame_equal(a.results, b.results)
 
 
-def test_resume_reuses_units_and_refuses_other_config(tmp_path):
-    cfg = make_config(**dict(SMALL, parts=["curves"]))
-    randomization_study(cfg, tmp_path / "r")
+def test_resume_reuses_units_and_refuses_other_config(small_study, tmp_path):
+    cfg, run, _ = small_study
+    shutil.copytree(run.path, tmp_path / "r")
+    (tmp_path / "r" / "report.html").unlink()
     _, again = randomization_study(cfg, tmp_path / "r", resume=True)
-    assert again.trained_units == [] and len(again.reused_units) == 3
+    assert again.trained_units == [] and len(again.reused_units) == 6
     assert "Resumed run" in (tmp_path / "r" / "report.html").read_text()
-    other = make_config(**dict(SMALL, parts=["curves"], epochs=5))
+    other = make_config(**dict(SMALL, epochs=5))
     with pytest.raises(RunError, match="was made with a different config"):
         randomization_study(other, tmp_path / "r", resume=True)
 
@@ -177,9 +194,8 @@ def test_findings_state_the_90pct_criterion_and_the_jump_not_the_old_claim():
     assert jump["value"] == pytest.approx(55 / 40) and not jump["holds"]
 
 
-def test_late_examples_finding_matches_brute_force_on_the_stored_records(tmp_path):
-    cfg = make_config(**dict(SMALL, parts=["noise"]))
-    run, outcome = randomization_study(cfg, tmp_path / "noise")
+def test_late_examples_finding_matches_brute_force_on_the_stored_records(noise_study):
+    cfg, run, outcome = noise_study
     arrays = run.load_unit("noise")
     data = load(cfg.data, seed=cfg.data_seed)
     unit = next(u for u in plan_units(cfg, data) if u.key == "noise")

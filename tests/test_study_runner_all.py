@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from fitscope.experiments import STUDIES
-from study_harness import check_kill_and_resume, check_ray_matches_local
+from study_harness import check_kill_and_resume, check_ray_matches_local, local_run
 
 # study name -> config values of a tiny run with >= 2 units (each porter owns its own entry)
 CASES: dict[str, dict] = {
@@ -28,6 +28,8 @@ CASES: dict[str, dict] = {
                           corruptions=["random_labels", "shuffled_pixels"], noise_levels=[0.0, 1.0]),
     "leak": dict(model="mlp:16x1", models=8, epochs=2, chunk=4),
     "seed-agreement": dict(model="mlp:16x1", models=4, chunk=2, epochs=2),
+    "dynamics-sharpness": dict(data="mnist1d", rows=60, model="mlp:8x1", gd_lrs=[0.1, 0.5], gd_steps=6, every=3,
+                               sgd_lrs=[0.5], batch_sizes=[16], sgd_time=2.0, sgd_measurements=2, probes=3),
     "noisy-labels": dict(data="digits", train_rows=200, model="mlp:16x1", methods=["ce", "clean"], noise=[0.4],
                          noise_mode=["uniform"], seeds=[0, 1], epochs=2, tune=False),
 }
@@ -37,13 +39,28 @@ def test_every_study_has_a_case():
     assert sorted(CASES) == sorted(STUDIES)
 
 
+@pytest.fixture(scope="module")
+def local_runs(tmp_path_factory):
+    """Each study's case run once from scratch on the local executor (threads 1), made when first asked for: the
+    reference of both its Ray run and its killed-and-resumed run."""
+    made = {}
+
+    def get(name):
+        if name not in made:
+            made[name] = local_run(name, CASES[name], tmp_path_factory.mktemp(name) / "local")
+        return made[name]
+
+    return get
+
+
+# first: each study's local run is made while its killed run starts in a subprocess
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_ray_matches_local(name, ray_session, tmp_path):
-    check_ray_matches_local(name, CASES[name], tmp_path)
+def test_kill_and_resume(name, local_runs, tmp_path):
+    check_kill_and_resume(name, CASES[name], tmp_path, reference=lambda: local_runs(name).run.path)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_kill_and_resume(name, tmp_path):
-    check_kill_and_resume(name, CASES[name], tmp_path)
+def test_ray_matches_local(name, ray_session, local_runs, tmp_path):
+    check_ray_matches_local(name, CASES[name], tmp_path, local=local_runs(name))

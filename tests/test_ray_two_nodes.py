@@ -356,20 +356,37 @@ def test_two_node_cluster_gives_the_local_tables(local_run, cluster, tmp_path):
     assert meta["config_hash"] == local_meta["config_hash"]
 
 
-def _freeze_a_running_unit(node: Node, proc: subprocess.Popen, out: Path) -> int:
-    """Wait until ``node`` runs a unit and SIGSTOP it there; returns its pid (still in the unit, frozen)."""
-    deadline = time.monotonic() + AUDIT_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError("the audit ended before a unit ran on the second node:\n"
-                                 + Path(f"{out}.stderr").read_text()[-3000:])
-        for pid in node.running_units():
-            os.kill(pid, signal.SIGSTOP)
-            if _title(pid).startswith(RUNNING_UNIT):  # stopped while still in the unit: it cannot finish now
-                return pid
-            os.kill(pid, signal.SIGCONT)  # it finished between the look and the stop: catch the next one
-        time.sleep(0.02)
-    raise AssertionError(f"no unit ran on the second node within {AUDIT_TIMEOUT} s")
+def _freeze_a_running_unit(node: Node, proc: subprocess.Popen, out: Path, hold: Node) -> int:
+    """Wait until ``node`` runs a unit and SIGSTOP it there; returns its pid (still in the unit, frozen).
+
+    Meanwhile every unit that starts on ``hold`` (the head) is frozen too, so the head cannot finish the
+    audit's units on its own before the second node takes one (under load that race went the other way);
+    they are let go once ``node``'s unit is frozen.
+    """
+    held: set[int] = set()
+    try:
+        deadline = time.monotonic() + AUDIT_TIMEOUT
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError("the audit ended before a unit ran on the second node:\n"
+                                     + Path(f"{out}.stderr").read_text()[-3000:])
+            for pid in hold.running_units():
+                if pid not in held:
+                    os.kill(pid, signal.SIGSTOP)
+                    held.add(pid)
+            for pid in node.running_units():
+                os.kill(pid, signal.SIGSTOP)
+                if _title(pid).startswith(RUNNING_UNIT):  # stopped while still in the unit: it cannot finish now
+                    return pid
+                os.kill(pid, signal.SIGCONT)  # it finished between the look and the stop: catch the next one
+            time.sleep(0.02)
+        raise AssertionError(f"no unit ran on the second node within {AUDIT_TIMEOUT} s")
+    finally:
+        for pid in held:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
 
 
 def _one_line_error(err: str) -> str:
@@ -386,7 +403,7 @@ def test_killing_a_node_mid_run_finishes_or_resumes(local_run, cluster, tmp_path
     out = tmp_path / "killed"
     proc = run_audit(out, *_ray(cluster))
     try:
-        frozen = _freeze_a_running_unit(worker, proc, out)
+        frozen = _freeze_a_running_unit(worker, proc, out, hold=cluster.head)
         worker.kill()  # the whole node, with the frozen unit on it: that unit can only finish elsewhere
         assert _dies(frozen), f"the frozen unit's process {frozen} survived its node"
         code, err = _finish(proc, out)

@@ -2,9 +2,10 @@
 
 Layers, lowest first::
 
-    runs < data < models < train < {estimators, kernels, dynamics} < privacy < report < experiments < cli
+    runs < data < models < train < {estimators, kernels, dynamics, explain, robustness} < privacy < report < experiments < cli
 
-``estimators``, ``kernels`` and ``dynamics`` are peers: none imports another. ``privacy`` sits
+``estimators``, ``kernels``, ``dynamics``, ``explain`` (saliency maps and their sanity checks) and
+``robustness`` (adversarial attacks, defenses, backdoors) are peers: none imports another. ``privacy`` sits
 above ``estimators``: a defense is measured with the estimators' attacks (membership
 inference) and shares their input checks, so DESIGN.md's "peers" for the three was
 too strict for privacy (the code has always imported them). The
@@ -47,6 +48,8 @@ LAYERS: dict[str, int] = {
     "estimators": 4,
     "kernels": 4,
     "dynamics": 4,
+    "explain": 4,
+    "robustness": 4,
     "privacy": 5,
     "report": 6,
     "experiments": 7,

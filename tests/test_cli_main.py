@@ -24,6 +24,25 @@ def test_a_mistyped_command_is_suggested_once(capsys, argv, suggestion):
     assert captured.err.count("Did you mean") == 1 and suggestion in captured.err
 
 
+@pytest.mark.parametrize("argv, words", [
+    (["dynamics", "nosuch"], ["fitscope dynamics", "No such command 'nosuch'"]),
+    (["audit", "--nosuch", "1"], ["fitscope audit", "No such option '--nosuch'"]),
+    (["audit", "--models", "abc"], ["fitscope audit", "'--models'", "'abc' is not a valid integer"]),
+])
+def test_a_usage_error_is_one_line_and_exit_2(capsys, argv, words):
+    code, captured = run_main(argv, capsys)
+    assert code == 2
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    assert all(word in lines[0] for word in words), lines[0]
+    assert "--help" in lines[0] and not captured.out
+
+
+def test_a_group_without_a_command_shows_its_help(capsys):
+    code, captured = run_main(["dynamics"], capsys)
+    assert code == 2 and "sharpness" in captured.out + captured.err
+
+
 def test_top_level_help_has_an_example_and_the_verbose_option(capsys):
     code, captured = run_main(["--help"], capsys)
     assert code == 0

@@ -20,6 +20,7 @@ import sys
 import warnings
 from collections.abc import Callable
 
+import click
 import typer
 
 from fitscope.errors import FitscopeError
@@ -139,13 +140,41 @@ def _register() -> None:
         importlib.import_module(f"{__name__}.{info.name}")
 
 
+def usage_error_line(err: click.UsageError) -> str:
+    """One line for a usage error (unknown command or flag, bad flag value): the message, where it was given, and
+    where the help is; click's suggestion ("Did you mean ...?") is part of the message."""
+    message = " ".join(err.format_message().split())
+    where = err.ctx.command_path if err.ctx is not None else "fitscope"
+    return f"error: {where}: {message} (see `{where} --help`)"
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the console script."""
+    """Entry point of the console script.
+
+    Every error is one line on stderr and exit code 2: a :class:`~fitscope.errors.FitscopeError` from the
+    library, and click's usage errors (an unknown command such as ``fitscope dynamics nosuch``, an unknown
+    flag, a value of the wrong type), which click would otherwise draw as a box of several lines.
+    """
     _register()
     try:
-        app(args=argv, standalone_mode=True)
+        code = app(args=argv, prog_name="fitscope", standalone_mode=False)
     except FitscopeError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except click.exceptions.NoArgsIsHelpError as err:  # a group given no command: its help, as click shows it
+        from typer import rich_utils
+
+        rich_utils.rich_format_error(err)
+        sys.exit(err.exit_code)
+    except click.UsageError as err:
+        print(usage_error_line(err), file=sys.stderr)
+        sys.exit(2)
+    except click.ClickException as err:
+        print(f"error: {' '.join(err.format_message().split())}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except click.Abort:
+        print("Aborted!", file=sys.stderr)
+        sys.exit(1)
     finally:
         restore_third_party()
+    sys.exit(code if isinstance(code, int) else 0)

@@ -28,6 +28,7 @@ from fitscope.validation import message, shorten
 #: the modules of the parts, in the order ``fitscope regularizers list`` shows them; each defines ``PART``
 _PART_MODULES = ("weight_decay", "dropout", "augment", "label_smoothing", "mixup", "elr", "pskd", "gce", "sce", "sam",
                  "compander", "ortho", "polarize", "l1bn")
+_PART_MODULES += ("pgd",)  # PGD adversarial training (fitscope robust)
 
 #: name -> part class
 REGULARIZERS: dict[str, type[Regularizer]] = {

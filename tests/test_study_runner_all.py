@@ -30,8 +30,22 @@ CASES: dict[str, dict] = {
     "seed-agreement": dict(model="mlp:16x1", models=4, chunk=2, epochs=2),
     "dynamics-sharpness": dict(data="mnist1d", rows=60, model="mlp:8x1", gd_lrs=[0.1, 0.5], gd_steps=6, every=3,
                                sgd_lrs=[0.5], batch_sizes=[16], sgd_time=2.0, sgd_measurements=2, probes=3),
+    "dynamics-exp-lr": dict(rows=100, nets=["mlp:8x1"], precisions=["float64", "float32"], steps=8, every=4,
+                            batch_size=16),
+    "dynamics-layers": dict(nets=["mlp:8x1", "resnet:2x1"], models=1, epochs=1, checkpoints=[0, 1]),
+    "dynamics-connectivity": dict(data="digits", model="mlp:8x1", epochs=1, curve_epochs=1, points=3, draws=1),
+    "dynamics-identity": dict(size=0, depths=[1, 2], architectures=["fc", "cnn"], width=8, channels=2,
+                              test_inputs=4, noise_inputs=2, max_steps=5, show=1),
+    "dynamics-matrix-factorization": dict(size=8, rank=1, observed=[30, 50], depths=[1, 2], max_steps=300,
+                                          solver_eps=1e-4),
     "noisy-labels": dict(data="digits", train_rows=200, model="mlp:16x1", methods=["ce", "clean"], noise=[0.4],
                          noise_mode=["uniform"], seeds=[0, 1], epochs=2, tune=False),
+    "saliency": dict(data=["digits"], model="cnn:4-8", rows=3, epochs=1, random_label_epochs=1, ig_steps=4,
+                     smoothgrad_samples=2),
+    "robust": dict(specs=["mlp:8x1"], norms=["inf"], epochs=1, eps_curve=[0.1], train_steps=1, attack_steps=1,
+                   restarts=1, mlp_widths=[], cnn_widths=[], l0_attacks=[]),
+    "backdoor": dict(model="mlp:8x1", seeds=[0], fractions=[0.1], epochs=1, support=20, nc_steps=5, si_steps=5,
+                     si_noise_samples=2, si_all_classes=False),
 }
 
 

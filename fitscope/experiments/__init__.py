@@ -24,7 +24,15 @@ STUDIES: dict[str, str] = {
     "kernels-complexity": "fitscope.experiments.kernels_complexity",
     "seed-agreement": "fitscope.experiments.seed_agreement",
     "dynamics-sharpness": "fitscope.experiments.dynamics_sharpness",
+    "dynamics-connectivity": "fitscope.experiments.dynamics_connectivity",
+    "dynamics-exp-lr": "fitscope.experiments.dynamics_exp_lr",
+    "dynamics-layers": "fitscope.experiments.dynamics_layers",
+    "dynamics-identity": "fitscope.experiments.dynamics_identity",
+    "dynamics-matrix-factorization": "fitscope.experiments.dynamics_matrix_factorization",
     "noisy-labels": "fitscope.experiments.noisy_labels",
+    "saliency": "fitscope.experiments.saliency",
+    "robust": "fitscope.experiments.robust",
+    "backdoor": "fitscope.experiments.backdoor",
 }
 
 

@@ -53,10 +53,13 @@ def test_our_pgd_is_at_least_as_strong_as_art(tiny, norm, eps):
     net, x, y = tiny
     clf = PyTorchClassifier(model=net, loss=nn.CrossEntropyLoss(), input_shape=(x.shape[1],), nb_classes=3,
                             clip_values=(0.0, 1.0))
+    # 4 random starts on both sides: with 2, either side's worst case still moved by 1-4 of the 300 rows from one
+    # draw to the next (measured over 8 seeds); ART draws its starts from NumPy's global generator, seeded here
+    np.random.seed(0)
     art = ProjectedGradientDescentPyTorch(clf, norm=np.inf if norm == "inf" else 2, eps=eps, eps_step=eps / 4,
-                                          max_iter=20, num_random_init=2, batch_size=512, verbose=False)
+                                          max_iter=20, num_random_init=4, batch_size=512, verbose=False)
     art_acc = float((clf.predict(art.generate(x=x, y=y)).argmax(1) == y).mean())
-    ours = robust_accuracy(net, x, y, attack="pgd", eps=eps, norm=norm, steps=20, step_size=eps / 4, restarts=2,
+    ours = robust_accuracy(net, x, y, attack="pgd", eps=eps, norm=norm, steps=20, step_size=eps / 4, restarts=4,
                            low=0.0, high=1.0, seed=0, keep_inputs=True)
     clean = float((net(torch.from_numpy(x)).argmax(1).numpy() == y).mean())
     assert ours.clean_accuracy == pytest.approx(clean)

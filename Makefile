@@ -18,9 +18,11 @@ demo: $(STAMP)
 	rm -rf runs/demo-audit
 	$(BIN)/fitscope audit --data digits --noise 0.1 --quick --out runs/demo-audit
 
-## make test: the whole test suite (what CI runs)
+## make test: the whole test suite (what CI runs), in TEST_WORKERS processes (pytest-xdist; a file's tests stay
+## in one process, so its fixtures are made once); each worker trains on one torch thread (tests/conftest.py)
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 ## make bench: performance targets (not tests); results in bench/results/
 bench: $(STAMP)

@@ -12,3 +12,12 @@ def run_main(argv, capsys):
     with pytest.raises(SystemExit) as info:
         main(argv)
     return info.value.code, capsys.readouterr()
+
+
+def assert_refused(argv, out, needle, capsys) -> None:
+    """``main(argv)`` refuses: exit 2, exactly one line on stderr that contains ``needle``, and no ``out``."""
+    code, captured = run_main(argv, capsys)
+    assert code == 2, captured.err
+    lines = [line for line in captured.err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], captured.err
+    assert not out.exists()

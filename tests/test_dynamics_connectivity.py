@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cli_helpers import run_main
+from cli_helpers import assert_refused, run_main
 from fitscope.dynamics import (
     barrier, bezier_point, check_same_architecture, dropout_forward, dropout_masks, dropout_path, dropout_stability,
     interpolate, mlp_layers, path_losses, train_bezier,
@@ -285,11 +285,7 @@ ARGS = ["dynamics", "connectivity", "--data", "digits", "--model", "mlp:16x1", "
 )
 def test_cli_bad_input_is_one_line_exit_2_and_no_run(tmp_path, capsys, extra, needle):
     out = tmp_path / "run"
-    code, captured = run_main(ARGS + ["--out", str(out)] + extra, capsys)
-    assert code == 2
-    lines = [line for line in captured.err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and needle in lines[0], captured.err
-    assert not out.exists()
+    assert_refused(ARGS + ["--out", str(out)] + extra, out, needle, capsys)
 
 
 def test_cli_runs_writes_the_tables_and_report_and_resumes(tmp_path, capsys):

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cli_helpers import run_main
+from cli_helpers import assert_refused, run_main
 from fitscope.errors import ConfigError
 from fitscope.experiments import get_study
 from fitscope.experiments.dynamics_layers import (
@@ -176,11 +176,7 @@ ARGS = ["dynamics", "layers", "--nets", "mlp:8x1", "--models", "1", "--epochs", 
 )
 def test_cli_bad_input_is_one_line_exit_2_and_no_run(tmp_path, capsys, extra, needle):
     out = tmp_path / "run"
-    code, captured = run_main(ARGS + ["--out", str(out)] + extra, capsys)
-    assert code == 2
-    lines = [line for line in captured.err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and needle in lines[0], captured.err
-    assert not out.exists()
+    assert_refused(ARGS + ["--out", str(out)] + extra, out, needle, capsys)
 
 
 def test_cli_runs_and_resumes(tmp_path, capsys):

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cli_helpers import run_main
+from cli_helpers import assert_refused, run_main
 from fitscope.dynamics import (
     complete_deep, complete_nuclear, deep_factorization_gradients, effective_rank, init_factors, low_rank_matrix,
     nuclear_penalized_objective, observation_mask, relative_error, soft_impute,
@@ -294,11 +294,7 @@ ARGS = ["dynamics", "matrix-factorization", "--size", "6", "--rank", "1", "--obs
 )
 def test_cli_bad_input_is_one_line_exit_2_and_no_run(tmp_path, capsys, extra, needle):
     out = tmp_path / "run"
-    code, captured = run_main(ARGS + ["--out", str(out)] + extra, capsys)
-    assert code == 2
-    lines = [line for line in captured.err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and needle in lines[0], captured.err
-    assert not out.exists()
+    assert_refused(ARGS + ["--out", str(out)] + extra, out, needle, capsys)
 
 
 def test_cli_runs_and_resumes(tmp_path, capsys):

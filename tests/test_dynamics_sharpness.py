@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cli_helpers import run_main
+from cli_helpers import assert_refused, run_main
 from fitscope.errors import ConfigError
 from fitscope.experiments import get_study
 from fitscope.experiments.dynamics_sharpness import (
@@ -244,11 +244,7 @@ ARGS = ["dynamics", "sharpness", "--data", "mnist1d", "--rows", "100", "--model"
 )
 def test_cli_bad_input_is_one_line_exit_2_and_no_run(tmp_path, capsys, extra, needle):
     out = tmp_path / "run"
-    code, captured = run_main(ARGS + ["--out", str(out)] + extra, capsys)
-    assert code == 2
-    lines = [line for line in captured.err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and needle in lines[0], captured.err
-    assert not out.exists()
+    assert_refused(ARGS + ["--out", str(out)] + extra, out, needle, capsys)
 
 
 def test_cli_runs_and_resumes(tmp_path, capsys):

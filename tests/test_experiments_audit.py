@@ -18,7 +18,7 @@ from fitscope.experiments.audit import (
     plan_units,
     subset_masks,
 )
-from fitscope.runs.executors import machine_cpus
+from fitscope.runs.executors import env_threads, machine_cpus
 from fitscope.seeding import derive_seed
 from fitscope.train import TrainConfig, train_ensemble
 
@@ -251,10 +251,12 @@ def test_audit_keeps_hidden_features_of_the_first_model(small_audit):
     assert "hidden-space kernel density" in set(outcome.spearman.proxy)
     assert np.isfinite(outcome.spearman.set_index("proxy").loc["hidden-space kernel density", "spearman_rho"])
     assert outcome.label_signals["hidden_density"] is not None
-    # threads resolved (all cores locally) and recorded per attempt and per unit, not in the config (hash)
+    # threads resolved (FITSCOPE_NUM_THREADS, else all cores locally) and recorded per attempt and per unit, not in
+    # the config (hash)
     assert "threads" not in run.config
-    assert run.meta["attempts"][-1]["executor"]["threads_per_task"] == machine_cpus()
-    assert {u["threads"] for u in run.meta["units"].values()} == {machine_cpus()}
+    local_default = env_threads() or machine_cpus()  # FITSCOPE_NUM_THREADS if set, else all cores
+    assert run.meta["attempts"][-1]["executor"]["threads_per_task"] == local_default
+    assert {u["threads"] for u in run.meta["units"].values()} == {local_default}
 
 
 def test_default_threads_all_cores_locally_one_per_ray_task(monkeypatch):

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cli_helpers import run_main
+from cli_helpers import assert_refused, run_main
 from fitscope.data import load
 from fitscope.errors import ConfigError
 from fitscope.experiments import get_study
@@ -237,11 +237,7 @@ def test_cli_bad_input_is_one_line_exit_2_and_no_run(tmp_path, capsys, extra, ne
     argv = ARGS + ["--out", str(out)] + extra
     if extra[:2] == ["--model", "cnn:8"]:
         argv += ["--data", "iris"]
-    code, captured = run_main(argv, capsys)
-    assert code == 2
-    lines = [line for line in captured.err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and needle in lines[0], captured.err
-    assert not out.exists()
+    assert_refused(argv, out, needle, capsys)
 
 
 def test_cli_runs_and_resumes(tmp_path, capsys):

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cli_helpers import run_main
+from cli_helpers import assert_refused, run_main
 from fitscope.errors import ConfigError
 from fitscope.experiments import get_study
 from fitscope.experiments.backdoor import (
@@ -118,6 +118,18 @@ def test_quick_is_a_small_setting_and_the_study_is_registered():
     assert get_study("backdoor") is STUDY and STUDY.command == "fitscope backdoor"
 
 
+def test_neural_cleanse_defaults_to_every_training_row_until_converged():
+    cfg = make_config()
+    assert cfg.support is None and cfg.nc_steps == 1000
+    y = np.arange(50) % 10
+    np.testing.assert_array_equal(support_rows(y, None, seed=3), np.arange(50))
+    np.testing.assert_array_equal(support_rows(y, 50, seed=3), np.arange(50))
+    rows = support_rows(y, 20, seed=3)
+    assert len(rows) == 20 and len(set(rows)) == 20 and (np.diff(rows) > 0).all()
+    tasks = plan_tasks(cfg, prepare(cfg).state)
+    assert all(t.support is None and t.nc["steps"] == 1000 for t in tasks)
+
+
 # --------------------------------------------------------------------------- command line
 
 ARGS = ["backdoor", "--model", "mlp:16x1", "--seeds", "0", "--fractions", "0.1", "--epochs", "2", "--support", "30",
@@ -141,11 +153,7 @@ ARGS = ["backdoor", "--model", "mlp:16x1", "--seeds", "0", "--fractions", "0.1",
 )
 def test_cli_bad_input_is_one_line_exit_2_and_no_run(tmp_path, capsys, extra, needle):
     out = tmp_path / "run"
-    code, captured = run_main(ARGS + ["--out", str(out)] + extra, capsys)
-    assert code == 2
-    lines = [line for line in captured.err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and needle in lines[0], captured.err
-    assert not out.exists()
+    assert_refused(ARGS + ["--out", str(out)] + extra, out, needle, capsys)
 
 
 def test_cli_runs_and_resumes(tmp_path, capsys):

@@ -34,8 +34,10 @@ def backdoor(
     lr: Optional[float] = typer.Option(None, help="SGD learning rate, momentum 0.9 (default 0.05)."),
     methods: Optional[str] = typer.Option(
         None, help="Inversion methods: neural-cleanse, smoothinv (default both)."),
-    support: Optional[int] = typer.Option(None, help="Clean training rows Neural Cleanse inverts on (default 200)."),
-    nc_steps: Optional[int] = typer.Option(None, help="Neural Cleanse's Adam steps (default 300)."),
+    support: Optional[int] = typer.Option(
+        None, help="Clean training rows Neural Cleanse inverts on (default all of them)."),
+    nc_steps: Optional[int] = typer.Option(
+        None, help="Neural Cleanse's most Adam steps; each class stops once its norm settles (default 1000)."),
     nc_lr: Optional[float] = typer.Option(None, help="Neural Cleanse's Adam learning rate (default 0.1)."),
     nc_init_cost: Optional[float] = typer.Option(None, help="First lambda of the mask's L1 penalty (default 0.001)."),
     nc_patience: Optional[int] = typer.Option(None, help="Steps before lambda moves (default 10)."),

@@ -11,11 +11,16 @@ and ``p = low + (high - low) (tanh(b) + 1) / 2`` with Adam (lr 0.1, betas (0.5, 
 code). ``lambda_c`` starts at ``init_cost`` and is scheduled as in the paper: after ``patience``
 consecutive steps with the attack success on the support set at least ``threshold`` it is multiplied by
 1.5, after ``patience`` steps below it divided by 1.5^1.5; the mask kept is the smallest-L1 one seen with
-success >= ``threshold`` (the last one if none reached it). Simplifications, said here: every step is one
-full batch of the support set (the paper iterates over mini-batches and counts patience in epochs), and
-all classes are optimised at once in one batched forward pass (their parameters and losses are separate,
-and Adam is per-parameter, so this equals one run per class). A backdoored class needs a much smaller
-mask than the others: its L1 norm is an outlier on the small side. The **anomaly index** of a class is
+success >= ``threshold`` (the last one if none reached it). The optimisation runs until it has converged,
+with the authors' early stop: a class stops once lambda has been both raised and lowered and its best
+norm has not improved by more than 1% (``early_stop_threshold`` 0.99) for ``early_stop_patience`` steps
+(default ``20 patience``: the authors count ``5 patience`` in epochs of about 30 mini-batches, and a
+step here is one full batch), or after ``steps`` (1000, their ``STEPS``).
+Simplifications, said here: every step is one full batch of the support set (the paper iterates over
+mini-batches of a clean set and counts patience in epochs), and all classes are optimised at once in one
+batched forward pass (their parameters and losses are separate, Adam is per-parameter, and a class's kept
+trigger and lambda freeze once it stops, so this equals one run per class). A backdoored class needs a
+much smaller mask than the others: its L1 norm is an outlier on the small side. The **anomaly index** of a class is
 ``|norm - median| / (1.4826 median(|norm - median|))`` (the median absolute deviation with the normal
 consistency constant); a class is flagged when its index exceeds 2 and its norm is below the median.
 
@@ -111,6 +116,8 @@ class NeuralCleanseResult:
         reached: ``(K,)`` bool: the kept trigger reached ``threshold``.
         costs: ``(K,)`` the final lambda of each class.
         classes: ``(K,)`` the classes inverted.
+        steps_run: ``(K,)`` the steps each class ran before its early stop (``steps`` where it never stopped).
+        converged: ``(K,)`` bool: the class stopped early (its norm settled) rather than at ``steps``.
         anomaly: the anomaly index over the classes (when all C classes were inverted).
     """
 
@@ -122,6 +129,8 @@ class NeuralCleanseResult:
     costs: np.ndarray
     classes: np.ndarray
     anomaly: AnomalyResult | None = None
+    steps_run: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    converged: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
 
 def _check_support(model: nn.Module, x, name: str) -> torch.Tensor:
@@ -149,9 +158,10 @@ def _device(model: nn.Module) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
-def neural_cleanse(model: nn.Module, x, y=None, *, classes=None, bounds=(0.0, 1.0), steps: int = 300,
+def neural_cleanse(model: nn.Module, x, y=None, *, classes=None, bounds=(0.0, 1.0), steps: int = 1000,
                    lr: float = 0.1, init_cost: float = 1e-3, threshold: float = 0.99, patience: int = 10,
-                   seed: int = 0) -> NeuralCleanseResult:
+                   early_stop: bool = True, early_stop_threshold: float = 0.99,
+                   early_stop_patience: int | None = None, seed: int = 0) -> NeuralCleanseResult:
     """Reverse-engineer the smallest trigger that sends the support set to each class (Neural Cleanse).
 
     Args:
@@ -161,11 +171,16 @@ def neural_cleanse(model: nn.Module, x, y=None, *, classes=None, bounds=(0.0, 1.
             class ``c`` (rows already of ``c`` say nothing about a trigger).
         classes: the classes to invert (default all C); the anomaly index needs all of them.
         bounds: ``(low, high)`` the range of the inputs and of the pattern.
-        steps: Adam steps (full batches of the support set).
+        steps: the most Adam steps (full batches of the support set); 1000 as the authors' ``STEPS``.
         lr: Adam's learning rate.
         init_cost: the first lambda of the L1 penalty.
         threshold: attack success on the support set that counts as flipped (0.99 in the paper).
         patience: steps above (below) the threshold before lambda goes up (down).
+        early_stop: stop a class once its norm has settled (below); False runs all ``steps``.
+        early_stop_threshold: a new best norm counts as an improvement only below this times the best of
+            the steps before (0.99: by more than 1%).
+        early_stop_patience: steps without improvement (after lambda has moved both ways) before a class
+            stops; default ``20 patience`` (the authors' ``5 patience`` epochs, each of many mini-batches).
         seed: seed of the initial mask and pattern parameters.
 
     Returns:
@@ -178,6 +193,9 @@ def neural_cleanse(model: nn.Module, x, y=None, *, classes=None, bounds=(0.0, 1.
     lr = check_number(lr, "lr", low=0.0, open_low=True, open_high=True)
     init_cost = check_number(init_cost, "init_cost", low=0.0, open_low=True, open_high=True)
     threshold = check_fraction(threshold, "threshold", open_low=True)
+    early_stop_threshold = check_fraction(early_stop_threshold, "early_stop_threshold", open_low=True)
+    early_stop_patience = 20 * patience if early_stop_patience is None else check_int(early_stop_patience,
+                                                                                    "early_stop_patience")
     seed = check_seed(seed)
     was_training = model.training
     model.eval()
@@ -214,7 +232,13 @@ def neural_cleanse(model: nn.Module, x, y=None, *, classes=None, bounds=(0.0, 1.
     best_pattern = torch.zeros((k, *input_shape), device=device)
     best_success = torch.zeros(k, device=device)
     targets = cls.repeat_interleave(n)
-    for _ in range(steps):
+    active = torch.ones(k, dtype=torch.bool, device=device)  # classes still optimising
+    steps_run = torch.full((k,), steps, dtype=torch.long, device=device)
+    raised = torch.zeros(k, dtype=torch.bool, device=device)
+    lowered = torch.zeros(k, dtype=torch.bool, device=device)
+    stall = torch.zeros(k, dtype=torch.long, device=device)
+    stall_best = torch.full((k,), float("inf"), device=device)
+    for step in range(steps):
         mask = (torch.tanh(a) + 1) / 2
         pattern = low + (high - low) * (torch.tanh(b) + 1) / 2
         m = mask[:, None, None]  # (k, 1, 1, *positions): broadcast over the rows and the channels
@@ -228,7 +252,7 @@ def neural_cleanse(model: nn.Module, x, y=None, *, classes=None, bounds=(0.0, 1.
         with torch.no_grad():
             success = ((logits.argmax(1) == targets).float().view(k, n) * weight).sum(1) / counts
             ok = success >= threshold
-            better = ok & (norm < best_norm)
+            better = ok & (norm < best_norm) & active
             best_norm = torch.where(better, norm, best_norm)
             best_mask[better] = mask[better]
             best_pattern[better] = pattern[better]
@@ -236,10 +260,22 @@ def neural_cleanse(model: nn.Module, x, y=None, *, classes=None, bounds=(0.0, 1.
             # lambda scheduling (Wang et al.): patience steps on one side of the threshold move it
             up = torch.where(ok, up + 1, torch.zeros_like(up))
             down = torch.where(ok, torch.zeros_like(down), down + 1)
-            cost = torch.where(up >= patience, cost * COST_UP, cost)
-            cost = torch.where(down >= patience, cost / COST_DOWN, cost)
+            raise_, lower = active & (up >= patience), active & (down >= patience)
+            cost = torch.where(raise_, cost * COST_UP, cost)
+            cost = torch.where(lower, cost / COST_DOWN, cost)
+            raised, lowered = raised | raise_, lowered | lower
             up = torch.where(up >= patience, torch.zeros_like(up), up)
             down = torch.where(down >= patience, torch.zeros_like(down), down)
+            if early_stop:  # the authors' early stop: no 1% improvement for early_stop_patience steps
+                found = torch.isfinite(best_norm)
+                stalled = found & (best_norm >= early_stop_threshold * stall_best)
+                stall = torch.where(stalled, stall + 1, torch.where(found, torch.zeros_like(stall), stall))
+                stall_best = torch.minimum(stall_best, best_norm)
+                stop = active & raised & lowered & (stall >= early_stop_patience)
+                steps_run = torch.where(stop, torch.full_like(steps_run, step + 1), steps_run)
+                active = active & ~stop
+                if not active.any():
+                    break
         opt.step()
     with torch.no_grad():  # a class that never reached the threshold keeps its last trigger
         mask = (torch.tanh(a) + 1) / 2
@@ -261,7 +297,8 @@ def neural_cleanse(model: nn.Module, x, y=None, *, classes=None, bounds=(0.0, 1.
                                patterns=best_pattern.cpu().numpy().astype(np.float32), norms=norms,
                                success=best_success.cpu().numpy().astype(np.float64),
                                reached=(~missing).cpu().numpy(), costs=cost.cpu().numpy().astype(np.float64),
-                               classes=np.asarray(classes, np.int64), anomaly=anomaly)
+                               classes=np.asarray(classes, np.int64), anomaly=anomaly,
+                               steps_run=steps_run.cpu().numpy().astype(np.int64), converged=(~active).cpu().numpy())
 
 
 @dataclass

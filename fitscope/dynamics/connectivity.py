@@ -50,6 +50,7 @@ from torch import nn
 
 from fitscope.errors import ConfigError, DataError
 from fitscope.seeding import derive_seed
+from fitscope.train.modes import eval_mode
 from fitscope.validation import check_fraction, check_int, check_number, check_seed, message
 
 __all__ = ["BezierCurve", "DropoutPath", "barrier", "bezier_point", "check_same_architecture", "dropout_forward",
@@ -148,17 +149,13 @@ def loss_and_error(model: nn.Module, params: Params | None, x: torch.Tensor, y: 
 
     The model's training/eval mode is restored afterwards.
     """
-    was_training = model.training
-    model.eval()
     total, wrong = 0.0, 0
-    try:
+    with eval_mode(model):
         for start in range(0, len(x), batch_size):
             xb, yb = x[start:start + batch_size], y[start:start + batch_size]
             out = model(xb) if params is None else torch.func.functional_call(model, params, (xb,))
             total += float(F.cross_entropy(out, yb, reduction="sum"))
             wrong += int((out.argmax(1) != yb).sum())
-    finally:
-        model.train(was_training)
     return total / len(x), wrong / len(x)
 
 
@@ -329,13 +326,10 @@ def _units(model: nn.Module, layers: Sequence[str], x: torch.Tensor) -> dict[str
     widths: dict[str, int] = {}
     hooks = [model.get_submodule(name).register_forward_hook(
         lambda m, i, o, name=name: widths.__setitem__(name, int(o.shape[1]))) for name in layers]
-    was_training = model.training
     try:
-        with torch.no_grad():
-            model.eval()
+        with torch.no_grad(), eval_mode(model):
             model(x[:1])
     finally:
-        model.train(was_training)
         for h in hooks:
             h.remove()
     return widths
@@ -375,12 +369,10 @@ def dropout_forward(model: nn.Module, x: torch.Tensor, masks: dict[str, torch.Te
         return scale_output
 
     hooks = [model.get_submodule(name).register_forward_hook(hook(mask)) for name, mask in masks.items()]
-    was_training = model.training
     try:
-        model.eval()
-        return model(x) if params is None else torch.func.functional_call(model, params, (x,))
+        with eval_mode(model):
+            return model(x) if params is None else torch.func.functional_call(model, params, (x,))
     finally:
-        model.train(was_training)
         for h in hooks:
             h.remove()
 

@@ -74,6 +74,7 @@ import torch
 from torch import nn
 
 from fitscope.errors import ConfigError
+from fitscope.train.modes import eval_mode
 from fitscope.validation import message
 
 __all__ = ["SCHEDULES", "ExpSchedule", "ScaleInvariance", "check_scale_invariant", "equivalent_exp_schedule",
@@ -292,19 +293,18 @@ def predict_with_fresh_statistics(model: nn.Module, x_stats: torch.Tensor, x: to
     norms = [m for m in model.modules() if isinstance(m, _NORMS) and m.track_running_stats]
     saved = [(m.momentum, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
              for m in norms]
-    was_training = model.training
     try:
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None
-        model.train()
-        model(x_stats)
-        model.eval()
-        return [model(xi) for xi in xs]
+        with eval_mode(model):
+            for m in norms:
+                m.reset_running_stats()
+                m.momentum = None
+            model.train()
+            model(x_stats)
+            model.eval()
+            return [model(xi) for xi in xs]
     finally:
         for m, (momentum, mean, var, count) in zip(norms, saved):
             m.momentum = momentum
             m.running_mean.copy_(mean)
             m.running_var.copy_(var)
             m.num_batches_tracked.copy_(count)
-        model.train(was_training)

@@ -61,6 +61,7 @@ import torch.nn.functional as F
 
 from fitscope.errors import ConfigError, DataError
 from fitscope.train.device import placement_device
+from fitscope.train.modes import eval_mode
 from fitscope.validation import check_choice, check_int, check_number, check_seed, check_type, message
 
 LOSSES = ("ce", "mse")
@@ -270,7 +271,7 @@ class LossHessian:
         return torch.func.functional_call(self.model, (params, self.frozen, self.buffers), (xb,))
 
     def _check_targets(self, y: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad(), _eval_mode(self.model):
+        with torch.no_grad(), eval_mode(self.model):
             out = self._forward(self.params, self.x[:1].to(self.device))
         if out.ndim < 1 or len(out) != 1:
             raise DataError(message("model", "one output row per input row", f"output shape {tuple(out.shape)} "
@@ -319,7 +320,7 @@ class LossHessian:
 
     def value(self) -> float:
         """The full-batch loss L(theta)."""
-        with torch.no_grad(), _eval_mode(self.model):
+        with torch.no_grad(), eval_mode(self.model):
             return float(sum(self._chunk_loss(self.params, xb, yb) for xb, yb in self.chunks()))
 
     def _hvp_forward(self, tangent: dict) -> dict:
@@ -351,7 +352,7 @@ class LossHessian:
     def hvp(self, v: torch.Tensor) -> torch.Tensor:
         """``H v`` for a flat vector ``v`` of length P (float64 out, on the device)."""
         tangent = self.unflatten(v.to(self.device))
-        with _eval_mode(self.model):
+        with eval_mode(self.model):
             if self.method is None:  # "auto": the first method that works on this model is kept
                 try:
                     out = self._hvp_backward(tangent)
@@ -364,22 +365,6 @@ class LossHessian:
             else:
                 out = self._hvp_backward(tangent)
         return self.flatten(out)
-
-
-class _eval_mode:
-    """Put a module in eval mode inside the block and restore every submodule's own mode after."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.model = model
-
-    def __enter__(self):
-        self.modes = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()
-        return self.model
-
-    def __exit__(self, *exc) -> None:
-        for m, mode in self.modes:
-            m.training = mode
 
 
 def hessian_vector_product(model: torch.nn.Module, x, y, v, *, loss: LossArg = "ce", chunk: int | None = None,

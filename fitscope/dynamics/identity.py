@@ -36,6 +36,7 @@ import torch
 
 from fitscope.errors import DataError
 from fitscope.train.device import placement_device
+from fitscope.train.modes import eval_mode
 from fitscope.validation import check_int, check_number, message
 
 #: a net "computes" a function when its outputs correlate at least this much with that function's outputs on average
@@ -172,14 +173,8 @@ def model_outputs(model: torch.nn.Module, inputs, *, batch_size: int = 256,
     if device is None:
         first = next(model.parameters(), None)
         device = first.device if first is not None else placement_device()
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            parts = [model(z[i:i + batch_size].to(device)).detach().cpu().double() for i in range(0, len(z),
-                                                                                                   batch_size)]
-    finally:
-        model.train(was)
+    with torch.no_grad(), eval_mode(model):
+        parts = [model(z[i:i + batch_size].to(device)).detach().cpu().double() for i in range(0, len(z), batch_size)]
     return torch.cat(parts).numpy()
 
 

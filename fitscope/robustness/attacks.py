@@ -42,6 +42,7 @@ from torch import nn
 
 from fitscope.errors import ConfigError
 from fitscope.train.adversarial import check_norm_name, pgd_perturb
+from fitscope.train.modes import eval_mode
 from fitscope.validation import (
     as_array,
     check_choice,
@@ -76,20 +77,6 @@ def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     true = logits.gather(1, y[:, None])[:, 0]
     other = logits.scatter(1, y[:, None], -math.inf).max(dim=1).values
     return other - true
-
-
-class _EvalMode:
-    """Run ``model`` in eval mode inside the block, restoring its training flag afterwards."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model, self.was = model, model.training
-
-    def __enter__(self) -> nn.Module:
-        self.model.eval()
-        return self.model
-
-    def __exit__(self, *exc) -> None:
-        self.model.train(self.was)
 
 
 def _inputs(model, x, y) -> tuple[torch.Tensor, torch.Tensor, torch.device]:
@@ -154,7 +141,7 @@ def pgd_attack(model: nn.Module, x, y, *, eps: float, norm: str = "inf", steps: 
     xt, yt, device = _inputs(model, x, y)
     gen = torch.Generator().manual_seed(check_seed(seed))
     out = []
-    with _EvalMode(model):
+    with eval_mode(model):
         for part in _chunks(len(xt), check_int(batch_size, "batch_size")):
             xb, yb = xt[part].to(device), yt[part].to(device)
             adv = pgd_perturb(_ce(model, yb), xb, eps=eps, norm=norm, steps=steps, step_size=step_size, low=low,
@@ -222,7 +209,7 @@ def l0_pixel_attack(model: nn.Module, x, y, *, pixels: int, steps: int = 20, ste
     d = math.prod(shape)
     gen = torch.Generator().manual_seed(check_seed(seed))
     out = []
-    with _EvalMode(model):
+    with eval_mode(model):
         for part in _chunks(len(xt), check_int(batch_size, "batch_size")):
             xb, yb = xt[part].to(device), yt[part].to(device)
             loss = _ce(model, yb)
@@ -292,7 +279,7 @@ def patch_attack(model: nn.Module, x, y, *, size: int, steps: int = 20, stride: 
     gen = torch.Generator().manual_seed(check_seed(seed))
     corners = patch_positions(shape, size, stride)
     out = []
-    with _EvalMode(model):
+    with eval_mode(model):
         for part in _chunks(len(xt), check_int(batch_size, "batch_size")):
             xb, yb = xt[part].to(device), yt[part].to(device)
             loss = _ce(model, yb)
@@ -345,7 +332,7 @@ def predict_labels(model: nn.Module, x, *, batch_size: int = 1024) -> np.ndarray
     param = next(iter(model.parameters()), None)
     device = param.device if param is not None else torch.device("cpu")
     out = []
-    with _EvalMode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for part in _chunks(len(xt), batch_size):
             out.append(model(xt[part].to(device)).argmax(-1).cpu())
     return torch.cat(out).numpy()

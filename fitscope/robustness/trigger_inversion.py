@@ -51,6 +51,7 @@ from torch import nn
 from fitscope.errors import ConfigError
 from fitscope.robustness.backdoor import check_bounds
 from fitscope.seeding import derive_seed
+from fitscope.train.modes import eval_mode
 from fitscope.validation import check_fraction, check_int, check_number, check_seed, message
 
 __all__ = ["ANOMALY_THRESHOLD", "AnomalyResult", "MAD_CONSISTENCY", "NeuralCleanseResult", "SmoothInvResult",
@@ -197,100 +198,98 @@ def neural_cleanse(model: nn.Module, x, y=None, *, classes=None, bounds=(0.0, 1.
     early_stop_patience = 20 * patience if early_stop_patience is None else check_int(early_stop_patience,
                                                                                     "early_stop_patience")
     seed = check_seed(seed)
-    was_training = model.training
-    model.eval()
-    device = _device(model)
-    n_classes = _logits_shape(model, xt.to(device))
-    if classes is None:
-        classes = list(range(n_classes))
-    classes = [check_int(c, "classes", low=0, high=n_classes - 1) for c in classes]
-    if not classes or len(set(classes)) != len(classes):
-        raise ConfigError(message("classes", "distinct classes, at least one", str(classes)))
-    k = len(classes)
-    input_shape = tuple(xt.shape[1:])
-    positions = input_shape[1:]
-    xt = xt.to(device)
-    n = len(xt)
-    cls = torch.tensor(classes, device=device)
-    weight = torch.ones(k, n, device=device)
-    if y is not None:
-        yt = torch.as_tensor(np.asarray(y, np.int64), device=device)
-        if yt.shape != (n,):
-            raise ConfigError(message("y", f"({n},) labels like x", str(tuple(yt.shape))))
-        weight = (yt[None, :] != cls[:, None]).float()
-    counts = weight.sum(1).clamp(min=1)
-    gen = torch.Generator().manual_seed(derive_seed(seed, "neural-cleanse"))
-    # the authors start from random parameters; small ones keep mask and pattern near their middle values
-    a = (0.1 * torch.randn((k, *positions), generator=gen)).to(device).requires_grad_(True)
-    b = (0.1 * torch.randn((k, *input_shape), generator=gen)).to(device).requires_grad_(True)
-    opt = torch.optim.Adam([a, b], lr=lr, betas=(0.5, 0.9))
-    cost = torch.full((k,), init_cost, device=device)
-    up = torch.zeros(k, dtype=torch.long, device=device)
-    down = torch.zeros(k, dtype=torch.long, device=device)
-    best_norm = torch.full((k,), float("inf"), device=device)
-    best_mask = torch.zeros((k, *positions), device=device)
-    best_pattern = torch.zeros((k, *input_shape), device=device)
-    best_success = torch.zeros(k, device=device)
-    targets = cls.repeat_interleave(n)
-    active = torch.ones(k, dtype=torch.bool, device=device)  # classes still optimising
-    steps_run = torch.full((k,), steps, dtype=torch.long, device=device)
-    raised = torch.zeros(k, dtype=torch.bool, device=device)
-    lowered = torch.zeros(k, dtype=torch.bool, device=device)
-    stall = torch.zeros(k, dtype=torch.long, device=device)
-    stall_best = torch.full((k,), float("inf"), device=device)
-    for step in range(steps):
-        mask = (torch.tanh(a) + 1) / 2
-        pattern = low + (high - low) * (torch.tanh(b) + 1) / 2
-        m = mask[:, None, None]  # (k, 1, 1, *positions): broadcast over the rows and the channels
-        stamped = (1 - m) * xt[None] + m * pattern[:, None]
-        logits = model(stamped.reshape(k * n, *input_shape))
-        ce = F.cross_entropy(logits, targets, reduction="none").view(k, n)
-        norm = mask.reshape(k, -1).abs().sum(1)
-        loss = ((ce * weight).sum(1) / counts + cost * norm).sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        with torch.no_grad():
-            success = ((logits.argmax(1) == targets).float().view(k, n) * weight).sum(1) / counts
-            ok = success >= threshold
-            better = ok & (norm < best_norm) & active
-            best_norm = torch.where(better, norm, best_norm)
-            best_mask[better] = mask[better]
-            best_pattern[better] = pattern[better]
-            best_success = torch.where(better, success, best_success)
-            # lambda scheduling (Wang et al.): patience steps on one side of the threshold move it
-            up = torch.where(ok, up + 1, torch.zeros_like(up))
-            down = torch.where(ok, torch.zeros_like(down), down + 1)
-            raise_, lower = active & (up >= patience), active & (down >= patience)
-            cost = torch.where(raise_, cost * COST_UP, cost)
-            cost = torch.where(lower, cost / COST_DOWN, cost)
-            raised, lowered = raised | raise_, lowered | lower
-            up = torch.where(up >= patience, torch.zeros_like(up), up)
-            down = torch.where(down >= patience, torch.zeros_like(down), down)
-            if early_stop:  # the authors' early stop: no 1% improvement for early_stop_patience steps
-                found = torch.isfinite(best_norm)
-                stalled = found & (best_norm >= early_stop_threshold * stall_best)
-                stall = torch.where(stalled, stall + 1, torch.where(found, torch.zeros_like(stall), stall))
-                stall_best = torch.minimum(stall_best, best_norm)
-                stop = active & raised & lowered & (stall >= early_stop_patience)
-                steps_run = torch.where(stop, torch.full_like(steps_run, step + 1), steps_run)
-                active = active & ~stop
-                if not active.any():
-                    break
-        opt.step()
-    with torch.no_grad():  # a class that never reached the threshold keeps its last trigger
-        mask = (torch.tanh(a) + 1) / 2
-        pattern = low + (high - low) * (torch.tanh(b) + 1) / 2
-        missing = ~torch.isfinite(best_norm)
-        if missing.any():
-            m = mask[:, None, None]
+    with eval_mode(model):
+        device = _device(model)
+        n_classes = _logits_shape(model, xt.to(device))
+        if classes is None:
+            classes = list(range(n_classes))
+        classes = [check_int(c, "classes", low=0, high=n_classes - 1) for c in classes]
+        if not classes or len(set(classes)) != len(classes):
+            raise ConfigError(message("classes", "distinct classes, at least one", str(classes)))
+        k = len(classes)
+        input_shape = tuple(xt.shape[1:])
+        positions = input_shape[1:]
+        xt = xt.to(device)
+        n = len(xt)
+        cls = torch.tensor(classes, device=device)
+        weight = torch.ones(k, n, device=device)
+        if y is not None:
+            yt = torch.as_tensor(np.asarray(y, np.int64), device=device)
+            if yt.shape != (n,):
+                raise ConfigError(message("y", f"({n},) labels like x", str(tuple(yt.shape))))
+            weight = (yt[None, :] != cls[:, None]).float()
+        counts = weight.sum(1).clamp(min=1)
+        gen = torch.Generator().manual_seed(derive_seed(seed, "neural-cleanse"))
+        # the authors start from random parameters; small ones keep mask and pattern near their middle values
+        a = (0.1 * torch.randn((k, *positions), generator=gen)).to(device).requires_grad_(True)
+        b = (0.1 * torch.randn((k, *input_shape), generator=gen)).to(device).requires_grad_(True)
+        opt = torch.optim.Adam([a, b], lr=lr, betas=(0.5, 0.9))
+        cost = torch.full((k,), init_cost, device=device)
+        up = torch.zeros(k, dtype=torch.long, device=device)
+        down = torch.zeros(k, dtype=torch.long, device=device)
+        best_norm = torch.full((k,), float("inf"), device=device)
+        best_mask = torch.zeros((k, *positions), device=device)
+        best_pattern = torch.zeros((k, *input_shape), device=device)
+        best_success = torch.zeros(k, device=device)
+        targets = cls.repeat_interleave(n)
+        active = torch.ones(k, dtype=torch.bool, device=device)  # classes still optimising
+        steps_run = torch.full((k,), steps, dtype=torch.long, device=device)
+        raised = torch.zeros(k, dtype=torch.bool, device=device)
+        lowered = torch.zeros(k, dtype=torch.bool, device=device)
+        stall = torch.zeros(k, dtype=torch.long, device=device)
+        stall_best = torch.full((k,), float("inf"), device=device)
+        for step in range(steps):
+            mask = (torch.tanh(a) + 1) / 2
+            pattern = low + (high - low) * (torch.tanh(b) + 1) / 2
+            m = mask[:, None, None]  # (k, 1, 1, *positions): broadcast over the rows and the channels
             stamped = (1 - m) * xt[None] + m * pattern[:, None]
-            last = (model(stamped.reshape(k * n, *input_shape)).argmax(1) == targets).float().view(k, n)
-            last = (last * weight).sum(1) / counts
-            best_mask[missing] = mask[missing]
-            best_pattern[missing] = pattern[missing]
-            best_norm = torch.where(missing, mask.reshape(k, -1).sum(1), best_norm)
-            best_success = torch.where(missing, last, best_success)
-    model.train(was_training)
+            logits = model(stamped.reshape(k * n, *input_shape))
+            ce = F.cross_entropy(logits, targets, reduction="none").view(k, n)
+            norm = mask.reshape(k, -1).abs().sum(1)
+            loss = ((ce * weight).sum(1) / counts + cost * norm).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            with torch.no_grad():
+                success = ((logits.argmax(1) == targets).float().view(k, n) * weight).sum(1) / counts
+                ok = success >= threshold
+                better = ok & (norm < best_norm) & active
+                best_norm = torch.where(better, norm, best_norm)
+                best_mask[better] = mask[better]
+                best_pattern[better] = pattern[better]
+                best_success = torch.where(better, success, best_success)
+                # lambda scheduling (Wang et al.): patience steps on one side of the threshold move it
+                up = torch.where(ok, up + 1, torch.zeros_like(up))
+                down = torch.where(ok, torch.zeros_like(down), down + 1)
+                raise_, lower = active & (up >= patience), active & (down >= patience)
+                cost = torch.where(raise_, cost * COST_UP, cost)
+                cost = torch.where(lower, cost / COST_DOWN, cost)
+                raised, lowered = raised | raise_, lowered | lower
+                up = torch.where(up >= patience, torch.zeros_like(up), up)
+                down = torch.where(down >= patience, torch.zeros_like(down), down)
+                if early_stop:  # the authors' early stop: no 1% improvement for early_stop_patience steps
+                    found = torch.isfinite(best_norm)
+                    stalled = found & (best_norm >= early_stop_threshold * stall_best)
+                    stall = torch.where(stalled, stall + 1, torch.where(found, torch.zeros_like(stall), stall))
+                    stall_best = torch.minimum(stall_best, best_norm)
+                    stop = active & raised & lowered & (stall >= early_stop_patience)
+                    steps_run = torch.where(stop, torch.full_like(steps_run, step + 1), steps_run)
+                    active = active & ~stop
+                    if not active.any():
+                        break
+            opt.step()
+        with torch.no_grad():  # a class that never reached the threshold keeps its last trigger
+            mask = (torch.tanh(a) + 1) / 2
+            pattern = low + (high - low) * (torch.tanh(b) + 1) / 2
+            missing = ~torch.isfinite(best_norm)
+            if missing.any():
+                m = mask[:, None, None]
+                stamped = (1 - m) * xt[None] + m * pattern[:, None]
+                last = (model(stamped.reshape(k * n, *input_shape)).argmax(1) == targets).float().view(k, n)
+                last = (last * weight).sum(1) / counts
+                best_mask[missing] = mask[missing]
+                best_pattern[missing] = pattern[missing]
+                best_norm = torch.where(missing, mask.reshape(k, -1).sum(1), best_norm)
+                best_success = torch.where(missing, last, best_success)
     norms = best_norm.cpu().numpy().astype(np.float64)
     anomaly = anomaly_index(norms) if sorted(classes) == list(range(n_classes)) and n_classes >= 3 else None
     return NeuralCleanseResult(masks=best_mask.cpu().numpy().astype(np.float32),
@@ -370,43 +369,41 @@ def smoothinv(model: nn.Module, x, *, target: int, sigma: float = 0.25, eps: flo
     step_size = 0.05 * eps if step_size is None else check_number(step_size, "step_size", low=0.0, open_low=True,
                                                                   open_high=True)
     seed = check_seed(seed)
-    was_training = model.training
-    model.eval()
-    device = _device(model)
-    xt = torch.from_numpy(x)[None].to(device)
-    n_classes = _logits_shape(model, xt)
-    target = check_int(target, "target", low=0, high=n_classes - 1)
-    gen = torch.Generator().manual_seed(derive_seed(seed, "smoothinv"))
-    draw = lambda: torch.randn((noise_samples, *x.shape), generator=gen).to(device)  # noqa: E731
-    with torch.no_grad():
-        base_prob = float(smoothed_probs(model, xt, sigma=sigma, noise=draw())[0, target])
-    delta = torch.zeros_like(xt, requires_grad=True)
-    opt = torch.optim.SGD([delta], lr=step_size, momentum=0.9)
-    schedule = torch.optim.lr_scheduler.StepLR(opt, step_size=300, gamma=0.5)
-    label = torch.tensor([target], device=device)
-    losses = np.zeros(steps)
-    for i in range(steps):
-        probs = smoothed_probs(model, xt + delta, sigma=sigma, noise=draw())
-        loss = F.nll_loss(torch.log(probs.clamp(min=1e-20)), label)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        losses[i] = float(loss.detach())
+    with eval_mode(model):
+        device = _device(model)
+        xt = torch.from_numpy(x)[None].to(device)
+        n_classes = _logits_shape(model, xt)
+        target = check_int(target, "target", low=0, high=n_classes - 1)
+        gen = torch.Generator().manual_seed(derive_seed(seed, "smoothinv"))
+        draw = lambda: torch.randn((noise_samples, *x.shape), generator=gen).to(device)  # noqa: E731
         with torch.no_grad():
-            norm = delta.grad.norm()
-            if norm > 0:
-                delta.grad.div_(norm)
-            else:
-                delta.grad.zero_()
-        opt.step()
-        schedule.step()
-        with torch.no_grad():  # project: inside the bounds, then onto the L2 ball of radius eps
-            delta.copy_((xt + delta).clamp(low, high) - xt)
-            size = delta.norm()
-            if size > eps:
-                delta.mul_(eps / size)
-    with torch.no_grad():
-        final = float(smoothed_probs(model, xt + delta, sigma=sigma, noise=draw())[0, target])
-    model.train(was_training)
+            base_prob = float(smoothed_probs(model, xt, sigma=sigma, noise=draw())[0, target])
+        delta = torch.zeros_like(xt, requires_grad=True)
+        opt = torch.optim.SGD([delta], lr=step_size, momentum=0.9)
+        schedule = torch.optim.lr_scheduler.StepLR(opt, step_size=300, gamma=0.5)
+        label = torch.tensor([target], device=device)
+        losses = np.zeros(steps)
+        for i in range(steps):
+            probs = smoothed_probs(model, xt + delta, sigma=sigma, noise=draw())
+            loss = F.nll_loss(torch.log(probs.clamp(min=1e-20)), label)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            losses[i] = float(loss.detach())
+            with torch.no_grad():
+                norm = delta.grad.norm()
+                if norm > 0:
+                    delta.grad.div_(norm)
+                else:
+                    delta.grad.zero_()
+            opt.step()
+            schedule.step()
+            with torch.no_grad():  # project: inside the bounds, then onto the L2 ball of radius eps
+                delta.copy_((xt + delta).clamp(low, high) - xt)
+                size = delta.norm()
+                if size > eps:
+                    delta.mul_(eps / size)
+        with torch.no_grad():
+            final = float(smoothed_probs(model, xt + delta, sigma=sigma, noise=draw())[0, target])
     pert = delta.detach()[0].cpu().numpy().astype(np.float32)
     return SmoothInvResult(perturbation=pert, x_adv=(x + pert).astype(np.float32), norm=float(np.linalg.norm(pert)),
                            smoothed_prob=final, base_prob=base_prob, losses=losses)

@@ -10,7 +10,9 @@ import pytest
 from matplotlib.text import Text
 
 from fitscope.report import audit, federated, figures, kernels, leak, privacy, randomization
-from fitscope.report.figures import DPI, MAX_WIDTH, MIN_FONT_PT, PAGE_PX, enforce_min_font, figure_to_png, new_figure
+from fitscope.report.figures import (
+    DPI, MAX_WIDTH, MIN_FONT_PT, PAGE_PX, enforce_min_font, figure_to_png, new_figure, plain_log_ticks,
+)
 
 rng = np.random.default_rng(0)
 
@@ -136,3 +138,18 @@ def test_kernel_figures(drawn):
     complexity = pd.DataFrame([dict(noise=p, seed=s, measure=1 + p, test_error=0.1 + 0.5 * p,
                                     epochs_to_fit=10 + int(20 * p)) for p in (0, 0.5, 1) for s in (0, 1)])
     _check(drawn, kernels.complexity_figure(complexity, 40), panels=2)
+
+
+def test_plain_log_ticks_print_numbers_without_exponents():
+    fig = new_figure()
+    ax = fig.add_subplot()
+    ax.plot([1, 2, 3], [3, 20, 60])
+    ax.set_yscale("log")
+    ax.set_ylim(3, 60)  # within two decades: minors 5, 20, 30, 50 are labelled, 4 is not
+    plain_log_ticks(ax.yaxis)
+    major, minor = ax.yaxis.get_major_formatter(), ax.yaxis.get_minor_formatter()
+    assert major(10, 0) == "10" and major(0.01, 0) == "0.01"
+    assert [minor(v, 0) for v in (4, 5, 20, 30, 50)] == ["", "5", "20", "30", "50"]
+    ax.set_ylim(0.01, 100)  # four decades: no minor labels
+    plain_log_ticks(ax.yaxis)
+    assert ax.yaxis.get_minor_formatter()(20, 0) == ""

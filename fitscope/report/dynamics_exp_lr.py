@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from fitscope.report.figures import PANEL_WIDTH, SMALL_FONT, figure_to_data_uri, new_figure
+from fitscope.report.figures import PANEL_WIDTH, SMALL_FONT, figure_to_data_uri, new_figure, plain_log_ticks
 from fitscope.report.html import format_number, format_percent, percent_columns
 
 #: the threshold of the tiny test's "same function" drawn on the difference figure (the study's SAME_FUNCTION)
@@ -25,21 +25,6 @@ def _colors(n: int) -> list:
 
     cmap = colormaps["viridis"]
     return [cmap(0.1 + 0.6 * i / max(n - 1, 1)) for i in range(n)]
-
-
-def _plain_log(axis) -> None:
-    """Numbers as plain text on a log ``axis`` (``20``, not ``2x10^1``); minors 2, 3, 5 within two decades."""
-    from matplotlib.ticker import FuncFormatter
-
-    lo, hi = axis.get_view_interval()
-    narrow = hi > 0 and lo > 0 and np.log10(hi / lo) < 2
-
-    def minor(value, _):
-        mantissa = value / 10 ** np.floor(np.log10(value) + 1e-9)
-        return f"{value:g}" if narrow and any(abs(mantissa - m) < 1e-6 for m in (2, 3, 5)) else ""
-
-    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    axis.set_minor_formatter(FuncFormatter(minor))
 
 
 def _milestones(ax, trajectory: pd.DataFrame) -> None:
@@ -134,7 +119,7 @@ def norms_figure(trajectory: pd.DataFrame, precision: str = "float64") -> str | 
         ax.plot(part.step, part.norm_wd, color=color, lw=1.5, ls="--", label=f"{model}, weight decay")
     ax.plot([], [], color="black", lw=0.9, ls=":", label="c_t x weight-decay norm")
     ax.set_yscale("log")
-    _plain_log(ax.yaxis)
+    plain_log_ticks(ax.yaxis)
     ax.set(xlabel="step", ylabel="norm of the trained weights", title="Weight norms")
     ax.legend(fontsize=SMALL_FONT, loc="best")
     ax.grid(alpha=0.3, which="both")
@@ -150,7 +135,7 @@ def lr_figure(trajectory: pd.DataFrame) -> str:
     ax.plot(part.step, part.lr_wd, color="tab:blue", lw=1.8, label="weight decay: step schedule")
     ax.plot(part.step, part.lr_exp, color="tab:red", lw=1.8, label="no weight decay: equivalent")
     ax.set_yscale("log")
-    _plain_log(ax.yaxis)
+    plain_log_ticks(ax.yaxis)
     ax.set(xlabel="step", ylabel="learning rate", title="Learning-rate schedules")
     ax.legend(fontsize=SMALL_FONT, loc="best")
     ax.grid(alpha=0.3, which="both")

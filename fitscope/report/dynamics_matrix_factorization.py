@@ -13,27 +13,10 @@ import math
 
 import pandas as pd
 
-from fitscope.report.figures import PANEL_WIDTH, SMALL_FONT, figure_to_data_uri, new_figure
+from fitscope.report.figures import PANEL_WIDTH, SMALL_FONT, figure_to_data_uri, new_figure, plain_log_ticks
 from fitscope.report.html import format_number, percent_columns
 
 NUCLEAR = "nuclear norm"
-
-
-def _plain_log(axis) -> None:
-    """Numbers as plain text on a log ``axis`` (``3``, ``0.01``, not ``3x10^0``): majors always, minors 2, 3, 5
-    within a range of less than two decades."""
-    import numpy as np
-    from matplotlib.ticker import FuncFormatter
-
-    lo, hi = axis.get_view_interval()
-    narrow = hi > 0 and lo > 0 and np.log10(hi / lo) < 2
-
-    def minor(value, _):
-        mantissa = value / 10 ** np.floor(np.log10(value) + 1e-9)
-        return f"{value:g}" if narrow and any(abs(mantissa - m) < 1e-6 for m in (2, 3, 5)) else ""
-
-    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    axis.set_minor_formatter(FuncFormatter(minor))
 
 
 def _styles(methods: list[str]) -> dict[str, dict]:
@@ -69,7 +52,7 @@ def curve_figure(curves: pd.DataFrame, column: str, ylabel: str, title: str, *, 
         ax.axhline(true_rank, color="tab:red", lw=1, ls=":", label=f"true rank {true_rank}")
     if log:
         ax.set_yscale("log")
-        _plain_log(ax.yaxis)
+        plain_log_ticks(ax.yaxis)
     ax.set(xlabel="observed entries", ylabel=ylabel, title=title)
     ax.legend(fontsize=SMALL_FONT, loc="best")
     ax.grid(alpha=0.3, which="both")
@@ -91,7 +74,7 @@ def history_figure(history: pd.DataFrame, observed: int, true_rank: int) -> str 
     ax.axhline(true_rank, color="tab:red", lw=1, ls=":", label=f"true rank {true_rank}")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    _plain_log(ax.yaxis)
+    plain_log_ticks(ax.yaxis)
     ax.set(xlabel="gradient-descent step", ylabel="effective rank",
            title=f"Effective rank during training, m = {observed}")
     ax.legend(fontsize=SMALL_FONT, loc="best")

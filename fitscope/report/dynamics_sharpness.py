@@ -10,27 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from fitscope.report.figures import PANEL_WIDTH, SMALL_FONT, figure_to_data_uri, new_figure
+from fitscope.report.figures import PANEL_WIDTH, SMALL_FONT, figure_to_data_uri, new_figure, plain_log_ticks
 from fitscope.report.html import format_number, format_percent, percent_columns
 
 # Summary keys shown as percentages.
 _PERCENT_WORDS = ("/ (2/lr)",)
-
-
-def _plain_log(axis) -> None:
-    """Numbers as plain text on a log ``axis`` (``4``, ``0.3``, not ``4x10^0``): majors always, minors 2, 3, 5
-    within a range of less than two decades."""
-    from matplotlib.ticker import FuncFormatter
-
-    lo, hi = axis.get_view_interval()
-    narrow = hi > 0 and lo > 0 and np.log10(hi / lo) < 2
-
-    def minor(value, _):
-        mantissa = value / 10 ** np.floor(np.log10(value) + 1e-9)
-        return f"{value:g}" if narrow and any(abs(mantissa - m) < 1e-6 for m in (2, 3, 5)) else ""
-
-    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    axis.set_minor_formatter(FuncFormatter(minor))
 
 
 def _lr_axis(ax, lrs) -> None:
@@ -81,7 +65,7 @@ def sharpness_figure(trajectory: pd.DataFrame, optimizer: str = "gd") -> str | N
     ax.set_yscale("log")
     low, high = ax.get_ylim()
     ax.set_ylim(low, high * 1.15)
-    _plain_log(ax.yaxis)
+    plain_log_ticks(ax.yaxis)
     # each 2/lr is labelled on the right-hand axis, in its run's colour
     from matplotlib.ticker import NullLocator
 
@@ -112,7 +96,7 @@ def loss_figure(trajectory: pd.DataFrame) -> str | None:
         part = runs[runs.lr == lr].sort_values("step")
         ax.plot(part.step, part.loss, color=color, lw=1.5, label=f"lr {lr:g}")
     ax.set_yscale("log")
-    _plain_log(ax.yaxis)
+    plain_log_ticks(ax.yaxis)
     ax.set(xlabel="step", ylabel="training loss", title="GD training loss")
     ax.legend(fontsize=SMALL_FONT, loc="best")
     ax.grid(alpha=0.3, which="both")
@@ -157,7 +141,7 @@ def sgd_figure(runs: pd.DataFrame, column: str, se: str, label: str) -> str | No
                     label=f"SGD, batch {b}")
     _lr_axis(ax, sgd.lr)
     ax.set_yscale("log")
-    _plain_log(ax.yaxis)
+    plain_log_ticks(ax.yaxis)
     ax.set(xlabel="learning rate", ylabel=label, title=f"{label[0].upper()}{label[1:]} at the end of SGD")
     ax.legend(fontsize=SMALL_FONT, loc="best")
     ax.grid(alpha=0.3, which="both")

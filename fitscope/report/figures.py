@@ -55,6 +55,22 @@ def percent_axis(axis, decimals: int = 1) -> None:
     axis.set_major_formatter(FuncFormatter(lambda value, _: format_percent(value, decimals)))
 
 
+def plain_log_ticks(axis) -> None:
+    """Numbers as plain text on a log ``axis`` (``20``, ``0.01``, not ``2x10^1``): majors always, minors 2, 3, 5
+    within a range of less than two decades (call it after the data are drawn)."""
+    from matplotlib.ticker import FuncFormatter
+
+    lo, hi = axis.get_view_interval()
+    narrow = hi > 0 and lo > 0 and np.log10(hi / lo) < 2
+
+    def minor(value, _):
+        mantissa = value / 10 ** np.floor(np.log10(value) + 1e-9)
+        return f"{value:g}" if narrow and any(abs(mantissa - m) < 1e-6 for m in (2, 3, 5)) else ""
+
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(FuncFormatter(minor))
+
+
 def enforce_min_font(fig: Figure, minimum: float = MIN_FONT_PT) -> None:
     """Raise every text of ``fig`` smaller than ``minimum`` points (titles, labels, legends, ticks) to it."""
     from matplotlib.text import Text

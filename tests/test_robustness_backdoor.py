@@ -9,10 +9,10 @@ from torch import nn
 
 from fitscope.errors import ConfigError
 from fitscope.robustness import (
+    accuracy,
     additive_attack_success,
     apply_trigger,
     attack_success_rate,
-    clean_accuracy,
     patch_mask,
     poison_rows,
     top_positions_overlap,
@@ -106,7 +106,7 @@ def test_attack_success_by_hand_on_a_toy_classifier():
     x[3, 0, 1, 1] = 1.0  # already class 0
     x[4, 0, 0, 1] = 0.5  # class 2 logit 1
     y = np.array([1, 2, 1, 0, 2])
-    assert clean_accuracy(model, x, y) == 1.0
+    assert accuracy(model, x, y) == 1.0
     mask = patch_mask((1, 2, 2), size=1)  # the bottom-right pixel
     # pattern 0.3: class 0's logit becomes 1.5, which beats 0.4 (row 2) and 1 (row 4) but not 2 (rows 0, 1);
     # row 3 is of the target class and does not count

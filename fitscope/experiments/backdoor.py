@@ -63,10 +63,10 @@ from fitscope.models import build_plain, check_input_shape, parse_spec
 from fitscope.robustness import (
     ANOMALY_THRESHOLD,
     CORNERS,
+    accuracy,
     additive_attack_success,
     apply_trigger,
     attack_success_rate,
-    clean_accuracy,
     neural_cleanse,
     patch_mask,
     poison_rows,
@@ -269,7 +269,7 @@ def run_unit(task: BackdoorTask, *, x_train: np.ndarray, y_train: np.ndarray, x_
                       seed=derive_seed(task.seed, "batches"), progress=tick)
     model = fit.model
     out: dict[str, np.ndarray] = {
-        "clean_acc": np.asarray(clean_accuracy(model, x_test, y_test)),
+        "clean_acc": np.asarray(accuracy(model, x_test, y_test)),
         "train_acc": np.asarray(float(fit.train_acc[-1])),
         "asr": np.asarray(attack_success_rate(model, x_test, y_test, target=task.target, mask=mask,
                                               pattern=task.value)),

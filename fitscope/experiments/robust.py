@@ -19,8 +19,8 @@ The study, in the order it runs (``fitscope robust``):
    the PGD points at ``eps``).
 3. **Width sweep** (seed 000: Zhang, Plevrakis, Du, Li, Song & Arora 2020,
    "Over-parameterized Adversarial Training": adversarial training of a ReLU
-   network of polynomial width reaches a low robust training loss). PGD training (L-inf, ``eps``) of ``mlp:<w>x2`` for each
-   ``mlp_widths`` and ``cnn:<w>-<2w>`` for each ``cnn_widths``; the robust
+   network of polynomial width reaches a low robust training loss). PGD training
+   (L-inf, ``eps``) of ``mlp:<w>x2`` for each ``mlp_widths`` and ``cnn:<w>-<2w>`` for each ``cnn_widths``; the robust
    training loss and robust test accuracy against width.
 4. **L0 attacks and the sparse-Fourier defense** (Bafna, Murtagh & Vyas
    2018, seed 003). ``l0_spec`` trained on the raw inputs (no defense) and on
@@ -66,8 +66,8 @@ from fitscope.experiments.config_errors import build_config
 from fitscope.experiments.study import Outcome, Prepared, Study, StudyResult, Unit, run_study
 from fitscope.models import check_input_shape, parse_spec
 from fitscope.robustness import (
-    FourierIHTDefense, fourier_sparse_projection, iht_recover, l0_pixel_attack, patch_attack, pgd_attack, pixel_count,
-    predict_labels,
+    FourierIHTDefense, accuracy, fourier_sparse_projection, iht_recover, l0_pixel_attack, patch_attack,
+    pgd_attack, pixel_count, predict_labels,
 )
 from fitscope.robustness.attacks import pixel_axes
 from fitscope.seeding import derive_seed
@@ -284,10 +284,6 @@ class EnsembleMember(torch.nn.Module):
         return self.ensemble.forward_shared(x)[self.k]
 
 
-def _accuracy(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> float:
-    return float((predict_labels(model, x) == y).mean())
-
-
 def _robust_loss(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, adv: np.ndarray) -> tuple[float, float]:
     """Mean cross-entropy and accuracy at the adversarial rows ``adv``."""
     with torch.no_grad():
@@ -327,24 +323,24 @@ def train_net(task: NetTask, *, x_train: np.ndarray, y_train: np.ndarray, x_test
     box = dict(low=task.low, high=task.high)
     if task.kind == "l0":
         return {**out, **_l0_measures(task, net, x_eval, y_test, box)}
-    out["clean_acc"] = np.asarray(_accuracy(net, x_eval, y_test))
-    out["train_acc"] = np.asarray(_accuracy(net, x_train, y_train))
+    out["clean_acc"] = np.asarray(accuracy(net, x_eval, y_test))
+    out["train_acc"] = np.asarray(accuracy(net, x_train, y_train))
     attack = dict(steps=task.attack_steps, restarts=task.restarts, **box)
     seed = task.attack_seed
     adv_train = pgd_attack(net, x_train, y_train, eps=task.eps, norm="inf", steps=task.attack_steps, restarts=1,
                            seed=derive_seed(seed, "train"), **box)
     out["robust_train_loss"], out["robust_train_acc"] = map(np.asarray, _robust_loss(net, x_train, y_train, adv_train))
     adv = pgd_attack(net, x_eval, y_test, eps=task.eps, norm="inf", seed=derive_seed(seed, "inf", task.eps), **attack)
-    out["linf_acc"] = np.asarray(_accuracy(net, adv, y_test))
+    out["linf_acc"] = np.asarray(accuracy(net, adv, y_test))
     if task.kind == "main":
-        out["l2_acc"] = np.asarray(_accuracy(net, pgd_attack(net, x_eval, y_test, eps=task.l2_eps, norm="2",
+        out["l2_acc"] = np.asarray(accuracy(net, pgd_attack(net, x_eval, y_test, eps=task.l2_eps, norm="2",
                                                              seed=derive_seed(seed, "2", task.l2_eps), **attack),
                                              y_test))
         accs = []
         for eps in task.eps_curve:
             a = adv if eps == task.eps else pgd_attack(net, x_eval, y_test, eps=eps, norm="inf",
                                                        seed=derive_seed(seed, "inf", eps), **attack)
-            accs.append(_accuracy(net, a, y_test))
+            accs.append(accuracy(net, a, y_test))
         out["curve_eps"] = np.asarray(task.eps_curve, float)
         out["curve_acc"] = np.asarray(accs, float)
         out["examples"] = x_eval[:8].astype(np.float32)

@@ -15,6 +15,7 @@ This layer sits beside ``estimators``, ``kernels``, ``dynamics`` and ``explain``
 from fitscope.robustness.attacks import (
     ATTACKS,
     RobustAccuracy,
+    accuracy,
     adversarial_examples,
     l0_pixel_attack,
     l0_projection,
@@ -31,7 +32,6 @@ from fitscope.robustness.backdoor import (
     additive_attack_success,
     apply_trigger,
     attack_success_rate,
-    clean_accuracy,
     patch_mask,
     poison_rows,
     top_positions_overlap,
@@ -51,8 +51,8 @@ from fitscope.robustness.trigger_inversion import (
 
 __all__ = [
     "ANOMALY_THRESHOLD", "ATTACKS", "CORNERS", "MAD_CONSISTENCY", "AnomalyResult", "FourierIHTDefense",
-    "NeuralCleanseResult", "Poisoned", "RobustAccuracy", "SmoothInvResult", "additive_attack_success",
-    "adversarial_examples", "anomaly_index", "apply_trigger", "attack_success_rate", "clean_accuracy",
+    "NeuralCleanseResult", "Poisoned", "RobustAccuracy", "SmoothInvResult", "accuracy", "additive_attack_success",
+    "adversarial_examples", "anomaly_index", "apply_trigger", "attack_success_rate",
     "fourier_sparse_projection", "iht_recover", "l0_pixel_attack", "l0_projection", "margin", "neural_cleanse",
     "patch_attack", "patch_mask", "pgd_attack", "pixel_count", "poison_rows", "predict_labels", "robust_accuracy",
     "smoothed_probs", "smoothinv", "top_positions_overlap",

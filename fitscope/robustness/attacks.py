@@ -338,6 +338,12 @@ def predict_labels(model: nn.Module, x, *, batch_size: int = 1024) -> np.ndarray
     return torch.cat(out).numpy()
 
 
+def accuracy(model: nn.Module, x, y) -> float:
+    """Share of rows of ``x`` whose predicted class (:func:`predict_labels`) is ``y``; NaN for no rows."""
+    y = np.asarray(y, np.int64)
+    return float((predict_labels(model, x) == y).mean()) if len(y) else float("nan")
+
+
 def adversarial_examples(model: nn.Module, x, y, *, attack: str = "pgd", seed: int, **settings) -> np.ndarray:
     """The adversarial inputs of the attack named ``attack`` (``pgd``, ``l0`` or ``patch``) with its ``settings``.
 

@@ -25,8 +25,8 @@ from fitscope.robustness.attacks import predict_labels
 from fitscope.seeding import derive_seed
 from fitscope.validation import check_fraction, check_int, check_number, check_seed, message
 
-__all__ = ["Poisoned", "additive_attack_success", "apply_trigger", "attack_success_rate", "clean_accuracy",
-           "patch_mask", "poison_rows", "top_positions_overlap"]
+__all__ = ["Poisoned", "additive_attack_success", "apply_trigger", "attack_success_rate", "patch_mask",
+           "poison_rows", "top_positions_overlap"]
 
 #: corners a patch may be placed in by name
 CORNERS = ("bottom-right", "bottom-left", "top-right", "top-left")
@@ -148,13 +148,6 @@ def poison_rows(x, y, *, fraction: float, target: int, n_classes: int, mask, pat
     xp[rows] = apply_trigger(x[rows], mask, pattern)
     yp[rows] = target
     return Poisoned(x=xp, y=yp, rows=rows, target=target)
-
-
-def clean_accuracy(model: nn.Module, x, y) -> float:
-    """Share of rows of ``x`` whose predicted class is ``y`` (NaN for no rows); predictions by
-    :func:`fitscope.robustness.attacks.predict_labels` (eval mode, the model's device)."""
-    y = np.asarray(y, np.int64)
-    return float((predict_labels(model, x) == y).mean()) if len(y) else float("nan")
 
 
 def attack_success_rate(model: nn.Module, x, y, *, target: int, mask, pattern) -> float:

@@ -95,3 +95,15 @@ def test_label_smoothing_models_together_equal_each_alone(family):
     spec, shape = FAMILIES[family]
     x, y = tiny_problem(shape)
     assert_together_equals_alone(spec, x, y, "ls:eps=0.2")
+
+
+def test_a_part_that_replaces_the_loss_or_wraps_the_step_must_define_the_hook():
+    from fitscope.train.regularizers.base import Regularizer
+
+    with pytest.raises(TypeError, match="sets replaces_loss but does not define loss"):
+        type("NoLoss", (Regularizer,), {"replaces_loss": True})
+    with pytest.raises(TypeError, match="sets wraps_step but does not define step"):
+        type("NoStep", (Regularizer,), {"wraps_step": True})
+    part = type("Plain", (Regularizer,), {"name": "plain"})()
+    with pytest.raises(TypeError, match="does not replace the loss"):
+        part.loss(None, None, None)

@@ -179,6 +179,13 @@ class Regularizer:
     replaces_loss: ClassVar[bool] = False
     wraps_step: ClassVar[bool] = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A part that says it replaces the loss or wraps the step must define that hook (checked at import)."""
+        super().__init_subclass__(**kwargs)
+        for flag, hook in (("replaces_loss", "loss"), ("wraps_step", "step")):
+            if getattr(cls, flag) and getattr(cls, hook) is getattr(Regularizer, hook):
+                raise TypeError(f"{cls.__name__} sets {flag} but does not define {hook}()")
+
     def __init__(self, **values: Any) -> None:
         unknown = sorted(set(values) - set(self.params))
         if unknown:
@@ -225,8 +232,9 @@ class Regularizer:
         return x, targets
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, state: TrainState) -> torch.Tensor:
-        """The ``(K,)`` per-model mean loss replacing cross-entropy (only parts with ``replaces_loss``)."""
-        raise NotImplementedError
+        """The ``(K,)`` per-model mean loss replacing cross-entropy (only parts with ``replaces_loss``, which must
+        define it: see :meth:`__init_subclass__`; the objective calls it on no other part)."""
+        raise TypeError(f"{type(self).__name__} does not replace the loss (replaces_loss is False)")
 
     def extra(self, logits: torch.Tensor, targets: torch.Tensor, idx: torch.Tensor,
               state: TrainState) -> torch.Tensor | None:

@@ -19,10 +19,11 @@ demo: $(STAMP)
 	$(BIN)/fitscope audit --data digits --noise 0.1 --quick --out runs/demo-audit
 
 ## make test: the whole test suite (what CI runs), in TEST_WORKERS processes (pytest-xdist; a file's tests stay
-## in one process, so its fixtures are made once); each worker trains on one torch thread (tests/conftest.py)
+## in one process, so its fixtures are made once, and the files that start Ray share one process: tests/conftest.py);
+## each worker trains on one torch thread
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 ## make bench: performance targets (not tests); results in bench/results/
 bench: $(STAMP)

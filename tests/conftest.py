@@ -29,3 +29,22 @@ def ray_session():
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+
+
+#: Test files that start a Ray cluster (a local Ray, ``ray start`` nodes, Flower's simulation engine). Under
+#: pytest-xdist they share one group, so they run one after another in one worker: two Ray clusters on one machine
+#: meet on Ray's fixed default ports (the dashboard agent's 52365, the workers' from 10002), and a two-node test
+#: then waited in vain for its second node (seen once in CI with files spread over two workers).
+RAY_FILES = {
+    "test_audit_ray.py", "test_cli_federated.py", "test_data_memmap.py", "test_devices_ray.py", "test_executors.py",
+    "test_privacy_federated.py", "test_ray_two_nodes.py", "test_study_faults.py", "test_study_runner_all.py",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under ``--dist loadgroup`` (``make test``): each file is one group (its fixtures are made once), except that
+    the files of :data:`RAY_FILES` form a single group."""
+    for item in items:
+        name = item.path.name
+        item.add_marker(pytest.mark.xdist_group("ray" if name in RAY_FILES else name))
+
